@@ -1,0 +1,21 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PORT=3007
+WORKDIR /app
+
+COPY requirements.txt .
+RUN pip install --no-cache-dir --require-hashes -r requirements.txt
+
+COPY wsgi.py gunicorn.conf.py ./
+COPY admin_service ./admin_service
+COPY openapi ./openapi
+
+RUN useradd --system --uid 10001 --no-create-home app
+USER app
+
+EXPOSE 3007
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+  CMD python -c "import os,urllib.request,sys; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health/ready', timeout=2).status != 200)"
+
+# DATABASE_URL and JWT_SECRET (or JWT_PUBLIC_KEY) are required in a container.
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

@@ -1,0 +1,55 @@
+"""admin-service: watch the assessment platform's analysis jobs."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_cors import CORS
+from sqlalchemy import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from admin_service.config import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
+    """The WSGI app. Settings come from the environment unless given (tests give them)."""
+    from admin_service import docs, health, web
+    from admin_service.api import API_CONFIG, Api
+    from admin_service.auth import Authenticator
+    from admin_service.db.engine import make_engine
+    from admin_service.errors import register_error_handlers
+    from admin_service.jobs.routes import blp as jobs_blp
+    from admin_service.jobs.stats import SharedStats
+    from admin_service.ratelimit import make_limiter
+
+    settings = settings or load_settings()
+    web.configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.json = web.IsoJSONProvider(app)
+    app.config.update(API_CONFIG)
+    app.config.update(SETTINGS=settings, DEBUG=settings.debug, MAX_CONTENT_LENGTH=64 * 1024)
+    if settings.trust_proxy:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+
+    engine = engine or make_engine(settings)
+    app.extensions["admin_service.engine"] = engine
+    app.extensions["admin_service.auth"] = Authenticator(settings, engine)
+    app.extensions["admin_service.stats"] = SharedStats(engine, settings)
+
+    CORS(
+        app,
+        resources={r"/admin/*": {"origins": list(settings.allowed_origins)}},
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"],
+        max_age=600,
+    )
+    web.install(app, settings)
+    limiter = make_limiter(app, settings)
+    limiter.limit(lambda: settings.rate_limit)(jobs_blp)
+
+    api = Api(app)
+    api.register_blueprint(jobs_blp)
+    app.register_blueprint(health.blp)
+    app.register_blueprint(docs.blp)
+    app.extensions["admin_service.api"] = api
+    register_error_handlers(app)
+    return app

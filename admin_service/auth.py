@@ -1,0 +1,220 @@
+"""Token verification and the admin guard, shared by REST, SSE and Socket.IO.
+
+Tokens are verified locally with PyJWT against a fixed algorithm list (never the token's
+own header), then the token's user must exist, be active and be an admin. That lookup is
+cached for AUTH_CACHE_SECONDS: a deactivated admin is refused within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import requests
+from cachetools import TTLCache
+from flask import current_app, g, request
+from sqlalchemy import Engine, select
+
+from admin_service.config import Settings
+from admin_service.db.tables import users
+from admin_service.errors import ApiError
+
+log = logging.getLogger("admin_service.auth")
+
+ADMIN_TYPES = frozenset({"admin", "superadmin"})
+MAX_TOKEN_LENGTH = 8192
+
+
+@dataclass(frozen=True)
+class AdminUser:
+    id: str
+    email: str | None
+    username: str | None
+    user_type: str
+    expires_at: float | None  # the token's exp (epoch seconds); streams end there
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="admin-service"'})
+
+
+def forbidden() -> ApiError:
+    return ApiError(403, "Admin access required")
+
+
+def parse_bearer(header: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or a 401 saying what is wrong."""
+    if not header:
+        raise unauthorized("Authentication required")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise unauthorized("Authorization scheme must be Bearer")
+    return check_token_shape(token.strip())
+
+
+def check_token_shape(token: str) -> str:
+    if not token:
+        raise unauthorized("Authentication required")
+    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2 or not token.isascii():
+        raise unauthorized("Invalid or expired token")
+    return token
+
+
+class Authenticator:
+    """Turns a bearer token into an AdminUser, or raises 401/403/503 as ApiError."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._lock = threading.Lock()
+        ttl = max(settings.auth_cache_seconds, 0.001)
+        self._users: TTLCache[str, dict[str, Any] | None] = TTLCache(maxsize=10_000, ttl=ttl)
+        self._remote: TTLCache[str, AdminUser] = TTLCache(maxsize=10_000, ttl=ttl)
+        self._key = settings.jwt_secret if settings.jwt_algorithms[0].startswith("HS") else settings.jwt_public_key
+        self._http = requests.Session()
+
+    # -- local JWT -------------------------------------------------------------------
+    def decode(self, token: str) -> dict[str, Any]:
+        """Verified claims of a token (signature, exp, iss, aud) or a 401."""
+        options = {"require": ["exp"], "verify_aud": self.settings.jwt_audience is not None}
+        try:
+            return jwt.decode(
+                token,
+                self._key,
+                algorithms=list(self.settings.jwt_algorithms),
+                issuer=self.settings.jwt_issuer,
+                audience=self.settings.jwt_audience,
+                options=options,
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("Invalid or expired token") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise unauthorized("Invalid or expired token") from None
+
+    @staticmethod
+    def subject(claims: dict[str, Any]) -> str:
+        raw = claims.get("id") or claims.get("sub")
+        try:
+            return str(uuid.UUID(str(raw)))
+        except (ValueError, TypeError):
+            raise unauthorized("Invalid or expired token") from None
+
+    def _load_user(self, user_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            if user_id in self._users:
+                return self._users[user_id]
+        stmt = select(users.c.id, users.c.email, users.c.username, users.c.user_type, users.c.is_active).where(
+            users.c.id == uuid.UUID(user_id)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).mappings().first()
+        found = dict(row) if row else None
+        with self._lock:
+            self._users[user_id] = found
+        return found
+
+    def authenticate(self, token: str) -> AdminUser:
+        token = check_token_shape(token)
+        if self.settings.auth_service_url:
+            return self._authenticate_remote(token)
+        claims = self.decode(token)
+        user_id = self.subject(claims)
+        row = self._load_user(user_id)
+        if row is None or not row["is_active"]:
+            raise unauthorized("Invalid or expired token")
+        if row["user_type"] not in ADMIN_TYPES:
+            raise forbidden()
+        return AdminUser(user_id, row["email"], row["username"], row["user_type"], float(claims["exp"]))
+
+    def user_id_if_valid(self, token: str | None) -> str | None:
+        """The verified subject of a token without touching the database (rate-limit key)."""
+        if not token or self.settings.auth_service_url:
+            return None
+        try:
+            return self.subject(self.decode(check_token_shape(token)))
+        except ApiError:
+            return None
+
+    # -- remote auth service ---------------------------------------------------------
+    def _authenticate_remote(self, token: str) -> AdminUser:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            cached = self._remote.get(key)
+        if cached is not None:
+            return cached
+        url = f"{self.settings.auth_service_url}/auth/verify-token"
+        try:
+            response = self._http.post(
+                url,
+                json={"token": token},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self.settings.auth_service_timeout_s,
+            )
+        except requests.RequestException as exc:
+            log.warning("auth service unreachable: %s", type(exc).__name__)
+            raise ApiError(503, "The authentication service is unreachable; retry shortly", headers={"Retry-After": "5"}) from None
+        if response.status_code in (400, 401, 403, 404):
+            raise unauthorized("Invalid or expired token")
+        if response.status_code >= 300:
+            raise ApiError(503, "The authentication service failed; retry shortly", headers={"Retry-After": "5"})
+        try:
+            body = response.json()
+        except ValueError:
+            raise ApiError(503, "The authentication service answered nonsense", headers={"Retry-After": "5"}) from None
+        data = body.get("data", body) if isinstance(body, dict) else {}
+        user = data.get("user", data) if isinstance(data, dict) else {}
+        if not isinstance(user, dict) or not user.get("id") or body.get("success") is False:
+            raise unauthorized("Invalid or expired token")
+        if user.get("is_active") is False:
+            raise unauthorized("Invalid or expired token")
+        if user.get("user_type", user.get("role")) not in ADMIN_TYPES:
+            raise forbidden()
+        try:
+            exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+        except jwt.InvalidTokenError:
+            exp = None
+        admin = AdminUser(str(user["id"]), user.get("email"), user.get("username"), str(user.get("user_type", user.get("role"))), float(exp) if exp else None)
+        with self._lock:
+            self._remote[key] = admin
+        return admin
+
+
+def authenticator() -> Authenticator:
+    return current_app.extensions["admin_service.auth"]
+
+
+def request_token(allow_query: bool = False) -> str:
+    """The bearer token of this request; browsers' EventSource may pass `access_token`."""
+    header = request.headers.get("Authorization")
+    if not header and allow_query and request.args.get("access_token"):
+        return check_token_shape(request.args["access_token"])
+    return parse_bearer(header)
+
+
+def require_admin(allow_query_token: bool = False) -> AdminUser:
+    """Authenticate this request as an admin and remember the user on `g`."""
+    admin = authenticator().authenticate(request_token(allow_query_token))
+    g.admin = admin
+    return admin
+
+
+def sign_token(settings: Settings, user_id: str, *, ttl_seconds: int = 12 * 3600, extra: dict[str, Any] | None = None) -> str:
+    """A development token for a user (HS* only: public-key deployments sign elsewhere)."""
+    import time
+
+    if not settings.jwt_secret:
+        raise RuntimeError("signing needs JWT_SECRET")
+    now = int(time.time())
+    claims: dict[str, Any] = {"id": user_id, "sub": user_id, "iat": now, "exp": now + ttl_seconds}
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    claims.update(extra or {})
+    return jwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithms[0])

@@ -1,0 +1,1 @@
+"""Database access: the engine, the archive tables, fixtures and the embedded server."""

@@ -1,0 +1,28 @@
+"""Liveness and readiness probes (no auth, not rate limited)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+from sqlalchemy import text
+
+from admin_service.db.engine import current_engine
+from admin_service.errors import RETRY_AFTER_SECONDS, ApiError, envelope
+
+blp = Blueprint("health", __name__)
+
+
+@blp.get("/health")
+def health() -> dict[str, Any]:
+    return envelope({"status": "ok"}, "Service is alive")
+
+
+@blp.get("/health/ready")
+def ready() -> dict[str, Any]:
+    try:
+        with current_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        raise ApiError(503, "Database unreachable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+    return envelope({"status": "ready", "database": "ok"}, "Service is ready")

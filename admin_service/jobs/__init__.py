@@ -1,0 +1,1 @@
+"""The jobs feature: REST endpoints, their schemas, queries and the shared statistics."""

@@ -1,0 +1,109 @@
+"""REST endpoints of the jobs feature: /admin/jobs/..."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+
+from admin_service.api import ApiBlueprint
+from admin_service.auth import require_admin
+from admin_service.config import Settings
+from admin_service.db.engine import current_engine
+from admin_service.errors import envelope, not_found
+from admin_service.jobs import queries
+from admin_service.jobs.schemas import (
+    JobDetailsEnvelopeSchema,
+    JobListEnvelopeSchema,
+    JobListQuerySchema,
+    JobResultEnvelopeSchema,
+    StatsEnvelopeSchema,
+    StatsQuerySchema,
+)
+from admin_service.jobs.stats import shared_stats
+
+blp = ApiBlueprint(
+    "jobs",
+    __name__,
+    url_prefix="/admin/jobs",
+    description="Analysis jobs: statistics, list, details and results. Admin token required.",
+)
+SECURED = {"security": [{"bearerAuth": []}]}
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+@blp.before_request
+def _authenticate() -> None:
+    require_admin()
+
+
+@blp.route("/stats")
+@blp.arguments(StatsQuerySchema, location="query")
+@blp.response(200, StatsEnvelopeSchema)
+@blp.errors(401, 403, 429, 503)
+@blp.doc(**SECURED)
+def job_stats(args: dict[str, Any]) -> dict[str, Any]:
+    """Job statistics
+
+    Counts per status, today's figures, processing-time percentiles over the performance
+    window, 7 days of daily metrics and the newest system metrics. Shared by all callers and
+    recomputed at most once per JOB_STATS_INTERVAL_MS; `fresh=true` forces a recomputation.
+    """
+    data, age_ms = shared_stats().get(0 if args["fresh"] else None)
+    message = "Job statistics (computed now)" if age_ms == 0 else f"Job statistics (shared, computed {age_ms:.0f} ms ago)"
+    return envelope(data, message)
+
+
+@blp.route("")
+@blp.arguments(JobListQuerySchema, location="query")
+@blp.response(200, JobListEnvelopeSchema)
+@blp.errors(401, 403, 429, 503)
+@blp.doc(**SECURED)
+def list_jobs(args: dict[str, Any]) -> dict[str, Any]:
+    """List jobs
+
+    Filters combine with AND. Ordered by sort_by then id (stable). Offset paging with
+    `page`, or keyset paging with `cursor` (pagination.nextCursor) at constant cost.
+    """
+    with current_engine().connect() as conn:
+        data = queries.list_jobs(conn, args, settings().tz)
+    return envelope(data, "Jobs retrieved")
+
+
+@blp.route("/<string:job_ref>")
+@blp.response(200, JobDetailsEnvelopeSchema)
+@blp.errors(401, 403, 404, 429, 503)
+@blp.doc(**SECURED)
+def job_details(job_ref: str) -> dict[str, Any]:
+    """Job details
+
+    `job_ref` is the job's row id or its job_id.
+    """
+    with current_engine().connect() as conn:
+        job = queries.find_job(conn, job_ref)
+    if job is None:
+        raise not_found(f"Job {job_ref!r} not found")
+    return envelope(queries.job_details(job), "Job details retrieved")
+
+
+@blp.route("/<string:job_ref>/results")
+@blp.response(200, JobResultEnvelopeSchema)
+@blp.errors(401, 403, 404, 429, 503)
+@blp.doc(**SECURED)
+def job_results(job_ref: str) -> dict[str, Any]:
+    """Job results
+
+    404 NOT_FOUND when the job does not exist; 404 RESULT_NOT_FOUND when it has no result.
+    """
+    with current_engine().connect() as conn:
+        job = queries.find_job(conn, job_ref)
+        if job is None:
+            raise not_found(f"Job {job_ref!r} not found")
+        result = queries.find_result(conn, job["result_id"]) if job["result_id"] else None
+    if result is None:
+        raise not_found(f"Job {job_ref!r} has no result", code="RESULT_NOT_FOUND")
+    keys = ("id", "job_id", "status", "assessment_name", "completed_at", "user_id", "created_at")
+    return envelope({"job": {k: job[k] for k in keys}, "result": result}, "Job results retrieved")

@@ -1,0 +1,324 @@
+"""Marshmallow schemas of every jobs query and response (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+
+from admin_service.jobs.status import ALIASES, STATUSES
+
+SORT_FIELDS = ("created_at", "updated_at", "completed_at", "status", "priority")
+COUNT_MODES = ("exact", "estimated", "none")
+MAX_TEXT = 255
+
+
+class Moment:
+    """A date_from/date_to value: a plain date means the whole day in the stats time zone."""
+
+    def __init__(self, value: datetime | date) -> None:
+        self.value = value
+
+    @property
+    def date_only(self) -> bool:
+        return not isinstance(self.value, datetime)
+
+    def start(self, tz: Any) -> datetime:
+        if isinstance(self.value, datetime):
+            return self.value
+        return datetime.combine(self.value, time.min, tzinfo=tz)
+
+    def __repr__(self) -> str:
+        return f"Moment({self.value!r})"
+
+
+class MomentField(fields.Field):
+    """ISO date (2026-11-28) or date-time (2026-11-28T10:00:00Z; naive means UTC)."""
+
+    default_error_messages = {"invalid": "Not a valid ISO-8601 date or date-time."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Moment:
+        if not isinstance(value, str) or not 8 <= len(value) <= 40:
+            raise self.make_error("invalid")
+        text = value.strip()
+        try:
+            if len(text) == 10:
+                return Moment(date.fromisoformat(text))
+            parsed = datetime.fromisoformat(text.replace(" ", "+") if text.count(" ") == 1 and "T" in text else text)
+        except ValueError:
+            raise self.make_error("invalid") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return Moment(parsed)
+
+
+class StatusListField(fields.Field):
+    """`status=failed` or `status=queued,processing`; `queue` is read as `queued`."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if not isinstance(value, str) or len(value) > 200:
+            raise ValidationError("Must be a comma-separated list of statuses.")
+        statuses: list[str] = []
+        for part in value.split(","):
+            name = ALIASES.get(part.strip().lower(), part.strip().lower())
+            if name not in STATUSES:
+                raise ValidationError(f"Unknown status {part.strip()!r}; use one of {', '.join(STATUSES)}.")
+            if name not in statuses:
+                statuses.append(name)
+        return statuses
+
+
+class SortOrderField(fields.String):
+    """ASC or DESC in any case, loaded as upper case."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        order = str(super()._deserialize(value, attr, data, **kwargs)).upper()
+        if order not in ("ASC", "DESC"):
+            raise ValidationError("Must be ASC or DESC.")
+        return order
+
+
+def _text(description: str) -> fields.String:
+    return fields.String(
+        validate=validate.Length(min=1, max=MAX_TEXT), metadata={"description": description}
+    )
+
+
+class StrictQuerySchema(Schema):
+    """Query schemas reject what they do not know; see blueprint.ApiBlueprint."""
+
+    @pre_load
+    def _reject_repeated(self, data: Any, **kwargs: Any) -> Any:
+        # webargs hands a MultiDict; a repeated scalar parameter is ambiguous, so name it.
+        getlist = getattr(data, "getlist", None)
+        if getlist is not None:
+            for key in set(data.keys()):
+                if key in self.fields and not isinstance(self.fields[key], fields.List) and len(getlist(key)) > 1:
+                    raise ValidationError("Give this parameter once.", field_name=key)
+        return data
+
+
+class JobListQuerySchema(StrictQuerySchema):
+    page = fields.Integer(
+        load_default=1, validate=validate.Range(min=1, max=1_000_000), metadata={"description": "Page number (offset paging)."}
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."})
+    status = StatusListField(metadata={"description": "Status or comma-separated statuses (`queue` means `queued`)."})
+    user_id = fields.UUID(metadata={"description": "Jobs of this user."})
+    user_email = _text("Partial, case-insensitive match on the user's email.")
+    user_username = _text("Partial, case-insensitive match on the user's username.")
+    assessment_name = _text("Partial, case-insensitive match on the assessment name.")
+    search = _text("Job id or job_id (exact or prefix), or the user's email or username (partial).")
+    date_from = MomentField(metadata={"description": "created_at at or after this date/date-time."})
+    date_to = MomentField(metadata={"description": "created_at up to this date-time; a plain date includes that whole day."})
+    sort_by = fields.String(load_default="created_at", validate=validate.OneOf(SORT_FIELDS))
+    sort_order = SortOrderField(load_default="DESC", metadata={"description": "ASC or DESC, any case."})
+    cursor = fields.String(
+        validate=validate.Length(min=1, max=512),
+        metadata={"description": "Keyset cursor from pagination.nextCursor: constant cost at any depth."},
+    )
+    count = fields.String(
+        load_default="exact",
+        validate=validate.OneOf(COUNT_MODES),
+        metadata={"description": "How pagination.total is computed: exact, estimated (planner) or none."},
+    )
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and _comparable(start) > _comparable(end):
+            raise ValidationError("date_from must not be after date_to.", field_name="date_from")
+        if data.get("cursor") and data.get("page", 1) != 1:
+            raise ValidationError("Use either page or cursor, not both.", field_name="cursor")
+
+
+def _comparable(moment: Moment) -> datetime:
+    return moment.start(UTC)
+
+
+class StatsQuerySchema(StrictQuerySchema):
+    fresh = fields.Boolean(
+        load_default=False, metadata={"description": "Recompute now instead of serving the shared figures."}
+    )
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+class EnvelopeSchema(Schema):
+    success = fields.Boolean(required=True)
+    message = fields.String(required=True)
+    timestamp = fields.String(required=True, metadata={"description": "ISO-8601 UTC"})
+
+
+class ErrorDetailSchema(Schema):
+    field = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.List(fields.Nested(ErrorDetailSchema), required=True)
+
+
+class ErrorEnvelopeSchema(Schema):
+    success = fields.Boolean(required=True, metadata={"description": "always false"})
+    error = fields.Nested(ErrorBodySchema, required=True)
+    timestamp = fields.String(required=True)
+
+
+class UserSummarySchema(Schema):
+    id = fields.UUID(required=True)
+    email = fields.String(required=True)
+    username = fields.String(allow_none=True, required=True)
+
+
+class JobSchema(Schema):
+    id = fields.UUID(required=True)
+    job_id = fields.String(required=True)
+    user_id = fields.UUID(required=True)
+    status = fields.String(required=True)
+    result_id = fields.UUID(allow_none=True, required=True)
+    error_message = fields.String(allow_none=True, required=True)
+    completed_at = fields.DateTime(allow_none=True, required=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
+    assessment_name = fields.String(allow_none=True, required=True)
+    priority = fields.Integer(allow_none=True, required=True)
+    retry_count = fields.Integer(allow_none=True, required=True)
+    max_retries = fields.Integer(allow_none=True, required=True)
+    processing_started_at = fields.DateTime(allow_none=True, required=True)
+
+
+class JobWithUserSchema(JobSchema):
+    user = fields.Nested(UserSummarySchema, allow_none=True, required=True)
+
+
+class JobDetailsSchema(JobWithUserSchema):
+    processingTimeSeconds = fields.Float(
+        allow_none=True, required=True,
+        metadata={"description": "completed_at - processing_started_at (or created_at); for a running job, time so far."},
+    )
+    queueWaitSeconds = fields.Float(
+        allow_none=True, required=True,
+        metadata={"description": "processing_started_at - created_at; for a queued job, time waited so far."},
+    )
+
+
+class PaginationSchema(Schema):
+    total = fields.Integer(allow_none=True, required=True, metadata={"description": "null when count=none"})
+    countMode = fields.String(required=True, metadata={"description": "exact, estimated or none"})
+    page = fields.Integer(allow_none=True, required=True, metadata={"description": "null on cursor pages"})
+    limit = fields.Integer(required=True)
+    totalPages = fields.Integer(allow_none=True, required=True)
+    hasNext = fields.Boolean(required=True)
+    hasPrev = fields.Boolean(required=True)
+    nextCursor = fields.String(allow_none=True, required=True)
+
+
+class JobListSchema(Schema):
+    jobs = fields.List(fields.Nested(JobWithUserSchema), required=True)
+    pagination = fields.Nested(PaginationSchema, required=True)
+
+
+class JobListEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(JobListSchema, required=True)
+
+
+class JobDetailsEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(JobDetailsSchema, required=True)
+
+
+class ResultJobSchema(Schema):
+    id = fields.UUID(required=True)
+    job_id = fields.String(required=True)
+    status = fields.String(required=True)
+    assessment_name = fields.String(allow_none=True, required=True)
+    completed_at = fields.DateTime(allow_none=True, required=True)
+    user_id = fields.UUID(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class JobResultSchema(Schema):
+    job = fields.Nested(ResultJobSchema, required=True)
+    result = fields.Dict(
+        required=True,
+        metadata={"description": "The result row: every column the results table has (test_data, test_result, ...)."},
+    )
+
+
+class JobResultEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(JobResultSchema, required=True)
+
+
+class OverviewSchema(Schema):
+    total = fields.Integer(required=True)
+    queued = fields.Integer(required=True)
+    processing = fields.Integer(required=True)
+    completed = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    cancelled = fields.Integer(required=True)
+    successRate = fields.Float(required=True, metadata={"description": "completed / (completed + failed) in percent, all time"})
+    avgProcessingTimeMinutes = fields.String(required=True, metadata={"description": "over the performance window, 2 decimals"})
+
+
+class TodaySchema(Schema):
+    date = fields.String(required=True)
+    timezone = fields.String(required=True)
+    total = fields.Integer(required=True, metadata={"description": "jobs created today"})
+    completed = fields.Integer(required=True, metadata={"description": "of those, completed"})
+    failed = fields.Integer(required=True, metadata={"description": "of those, failed"})
+
+
+class PercentilesSchema(Schema):
+    avg = fields.Float(allow_none=True, required=True)
+    p50 = fields.Float(allow_none=True, required=True)
+    p95 = fields.Float(allow_none=True, required=True)
+    p99 = fields.Float(allow_none=True, required=True)
+
+
+class WindowSchema(Schema):
+    hours = fields.Integer(required=True)
+    start = fields.DateTime(required=True)
+    end = fields.DateTime(required=True)
+    basis = fields.String(required=True)
+
+
+class PerformanceSchema(Schema):
+    window = fields.Nested(WindowSchema, required=True)
+    sampleSize = fields.Integer(required=True, metadata={"description": "completed jobs in the window"})
+    avgProcessingTimeSeconds = fields.Integer(allow_none=True, required=True)
+    avgProcessingTimeMinutes = fields.String(required=True)
+    processingTimeSeconds = fields.Nested(PercentilesSchema, required=True)
+    queueWaitSeconds = fields.Nested(PercentilesSchema, required=True)
+    oldestQueuedJobAgeSeconds = fields.Float(allow_none=True, required=True)
+    oldestQueuedJobCreatedAt = fields.DateTime(allow_none=True, required=True)
+
+
+class DailyMetricSchema(Schema):
+    date = fields.String(required=True)
+    total = fields.Integer(required=True)
+    completed = fields.Integer(required=True)
+    failed = fields.Integer(required=True)
+    cancelled = fields.Integer(required=True)
+
+
+class MetricSchema(Schema):
+    value = fields.Float(allow_none=True, required=True)
+    data = fields.Raw(allow_none=True, required=True)
+    recorded_at = fields.DateTime(required=True)
+
+
+class StatsSchema(Schema):
+    overview = fields.Nested(OverviewSchema, required=True)
+    today = fields.Nested(TodaySchema, required=True)
+    performance = fields.Nested(PerformanceSchema, required=True)
+    dailyMetrics = fields.List(fields.Nested(DailyMetricSchema), required=True)
+    resourceUtilization = fields.Dict(keys=fields.String(), values=fields.Nested(MetricSchema), required=True)
+    computedAt = fields.DateTime(required=True, metadata={"description": "when these figures were computed"})
+
+
+class StatsEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(StatsSchema, required=True)

@@ -1,0 +1,121 @@
+"""Cross-cutting HTTP behaviour: request ids, the JSON access log, security headers, JSON encoding."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
+
+from admin_service.config import Settings
+
+access_log = logging.getLogger("admin_service.access")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# Query parameters that carry secrets and must never reach a log line.
+SECRET_PARAMS = ("access_token", "token")
+
+
+class IsoJSONProvider(DefaultJSONProvider):
+    """ISO-8601 for dates (Flask's default is an HTTP date), strings for UUIDs."""
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        if isinstance(o, date):
+            return o.isoformat()
+        if isinstance(o, uuid.UUID):
+            return str(o)
+        if isinstance(o, Decimal):
+            return float(o)
+        return DefaultJSONProvider.default(o)
+
+    sort_keys = False
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update(extra)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonLogFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root.handlers = [handler]
+    root.setLevel(level)
+
+
+def redacted_query() -> str:
+    parts = []
+    for key, value in request.args.items(multi=True):
+        parts.append(f"{key}={'[redacted]' if key in SECRET_PARAMS else value}")
+    return "&".join(parts)
+
+
+def install(app: Flask, settings: Settings) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        response.headers.setdefault("Cache-Control", "no-store")
+        if request.is_secure:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        return response
+
+    @app.teardown_request
+    def _access_log(exc: BaseException | None) -> None:
+        started = g.get("started")
+        if started is None:
+            return
+        admin = g.get("admin")
+        access_log.info(
+            "request",
+            extra={
+                "fields": {
+                    "request_id": g.get("request_id"),
+                    "method": request.method,
+                    "path": request.path,
+                    "query": redacted_query(),
+                    "status": g.get("status"),
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user_id": admin.id if admin else None,
+                    "remote": request.remote_addr,
+                }
+            },
+        )
+
+    @app.after_request
+    def _remember_status(response: Response) -> Response:
+        g.status = response.status_code
+        return response

@@ -1,0 +1,182 @@
+"""Test set-up: a real PostgreSQL (TEST_DATABASE_URL/DATABASE_URL, else an embedded one),
+a fresh database per run, the app on it, and helpers to run the service under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from admin_service import create_app
+from admin_service.auth import sign_token
+from admin_service.config import Settings, load_settings
+from admin_service.db.engine import make_engine, sqlalchemy_url
+from admin_service.db.fixtures import create_fixture_tables
+from admin_service.db.migrations import upgrade
+from tests.factories import Data
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "test-secret-for-admin-service-0123456789"
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server: the configured one, or a private embedded one."""
+    configured = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if configured:
+        yield sqlalchemy_url(configured)
+        return
+    from admin_service.db.embedded import start_embedded
+
+    server, url = start_embedded(tmp_path_factory.mktemp("pg") / "data")
+    yield url
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A database of this run's own, dropped at the end (the machine's server is shared)."""
+    name = f"admin_service_test_{os.getpid()}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        create_fixture_tables(conn)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    env = {"JWT_SECRET": TEST_SECRET, "RATE_LIMIT": "100000 per minute", "LOG_LEVEL": "WARNING"}
+    env.update({k: str(v) for k, v in overrides.pop("env", {}).items()})
+    return load_settings(env, database_url=database_url, **overrides)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings)
+    upgrade(engine, settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine):  # type: ignore[no-untyped-def]
+    return create_app(settings, engine)
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def data(engine: Engine) -> Data:
+    """Empty archive tables and a builder for rows; each test states its own data."""
+    builder = Data(engine)
+    builder.clear()
+    return builder
+
+
+@pytest.fixture
+def admin(data: Data) -> dict[str, Any]:
+    return data.user(user_type="admin", email=f"admin-{uuid.uuid4().hex[:6]}@example.com")
+
+
+def token_for(user: dict[str, Any], settings_: Settings | None = None, **kwargs: Any) -> str:
+    settings_ = settings_ or load_settings({"JWT_SECRET": TEST_SECRET})
+    return sign_token(settings_, user["id"], **kwargs)
+
+
+@pytest.fixture
+def auth(admin: dict[str, Any]) -> dict[str, str]:
+    """Authorization header of a valid admin token."""
+    return {"Authorization": f"Bearer {token_for(admin)}"}
+
+
+# --- the service under gunicorn -------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningService:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def run_service(database_url: str, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[RunningService]:
+    """The service as production runs it: gunicorn, gevent workers, a real port."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": TEST_SECRET,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": str(workers),
+        "RATE_LIMIT": "100000 per minute",
+        "GRACEFUL_TIMEOUT": "3",
+        **(env or {}),
+    }
+    log_path = tmp_path / f"service-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+            cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    service = RunningService(process, port, log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"service exited at start:\n{service.log()}")
+            try:
+                if requests.get(f"{service.url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start:\n{service.log()}")
+            time.sleep(0.1)
+        yield service
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
