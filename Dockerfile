@@ -18,4 +18,5 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD python -c "import os,urllib.request,sys; sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health/ready', timeout=2).status != 200)"
 
 # DATABASE_URL and JWT_SECRET (or JWT_PUBLIC_KEY) are required in a container.
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+# Migrating first is safe with several replicas: an advisory lock serialises them.
+CMD ["sh", "-c", "python -m admin_service db upgrade && exec gunicorn -c gunicorn.conf.py wsgi:app"]

@@ -26,3 +26,23 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
     from psycogreen.gevent import patch_psycopg
 
     patch_psycopg()
+
+
+def post_worker_init(worker):
+    # On SIGTERM gunicorn only flips worker.alive and waits graceful_timeout for requests;
+    # endless SSE streams would hold it that long. End them at once with a retry hint and
+    # give up capture leadership so another instance takes over.
+    import threading
+    import time
+
+    flask_app = getattr(worker.wsgi, "flask_app", worker.wsgi)
+    live = flask_app.extensions.get("admin_service.live")
+    if live is None:
+        return
+
+    def watch() -> None:
+        while worker.alive:
+            time.sleep(0.2)
+        live.shutdown()
+
+    threading.Thread(target=watch, name="live-shutdown-watch", daemon=True).start()

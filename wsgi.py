@@ -1,5 +1,13 @@
-"""The app for gunicorn: `gunicorn -c gunicorn.conf.py wsgi:app`."""
+"""The app for gunicorn: `gunicorn -c gunicorn.conf.py wsgi:app`.
+
+Imported in each worker after the fork (no preload), so every worker starts its own live
+loops: the event-log tail, the stats ticker, and a candidacy for capture leadership.
+`app` serves Socket.IO at /admin/socket.io and the Flask app for everything else.
+"""
 
 from admin_service import create_app
+from admin_service.live.socketio import mount_socketio
 
-app = create_app()
+flask_app = create_app()
+flask_app.extensions["admin_service.live"].start()
+app = mount_socketio(flask_app)

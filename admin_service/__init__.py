@@ -19,6 +19,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.errors import register_error_handlers
     from admin_service.jobs.routes import blp as jobs_blp
     from admin_service.jobs.stats import SharedStats
+    from admin_service.live.routes import blp as events_blp
+    from admin_service.live.runtime import LiveRuntime
+    from admin_service.live.sse import blp as live_blp
     from admin_service.ratelimit import make_limiter
 
     settings = settings or load_settings()
@@ -33,7 +36,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     engine = engine or make_engine(settings)
     app.extensions["admin_service.engine"] = engine
     app.extensions["admin_service.auth"] = Authenticator(settings, engine)
-    app.extensions["admin_service.stats"] = SharedStats(engine, settings)
+    stats = SharedStats(engine, settings)
+    app.extensions["admin_service.stats"] = stats
+    # Its loops start per worker (wsgi.py), never at import time nor in tests' apps.
+    app.extensions["admin_service.live"] = LiveRuntime(settings, engine, stats)
 
     CORS(
         app,
@@ -44,9 +50,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     web.install(app, settings)
     limiter = make_limiter(app, settings)
-    limiter.limit(lambda: settings.rate_limit)(jobs_blp)
+    for blueprint in (live_blp, events_blp, jobs_blp):
+        limiter.limit(lambda: settings.rate_limit)(blueprint)
 
     api = Api(app)
+    # Live and event routes first: /stream and /alerts must win over /<job_ref>.
+    api.register_blueprint(live_blp)
+    api.register_blueprint(events_blp)
     api.register_blueprint(jobs_blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)

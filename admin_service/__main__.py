@@ -3,6 +3,7 @@
   serve                     run under gunicorn (gevent); embedded PostgreSQL without DATABASE_URL
   db seed --jobs N          create the fixture tables if missing and fill demo data
   db upgrade                create/migrate the service's own schema
+  db install-notify-trigger opt-in trigger on archive.analysis_jobs: live events without polling delay
   token --email E           print a signed admin token for a user (development)
   smoke --url U --token T   post-deploy check of a running instance
   openapi export [--check]  write (or verify) openapi/openapi.json
@@ -61,6 +62,16 @@ def cmd_upgrade(_: argparse.Namespace) -> None:
     print(f"schema {settings.admin_schema} is up to date")
 
 
+def cmd_notify_trigger(args: argparse.Namespace) -> None:
+    from admin_service.db.archive_options import drop_notify_trigger_ddl, notify_trigger_ddl, run_ddl
+
+    settings = _settings()
+    ddl = drop_notify_trigger_ddl(settings) if args.drop else notify_trigger_ddl(settings)
+    print(ddl)
+    run_ddl(_engine(settings), ddl)
+    print("done: capture now wakes on every job change" if not args.drop else "done: capture polls again")
+
+
 def admin_token(engine, settings: Settings, email: str, ttl: int = 12 * 3600) -> str:  # type: ignore[no-untyped-def]
     from admin_service.auth import sign_token
 
@@ -92,7 +103,7 @@ def generated_openapi() -> dict:
     from admin_service.config import load_settings as load
 
     # The document depends on the code only: build the app with inert settings.
-    settings = load({"JWT_SECRET": "openapi-export-secret-000"}, database_url="postgresql://unused@localhost/unused")
+    settings = load({"JWT_SECRET": "openapi-export-secret-not-used-for-anything"}, database_url="postgresql://unused@localhost/unused")
     app = create_app(settings, engine=create_engine("postgresql+psycopg2://unused@localhost/unused"))
     return app.extensions["admin_service.api"].spec.to_dict()
 
@@ -142,7 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     server = None
     if not os.environ.get("DATABASE_URL"):
         # Embedded default: settings without a database, and a dev secret kept across restarts.
-        base_env = {**env, "JWT_SECRET": env.get("JWT_SECRET") or "placeholder-secret-0000000"}
+        base_env = {**env, "JWT_SECRET": env.get("JWT_SECRET") or "placeholder-secret-replaced-before-serving"}
         settings = _load_or_exit(base_env)
         server, url, secret = _embedded_database(settings, args.demo_jobs)
         env["DATABASE_URL"] = url
@@ -200,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     seed.add_argument("--jobs", type=int, default=10_000)
     seed.set_defaults(func=cmd_seed)
     db_sub.add_parser("upgrade", help="create/migrate the service's own schema").set_defaults(func=cmd_upgrade)
+    trigger = db_sub.add_parser("install-notify-trigger", help="opt-in: NOTIFY on job changes so capture wakes at once")
+    trigger.add_argument("--drop", action="store_true", help="remove it again")
+    trigger.set_defaults(func=cmd_notify_trigger)
 
     token = sub.add_parser("token", help="print a signed admin token (development)")
     token.add_argument("--email", required=True)

@@ -17,6 +17,16 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 SUPPORTED_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 
+ALERT_RULES = ("high_failure_rate", "queue_overflow", "processing_timeout", "retries_exhausted")
+SEVERITIES = ("low", "medium", "high", "critical")
+DEFAULT_SEVERITIES = (
+    ("high_failure_rate", "high"),
+    ("queue_overflow", "medium"),
+    ("processing_timeout", "high"),
+    ("retries_exhausted", "medium"),
+)
+
+
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
 
@@ -48,6 +58,29 @@ class Settings:
     log_level: str = "INFO"
     embedded_pg_dir: Path = field(default_factory=lambda: Path(".data/pgdata"))
     debug: bool = False
+    # live events
+    capture_poll_ms: int = 500
+    capture_overlap_s: float = 10.0
+    tail_poll_ms: int = 1000
+    sse_heartbeat_s: float = 5.0
+    sse_retry_ms: int = 3000
+    subscriber_queue_max: int = 1000
+    event_retention_days: float = 7.0
+    # alerts
+    alert_interval_s: float = 10.0
+    alert_failure_rate: float = 0.25
+    alert_failure_window_min: int = 15
+    alert_failure_min_jobs: int = 20
+    alert_queue_max: int = 1000
+    alert_queue_max_age_s: int = 900
+    alert_processing_timeout_s: int = 1800
+    alert_severities: tuple[tuple[str, str], ...] = DEFAULT_SEVERITIES
+    # Socket.IO
+    socketio_max_connections_per_user: int = 20
+    socketio_events_per_second: float = 10.0
+
+    def severity(self, rule: str) -> str:
+        return dict(self.alert_severities).get(rule, "medium")
 
     @property
     def tz(self) -> ZoneInfo:
@@ -129,8 +162,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     families = {alg[:2] for alg in algorithms}
     if len(families) > 1:
         raise ConfigError("JWT_ALGORITHMS must not mix HMAC (HS*) with public-key (RS*/ES*) algorithms")
-    if "HS" in families and secret is not None and len(secret) < 16:
-        raise ConfigError("JWT_SECRET must be at least 16 characters")
+    if "HS" in families and secret is not None and len(secret) < 32:
+        # RFC 7518: an HS256 key shorter than the hash output is brute-forceable.
+        raise ConfigError("JWT_SECRET must be at least 32 characters")
     if "HS" not in families and not public_key:
         raise ConfigError("JWT_ALGORITHMS names public-key algorithms but JWT_PUBLIC_KEY is not set")
 
@@ -158,9 +192,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     try:
         from limits import parse_many
 
-        parse_many(rate_limit)
+        items = parse_many(rate_limit)
     except ValueError:
         raise ConfigError(f"RATE_LIMIT must look like '600 per minute', got {rate_limit!r}") from None
+    # limits accepts "0 per minute", which would refuse every admin request.
+    if any(item.amount < 1 for item in items):
+        raise ConfigError(f"RATE_LIMIT must allow at least 1 request per period, got {rate_limit!r}")
     storage = env.get("RATE_LIMIT_STORAGE_URI") or "memory://"
     if not re.match(r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://", storage):
         raise ConfigError(f"RATE_LIMIT_STORAGE_URI must be memory:// or a redis:// URI, got {storage!r}")
@@ -173,6 +210,16 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     for origin in origins:
         if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
             raise ConfigError(f"ALLOWED_ORIGINS: {origin!r} is not an origin like https://admin.example.com")
+
+    severities = dict(DEFAULT_SEVERITIES)
+    for item in _list(env, "ALERT_SEVERITIES", ()):
+        rule, _, level = item.partition("=")
+        if rule.strip() not in ALERT_RULES or level.strip() not in SEVERITIES:
+            raise ConfigError(
+                f"ALERT_SEVERITIES: {item!r} must be rule=severity with rule in {', '.join(ALERT_RULES)} "
+                f"and severity in {', '.join(SEVERITIES)}"
+            )
+        severities[rule.strip()] = level.strip()
 
     values: dict[str, object] = dict(
         database_url=database_url,
@@ -200,6 +247,23 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         log_level=log_level,
         embedded_pg_dir=Path(env.get("EMBEDDED_PG_DIR") or ".data/pgdata").absolute(),
         debug=_bool(env, "DEBUG", False),
+        capture_poll_ms=_int(env, "CAPTURE_POLL_MS", 500, 50, 60_000),
+        capture_overlap_s=_float(env, "CAPTURE_OVERLAP_S", 10.0, 0, 3600),
+        tail_poll_ms=_int(env, "TAIL_POLL_MS", 1000, 50, 60_000),
+        sse_heartbeat_s=_float(env, "SSE_HEARTBEAT_S", 5.0, 0.1, 300),
+        sse_retry_ms=_int(env, "SSE_RETRY_MS", 3000, 100, 600_000),
+        subscriber_queue_max=_int(env, "SUBSCRIBER_QUEUE_MAX", 1000, 1, 1_000_000),
+        event_retention_days=_float(env, "EVENT_RETENTION_DAYS", 7.0, 0.001, 3650),
+        alert_interval_s=_float(env, "ALERT_INTERVAL_S", 10.0, 0.1, 3600),
+        alert_failure_rate=_float(env, "ALERT_FAILURE_RATE", 0.25, 0, 1),
+        alert_failure_window_min=_int(env, "ALERT_FAILURE_WINDOW_MIN", 15, 1, 24 * 60),
+        alert_failure_min_jobs=_int(env, "ALERT_FAILURE_MIN_JOBS", 20, 1, 1_000_000),
+        alert_queue_max=_int(env, "ALERT_QUEUE_MAX", 1000, 1, 100_000_000),
+        alert_queue_max_age_s=_int(env, "ALERT_QUEUE_MAX_AGE_S", 900, 1, 30 * 86400),
+        alert_processing_timeout_s=_int(env, "ALERT_PROCESSING_TIMEOUT_S", 1800, 1, 30 * 86400),
+        alert_severities=tuple(severities.items()),
+        socketio_max_connections_per_user=_int(env, "SOCKETIO_MAX_CONNECTIONS_PER_USER", 20, 1, 100_000),
+        socketio_events_per_second=_float(env, "SOCKETIO_EVENTS_PER_SECOND", 10.0, 0.1, 10_000),
     )
     known = {f.name for f in fields(Settings)}
     for key, value in overrides.items():

@@ -1,0 +1,219 @@
+"""Change capture: one leader across all workers and instances turns changed job rows
+into events in the log.
+
+Leadership is a PostgreSQL advisory lock held by the leader's own connection: when the
+leader dies its connection closes, the lock is released, and another process takes over
+within LEADER_RETRY_S. Changes are found by an `updated_at` watermark read with an overlap
+window, so a transaction that commits late with an older `updated_at` is still seen; the
+unique dedupe key makes re-reading the overlap harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg2
+
+from admin_service.config import Settings
+from admin_service.jobs.schemas import JobWithUserSchema
+from admin_service.jobs.status import TERMINAL, normalize
+from admin_service.live import alerts
+from admin_service.live.connection import connect, wait_for_notify
+from admin_service.live.log import CHANGES_CHANNEL, EVENTS_CHANNEL, NewEvent, append_events, prune, utc
+
+log = logging.getLogger("admin_service.capture")
+
+LEADER_RETRY_S = 2.0
+BATCH = 5000
+PRUNE_EVERY_S = 3600
+JOB_SCHEMA = JobWithUserSchema()
+
+
+def lock_key(schema: str) -> int:
+    return zlib.crc32(f"admin-service-capture:{schema}".encode())
+
+
+class LRU(OrderedDict[str, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def remember(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+CHANGED_JOBS = """
+    SELECT j.*, u.id AS user_ref_id, u.email AS user_email, u.username AS user_username, clock_timestamp() AS db_now
+    FROM archive.analysis_jobs j
+    LEFT JOIN auth.users u ON u.id = j.user_id
+    WHERE j.updated_at >= %s
+    ORDER BY j.updated_at, j.id
+    LIMIT %s
+"""
+
+
+def event_kind(status: str, previous: str | None, created_at: datetime, updated_at: datetime) -> str:
+    if status in TERMINAL and previous != status:
+        return status
+    if previous is None and updated_at - created_at < timedelta(seconds=1):
+        return "created"
+    return "updated"
+
+
+def job_snapshot(row: dict[str, Any]) -> dict[str, Any]:
+    """The job as REST returns it (same schema), for the event payload."""
+    job = {k: v for k, v in row.items() if k not in ("user_ref_id", "user_email", "user_username", "db_now")}
+    job["status"] = normalize(job["status"])
+    user = None
+    if row.get("user_ref_id") is not None:
+        user = {"id": row["user_ref_id"], "email": row["user_email"], "username": row["user_username"]}
+    return JOB_SCHEMA.dump({**job, "user": user})
+
+
+class Capturer:
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.schema = settings.admin_schema
+        self.is_leader = False
+        self.captured_total = 0
+        self._recent_keys: LRU = LRU(100_000)
+        self._last_status: LRU = LRU(200_000)
+
+    # -- leadership loop -----------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = connect(self.settings, self.database_url, "admin-service-capture")
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.schema),))
+                    leader = cur.fetchone()[0]
+                if leader:
+                    self.is_leader = True
+                    log.info("capture leadership acquired")
+                    self._lead(conn, stop)
+            except psycopg2.Error as exc:
+                log.warning("capture: database error, retrying: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+            except Exception:  # a bug must not silently end this loop for the life of the worker
+                log.exception("capture: unexpected error, retrying")
+            finally:
+                if self.is_leader:
+                    log.info("capture leadership released")
+                self.is_leader = False
+                if conn is not None:
+                    conn.close()  # releases the advisory lock
+            stop.wait(LEADER_RETRY_S)
+
+    def _lead(self, conn: Any, stop: threading.Event) -> None:
+        with conn.cursor() as cur:
+            cur.execute(f'LISTEN "{CHANGES_CHANNEL}"')
+        self._recent_keys.clear()
+        self._last_status.clear()
+        next_alerts = 0.0
+        next_prune = 0.0
+        poll_s = self.settings.capture_poll_ms / 1000
+        while not stop.is_set():
+            full = self.capture_once(conn) >= BATCH
+            now = time.monotonic()
+            if now >= next_alerts:
+                self.evaluate_alerts(conn)
+                next_alerts = now + self.settings.alert_interval_s
+            if now >= next_prune:
+                with conn.cursor() as cur:
+                    prune(cur, self.schema, self.settings.event_retention_days)
+                next_prune = now + PRUNE_EVERY_S
+            if not full:
+                wait_for_notify(conn, min(poll_s, max(0.05, next_alerts - time.monotonic())))
+
+    # -- one pass ------------------------------------------------------------------------
+    def capture_once(self, conn: Any) -> int:
+        """Read changed rows since the watermark (minus the overlap) and log their events."""
+        overlap = timedelta(seconds=self.settings.capture_overlap_s)
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("BEGIN")
+            try:
+                cur.execute(
+                    f'INSERT INTO "{self.schema}".capture_state (id, watermark) VALUES (1, now() - %s) '
+                    "ON CONFLICT (id) DO NOTHING",
+                    (overlap,),
+                )
+                cur.execute(f'SELECT watermark FROM "{self.schema}".capture_state WHERE id = 1 FOR UPDATE')
+                watermark = cur.fetchone()["watermark"]
+                cur.execute(CHANGED_JOBS, (watermark - overlap, BATCH))
+                rows = cur.fetchall()
+                events = self._events_for(cur, rows)
+                ids = append_events(cur, self.schema, events)
+                if rows:
+                    newest = max(utc(r["updated_at"]) for r in rows)
+                    # Never move past the database clock: a row stamped in the future must not hide others.
+                    new_mark = min(newest, utc(rows[0]["db_now"]))
+                    cur.execute(
+                        f'UPDATE "{self.schema}".capture_state SET watermark = GREATEST(watermark, %s), updated_at = now() WHERE id = 1',
+                        (new_mark,),
+                    )
+                if ids:
+                    cur.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(max(ids))))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        for event in events:
+            self._recent_keys.remember(event.dedupe_key, True)
+            if event.event == "job-update" and event.job_row_id:
+                self._last_status.remember(event.job_row_id, event.status)
+        self.captured_total += len(ids)
+        return len(rows)
+
+    def _events_for(self, cur: Any, rows: list[dict[str, Any]]) -> list[NewEvent]:
+        fresh = []
+        for row in rows:
+            status = normalize(row["status"]) or "queued"
+            key = f"job:{row['id']}:{utc(row['updated_at']).isoformat()}:{status}"
+            if key not in self._recent_keys:
+                fresh.append((row, status, key))
+        unknown = [str(r["id"]) for r, _, _ in fresh if str(r["id"]) not in self._last_status]
+        if unknown:
+            cur.execute(
+                f'SELECT DISTINCT ON (job_row_id) job_row_id::text AS job, status FROM "{self.schema}".job_events '
+                "WHERE job_row_id = ANY(%s::uuid[]) AND event = 'job-update' ORDER BY job_row_id, id DESC",
+                (unknown,),
+            )
+            for found in cur.fetchall():
+                self._last_status.remember(found["job"], found["status"])
+        events: list[NewEvent] = []
+        finished: list[dict[str, Any]] = []
+        for row, status, key in fresh:
+            job_id = str(row["id"])
+            previous = self._last_status.get(job_id)
+            kind = event_kind(status, previous, utc(row["created_at"]), utc(row["updated_at"]))
+            snapshot = job_snapshot(row)
+            payload = {"event": kind, "job": snapshot, "timestamp": snapshot["updated_at"]}
+            events.append(NewEvent("job-update", kind, payload, key, job_id, status))
+            self._last_status.remember(job_id, status)
+            if kind == "failed":
+                finished.append({**row, "status": status})
+        events.extend(alerts.job_alerts(finished, self.settings))
+        return events
+
+    def evaluate_alerts(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            try:
+                events = alerts.evaluate_rules(cur, self.settings)
+                ids = append_events(cur, self.schema, events)
+                if ids:
+                    cur.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(max(ids))))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise

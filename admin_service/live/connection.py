@@ -1,0 +1,45 @@
+"""Dedicated (unpooled) psycopg2 connections for the long-lived live components."""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from sqlalchemy.engine import make_url
+
+from admin_service.config import Settings
+
+psycopg2.extras.register_uuid()
+
+
+def libpq_dsn(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def connect(settings: Settings, database_url: str, application_name: str) -> Any:
+    conn = psycopg2.connect(
+        libpq_dsn(database_url),
+        connect_timeout=settings.db_connect_timeout_s,
+        application_name=application_name,
+        options=f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
+    conn.autocommit = True
+    return conn
+
+
+def wait_for_notify(conn: Any, timeout: float) -> bool:
+    """Block (cooperatively under gevent) until a NOTIFY arrives or timeout; True if any came."""
+    if not conn.notifies:
+        readable, _, _ = select.select([conn], [], [], timeout)
+        if readable:
+            conn.poll()
+    got = bool(conn.notifies)
+    conn.notifies.clear()
+    return got

@@ -1,0 +1,91 @@
+"""REST views over the event log: a job's timeline and recent alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+from sqlalchemy import text
+
+from admin_service.api import ApiBlueprint
+from admin_service.auth import require_admin
+from admin_service.db.engine import current_engine
+from admin_service.errors import envelope, not_found
+from admin_service.jobs import queries
+from admin_service.jobs.schemas import EnvelopeSchema, StrictQuerySchema
+from admin_service.live.runtime import live_runtime
+
+blp = ApiBlueprint("events", __name__, url_prefix="/admin/jobs", description="The job event log: timelines and alerts.")
+
+
+class LoggedEventSchema(Schema):
+    id = fields.Integer(required=True, metadata={"description": "event log id (SSE id)"})
+    event = fields.String(required=True, metadata={"description": "job-update or job-alert"})
+    kind = fields.String(required=True)
+    occurred_at = fields.DateTime(required=True)
+    payload = fields.Dict(required=True, metadata={"description": "what subscribers received"})
+
+
+class EventListSchema(Schema):
+    events = fields.List(fields.Nested(LoggedEventSchema), required=True)
+
+
+class EventListEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(EventListSchema, required=True)
+
+
+class AlertsQuerySchema(StrictQuerySchema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    type = fields.String(
+        validate=validate.OneOf(("high_failure_rate", "queue_overflow", "processing_timeout", "retries_exhausted"))
+    )
+
+
+@blp.before_request
+def _authenticate() -> None:
+    require_admin()
+
+
+def _schema() -> str:
+    return live_runtime().settings.admin_schema
+
+
+@blp.route("/alerts")
+@blp.arguments(AlertsQuerySchema, location="query")
+@blp.response(200, EventListEnvelopeSchema)
+@blp.errors(400, 401, 403, 429, 503)
+@blp.doc(security=[{"bearerAuth": []}])
+def recent_alerts(args: dict[str, Any]) -> dict[str, Any]:
+    """Recent alerts
+
+    Newest first: raised alerts and their resolutions, as stored in the event log.
+    """
+    sql = f"""SELECT id, event, kind, occurred_at, payload FROM "{_schema()}".job_events
+              WHERE event = 'job-alert' {"AND kind = :type" if args.get("type") else ""}
+              ORDER BY id DESC LIMIT :limit"""
+    with current_engine().connect() as conn:
+        rows = conn.execute(text(sql), {"type": args.get("type"), "limit": args["limit"]}).mappings().all()
+    return envelope({"events": [dict(r) for r in rows]}, "Recent alerts")
+
+
+@blp.route("/<string:job_ref>/events")
+@blp.response(200, EventListEnvelopeSchema)
+@blp.errors(401, 403, 404, 429, 503)
+@blp.doc(security=[{"bearerAuth": []}])
+def job_timeline(job_ref: str) -> dict[str, Any]:
+    """Job timeline
+
+    Every logged event of one job, oldest first.
+    """
+    with current_engine().connect() as conn:
+        job = queries.find_job(conn, job_ref)
+        if job is None:
+            raise not_found(f"Job {job_ref!r} not found")
+        rows = conn.execute(
+            text(
+                f'SELECT id, event, kind, occurred_at, payload FROM "{_schema()}".job_events '
+                "WHERE job_row_id = :id ORDER BY id"
+            ),
+            {"id": job["id"]},
+        ).mappings().all()
+    return envelope({"events": [dict(r) for r in rows]}, "Job timeline")

@@ -1,0 +1,67 @@
+"""The live components of one process: hub, event-log tail, capture candidate, stats ticker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import Engine
+
+from admin_service.config import Settings
+from admin_service.jobs.stats import SharedStats
+from admin_service.live.capture import Capturer
+from admin_service.live.hub import JOB_STATS, Hub, LiveEvent
+from admin_service.live.tail import EventTail
+
+log = logging.getLogger("admin_service.live")
+
+
+class LiveRuntime:
+    def __init__(self, settings: Settings, engine: Engine, stats: SharedStats) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.stats = stats
+        database_url = engine.url.render_as_string(hide_password=False)
+        self.hub = Hub(settings.subscriber_queue_max)
+        self.tail = EventTail(settings, database_url, self.hub)
+        self.capturer = Capturer(settings, database_url)
+        self.stop = threading.Event()
+        self.started = False
+        self._threads: list[threading.Thread] = []
+
+    def start(self, *, capture: bool = True) -> None:
+        """Start the background loops (once per process, after gunicorn forked the worker)."""
+        if self.started:
+            return
+        self.started = True
+        loops: list[tuple[str, Any]] = [("tail", self.tail.run), ("stats", self._tick_stats)]
+        if capture:
+            loops.append(("capture", self.capturer.run))
+        for name, target in loops:
+            thread = threading.Thread(target=target, args=(self.stop,), name=f"live-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def shutdown(self, reason: str = "shutdown") -> None:
+        """End every stream (clients reconnect elsewhere) and give up capture leadership."""
+        self.stop.set()
+        self.hub.close_all(reason)
+
+    def _tick_stats(self, stop: threading.Event) -> None:
+        """job-stats once per interval for everyone, and only while someone listens."""
+        interval = self.settings.job_stats_interval_ms / 1000
+        while not stop.wait(interval):
+            if not self.hub.wants(JOB_STATS):
+                continue
+            try:
+                data, _ = self.stats.get()
+            except Exception as exc:  # the ticker must survive a database outage
+                log.warning("stats tick failed: %s", type(exc).__name__)
+                continue
+            self.hub.publish(LiveEvent(JOB_STATS, data))
+
+
+def live_runtime() -> LiveRuntime:
+    return current_app.extensions["admin_service.live"]

@@ -1,0 +1,189 @@
+"""GET /admin/jobs/stream: Server-Sent Events for browsers' EventSource and any HTTP client.
+
+On connect: `retry:`, then job-stats at once, then any stored events after Last-Event-ID
+(header, or `last_event_id` for clients that cannot set headers) replayed in order, then
+live events. Stored events carry `id:` = log id; heartbeat comments keep proxies and
+dead-client detection honest. The stream ends when the token expires, when the client is
+too slow (a final `error` event), or on shutdown (with a short retry hint).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, g, request
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from admin_service.api import ApiBlueprint
+from admin_service.auth import require_admin
+from admin_service.db.engine import current_engine
+from admin_service.jobs.schemas import StatusListField, StrictQuerySchema
+from admin_service.jobs.stats import shared_stats
+from admin_service.live.hub import EVENT_NAMES, JOB_STATS, EventFilter, Hub, LiveEvent, Subscriber
+from admin_service.live.runtime import live_runtime
+from admin_service.web import IsoJSONProvider
+
+blp = ApiBlueprint("live", __name__, url_prefix="/admin/jobs", description="Live job events (Server-Sent Events).")
+
+REPLAY_PAGE = 500
+# Beyond this many missed events a client is better served by refetching (a `reset`).
+REPLAY_MAX = 50_000
+
+
+class EventsField(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> frozenset[str]:
+        names = frozenset(part.strip() for part in str(value).split(",") if part.strip())
+        unknown = names - set(EVENT_NAMES)
+        if not names or unknown:
+            raise ValidationError(f"Use a comma-separated list of {', '.join(EVENT_NAMES)}.")
+        return names
+
+
+class StreamQuerySchema(StrictQuerySchema):
+    events = EventsField(metadata={"description": "Event names to receive (default: all)."})
+    status = StatusListField(metadata={"description": "Only job-update events of these statuses."})
+    assessment_name = fields.String(validate=validate.Length(min=1, max=255))
+    user_id = fields.UUID()
+    last_event_id = fields.Integer(validate=validate.Range(min=0), metadata={"description": "Resume after this log id."})
+    access_token = fields.String(
+        metadata={"description": "The admin token, for EventSource (which cannot send headers). Never logged."}
+    )
+
+    @validates_schema
+    def _header_id(self, data: dict[str, Any], **kwargs: Any) -> None:
+        header = request.headers.get("Last-Event-ID")
+        if header is not None and header.strip() and not header.strip().isdigit():
+            raise ValidationError("Last-Event-ID must be a log id (a whole number).", field_name="Last-Event-ID")
+
+
+def sse(event: LiveEvent) -> str:
+    lines = []
+    if event.id is not None:
+        lines.append(f"id: {event.id}")
+    lines.append(f"event: {event.name}")
+    lines.append(f"data: {event.json()}")
+    return "\n".join(lines) + "\n\n"
+
+
+def message(name: str, data: dict[str, Any], event_id: int | None = None) -> str:
+    return sse(LiveEvent(name, data, event_id))
+
+
+def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[str], int, bool]:
+    """Stored events after `after`, as SSE text; (chunks, newest id, reset needed)."""
+    from admin_service.live.log import read_after
+
+    engine = current_engine()
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(f'SELECT pruned_through FROM "{schema}".capture_state WHERE id = 1')
+        row = cur.fetchone()
+        if row and after < int(row[0]):
+            return [], after, True
+        chunks: list[str] = []
+        newest = after
+        total = 0
+        while True:
+            rows = read_after(cur, schema, newest, REPLAY_PAGE)
+            for event_id, name, payload in rows:
+                event = LiveEvent(name, payload, event_id)
+                if sub_filter.accepts(event):
+                    chunks.append(sse(event))
+                newest = event_id
+            total += len(rows)
+            if len(rows) < REPLAY_PAGE:
+                return chunks, newest, False
+            if total >= REPLAY_MAX:
+                return [], newest, True
+    finally:
+        raw.close()
+
+
+@blp.route("/stream")
+@blp.arguments(StreamQuerySchema, location="query")
+@blp.response(200, content_type="text/event-stream", description="An endless text/event-stream.")
+@blp.errors(400, 401, 403, 429, 503)
+@blp.doc(security=[{"bearerAuth": []}])
+def stream(args: dict[str, Any]) -> Response:
+    """Live job events (SSE)
+
+    Events: job-stats (at once, then every JOB_STATS_INTERVAL_MS), job-update and job-alert
+    (with `id:` = event log id). Resume with Last-Event-ID (or last_event_id); a `reset`
+    event means the gap is older than what is kept: refetch, then follow.
+    """
+    admin = g.admin
+    settings = live_runtime().settings
+    runtime = live_runtime()
+    runtime.start()  # no-op under gunicorn (started at worker boot); starts the tail elsewhere
+    header_id = (request.headers.get("Last-Event-ID") or "").strip()
+    last_id = int(header_id) if header_id else args.get("last_event_id")
+    sub_filter = EventFilter(
+        events=args.get("events") or frozenset(EVENT_NAMES),
+        statuses=frozenset(args.get("status") or ()),
+        assessment_name=args.get("assessment_name"),
+        user_id=str(args["user_id"]) if args.get("user_id") else None,
+    )
+    # Subscribe before reading the log: events arriving meanwhile wait in the queue.
+    sub = runtime.hub.subscribe(sub_filter)
+    try:
+        opening = [f"retry: {settings.sse_retry_ms}\n: connected\n\n"]
+        if JOB_STATS in sub_filter.events:
+            data, _ = shared_stats().get()
+            opening.append(message(JOB_STATS, json.loads(json.dumps(data, default=IsoJSONProvider.default))))
+        newest = runtime.hub.last_event_id
+        if last_id is not None:
+            chunks, newest, reset = _replay(settings.admin_schema, last_id, sub_filter)
+            if reset:
+                opening.append(message("reset", {"reason": "events after this id were pruned; refetch", "lastEventId": runtime.hub.last_event_id}))
+                newest = runtime.hub.last_event_id
+            opening.extend(chunks)
+    except BaseException:
+        runtime.hub.unsubscribe(sub)
+        raise
+    response = Response(_follow(runtime.hub, sub, opening, newest, admin.expires_at, settings.sse_heartbeat_s, settings.sse_retry_ms),
+                        mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache, no-transform"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+def _follow(
+    hub: Hub, sub: Subscriber, opening: list[str], newest: int, expires_at: float | None, heartbeat_s: float, retry_ms: int
+) -> Iterator[str]:
+    # Runs after the view returned: no request or app context here.
+    try:
+        yield "".join(opening)
+        while True:
+            timeout = heartbeat_s
+            if expires_at is not None:
+                left = expires_at - time.time()
+                if left <= 0:
+                    yield message("error", {"code": "TOKEN_EXPIRED", "message": "Token expired; reconnect with a new token"})
+                    return
+                timeout = min(timeout, left)
+            event = sub.get(timeout)
+            if event is None:
+                yield f": heartbeat {int(time.time())}\n\n"
+                continue
+            if event.name == "stop":
+                if sub.closed_reason == "slow-consumer":
+                    yield message("error", {"code": "SLOW_CONSUMER", "message": "Too slow to keep up; reconnect with Last-Event-ID"})
+                else:
+                    yield f"retry: {min(retry_ms, 1000)}\n: server shutting down, reconnect\n\n"
+                return
+            if event.id is not None:
+                if event.id <= newest:
+                    continue  # already replayed
+                newest = event.id
+            yield sse(event)
+    finally:
+        hub.unsubscribe(sub)
+
+
+@blp.before_request
+def _authenticate() -> None:
+    require_admin(allow_query_token=True)
