@@ -12,7 +12,7 @@ from admin_service.config import Settings, load_settings
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
     """The WSGI app. Settings come from the environment unless given (tests give them)."""
-    from admin_service import docs, health, web
+    from admin_service import dashboard, docs, health, web
     from admin_service.api import API_CONFIG, Api
     from admin_service.auth import Authenticator
     from admin_service.db.engine import make_engine
@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.live.routes import blp as events_blp
     from admin_service.live.runtime import LiveRuntime
     from admin_service.live.sse import blp as live_blp
-    from admin_service.ratelimit import make_limiter
+    from admin_service.ratelimit import limit_admin_routes, make_limiter
 
     settings = settings or load_settings()
     web.configure_logging(settings.log_level)
@@ -46,12 +46,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         resources={r"/admin/*": {"origins": list(settings.allowed_origins)}},
         allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
         expose_headers=["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"],
+        methods=["GET", "HEAD", "OPTIONS"],
         max_age=600,
     )
     web.install(app, settings)
     limiter = make_limiter(app, settings)
-    for blueprint in (live_blp, events_blp, jobs_blp):
-        limiter.limit(lambda: settings.rate_limit)(blueprint)
+    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp)
 
     api = Api(app)
     # Live and event routes first: /stream and /alerts must win over /<job_ref>.
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(jobs_blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
+    app.register_blueprint(dashboard.blp)
     app.extensions["admin_service.api"] = api
     register_error_handlers(app)
     return app

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 import requests
-from cachetools import TTLCache
+from cachetools import TLRUCache, TTLCache
 from flask import current_app, g, request
 from sqlalchemy import Engine, select
 
@@ -72,9 +73,10 @@ class Authenticator:
         self.settings = settings
         self.engine = engine
         self._lock = threading.Lock()
-        ttl = max(settings.auth_cache_seconds, 0.001)
+        self._cache_ttl = ttl = max(settings.auth_cache_seconds, 0.001)
         self._users: TTLCache[str, dict[str, Any] | None] = TTLCache(maxsize=10_000, ttl=ttl)
-        self._remote: TTLCache[str, AdminUser] = TTLCache(maxsize=10_000, ttl=ttl)
+        # The auth service's verdicts last AUTH_CACHE_SECONDS, never beyond the token's own exp.
+        self._remote: TLRUCache[str, AdminUser] = TLRUCache(maxsize=10_000, ttu=self._remote_until, timer=time.time)
         self._key = settings.jwt_secret if settings.jwt_algorithms[0].startswith("HS") else settings.jwt_public_key
         self._http = requests.Session()
 
@@ -133,17 +135,30 @@ class Authenticator:
         return AdminUser(user_id, row["email"], row["username"], row["user_type"], float(claims["exp"]))
 
     def user_id_if_valid(self, token: str | None) -> str | None:
-        """The verified subject of a token without touching the database (rate-limit key)."""
-        if not token or self.settings.auth_service_url:
+        """The verified subject of a token without touching the database or the auth service
+        (rate-limit key). Through the auth service only a token it already vouched for counts."""
+        if not token:
             return None
+        if self.settings.auth_service_url:
+            with self._lock:
+                cached = self._remote.get(self._remote_key(token))
+            return cached.id if cached else None
         try:
             return self.subject(self.decode(check_token_shape(token)))
         except ApiError:
             return None
 
     # -- remote auth service ---------------------------------------------------------
+    def _remote_until(self, _key: str, admin: AdminUser, now: float) -> float:
+        until = now + self._cache_ttl
+        return min(until, admin.expires_at) if admin.expires_at is not None else until
+
+    @staticmethod
+    def _remote_key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
     def _authenticate_remote(self, token: str) -> AdminUser:
-        key = hashlib.sha256(token.encode()).hexdigest()
+        key = self._remote_key(token)
         with self._lock:
             cached = self._remote.get(key)
         if cached is not None:
@@ -175,14 +190,19 @@ class Authenticator:
             raise unauthorized("Invalid or expired token")
         if user.get("user_type", user.get("role")) not in ADMIN_TYPES:
             raise forbidden()
-        try:
-            exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-        except jwt.InvalidTokenError:
-            exp = None
-        admin = AdminUser(str(user["id"]), user.get("email"), user.get("username"), str(user.get("user_type", user.get("role"))), float(exp) if exp else None)
+        admin = AdminUser(str(user["id"]), user.get("email"), user.get("username"), str(user.get("user_type", user.get("role"))), unverified_exp(token))
         with self._lock:
             self._remote[key] = admin
         return admin
+
+
+def unverified_exp(token: str) -> float | None:
+    """The exp claim of a token the auth service vouched for (its signature is not ours to check)."""
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+        return float(exp) if exp is not None else None
+    except (jwt.InvalidTokenError, TypeError, ValueError):
+        return None
 
 
 def authenticator() -> Authenticator:
@@ -206,8 +226,6 @@ def require_admin(allow_query_token: bool = False) -> AdminUser:
 
 def sign_token(settings: Settings, user_id: str, *, ttl_seconds: int = 12 * 3600, extra: dict[str, Any] | None = None) -> str:
     """A development token for a user (HS* only: public-key deployments sign elsewhere)."""
-    import time
-
     if not settings.jwt_secret:
         raise RuntimeError("signing needs JWT_SECRET")
     now = int(time.time())

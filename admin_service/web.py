@@ -63,7 +63,8 @@ def configure_logging(level: str) -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
-    root.handlers = [handler]
+    # Replace plain stream handlers (duplicate, unstructured lines) but keep others, e.g. pytest's capture.
+    root.handlers = [h for h in root.handlers if type(h) is not logging.StreamHandler] + [handler]
     root.setLevel(level)
 
 
@@ -80,6 +81,15 @@ def install(app: Flask, settings: Settings) -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.before_request
+    def _preflight() -> Response | None:
+        """Answer OPTIONS (CORS preflight) before the admin guard and the rate limiter run:
+        browsers send preflights without credentials and fail the real request on a 401."""
+        rule = request.url_rule
+        if request.method == "OPTIONS" and rule is not None and getattr(rule, "provide_automatic_options", False):
+            return app.make_default_options_response()
+        return None
 
     @app.after_request
     def _headers(response: Response) -> Response:
