@@ -123,6 +123,8 @@ SEED_METRICS = text(
 
 def seed_demo(conn: Connection, jobs: int, *, days: int = 30, seed: float = 0.42) -> None:
     """Fill realistic, deterministic demo data (idempotent: existing rows are kept)."""
+    # Bulk inserts run longer than the request statement timeout, legitimately.
+    conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
     create_fixture_tables(conn)
     for user_id, username, email, user_type, active in DEMO_PEOPLE:
         conn.execute(

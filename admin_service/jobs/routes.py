@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import Connection
 
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
@@ -33,6 +34,15 @@ SECURED = {"security": [{"bearerAuth": []}]}
 
 def settings() -> Settings:
     return current_app.config["SETTINGS"]
+
+
+def find_job(conn: Connection, job_ref: str) -> dict[str, Any]:
+    """The job a path names, or a 404 NOT_FOUND."""
+    # PostgreSQL text cannot hold NUL, so no stored id has one; psycopg2 would raise (a 500).
+    job = None if "\x00" in job_ref else queries.find_job(conn, job_ref)
+    if job is None:
+        raise not_found(f"Job {job_ref!r} not found")
+    return job
 
 
 @blp.before_request
@@ -83,9 +93,7 @@ def job_details(job_ref: str) -> dict[str, Any]:
     `job_ref` is the job's row id or its job_id.
     """
     with current_engine().connect() as conn:
-        job = queries.find_job(conn, job_ref)
-    if job is None:
-        raise not_found(f"Job {job_ref!r} not found")
+        job = find_job(conn, job_ref)
     return envelope(queries.job_details(job), "Job details retrieved")
 
 
@@ -99,9 +107,7 @@ def job_results(job_ref: str) -> dict[str, Any]:
     404 NOT_FOUND when the job does not exist; 404 RESULT_NOT_FOUND when it has no result.
     """
     with current_engine().connect() as conn:
-        job = queries.find_job(conn, job_ref)
-        if job is None:
-            raise not_found(f"Job {job_ref!r} not found")
+        job = find_job(conn, job_ref)
         result = queries.find_result(conn, job["result_id"]) if job["result_id"] else None
     if result is None:
         raise not_found(f"Job {job_ref!r} has no result", code="RESULT_NOT_FOUND")
