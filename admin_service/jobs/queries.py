@@ -8,12 +8,14 @@ import json
 import math
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, and_, func, or_, select, text
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Connection, Select, and_, case, func, or_, select, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
 from admin_service.db.tables import JOB_COLUMNS, jobs, users
 from admin_service.errors import validation_error
@@ -78,13 +80,28 @@ class JobFilters:
             conds.append(jobs.c.user_id.in_(select(users.c.id).where(*user_conds)))
         if self.search:
             conds.append(self._search_condition(self.search))
-        if self.date_from is not None:
-            conds.append(jobs.c.created_at >= self.date_from.start(tz))
-        if self.date_to is not None:
-            if self.date_to.date_only:
-                conds.append(jobs.c.created_at < self.date_to.start(tz) + timedelta(days=1))
-            else:
-                conds.append(jobs.c.created_at <= self.date_to.start(tz))
+        conds.extend(self._created_at_range(tz))
+        return conds
+
+    def _created_at_range(self, tz: ZoneInfo) -> list[ColumnElement[bool]]:
+        """date_from inclusive; a date-time date_to inclusive, a plain date_to up to the next
+        midnight in `tz`. A range that holds no instant is a 400 on date_from."""
+        start = self.date_from.start(tz) if self.date_from is not None else None
+        conds = [jobs.c.created_at >= start] if start is not None else []
+        if self.date_to is None:
+            return conds
+        if not self.date_to.date_only:
+            end = self.date_to.start(tz)
+            empty = start is not None and start > end
+            conds.append(jobs.c.created_at <= end)
+        elif self.date_to.value == date.max:
+            empty = False  # no midnight after the last day a datetime can hold: no upper bound
+        else:
+            end = datetime.combine(self.date_to.value + timedelta(days=1), time.min, tzinfo=tz)
+            empty = start is not None and start >= end
+            conds.append(jobs.c.created_at < end)
+        if empty:
+            raise validation_error("date_from", "date_from must not be after date_to.")
         return conds
 
     @staticmethod
@@ -117,42 +134,72 @@ def encode_cursor(sort_by: str, order: str, value: Any, row_id: uuid.UUID) -> st
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+NOT_OUR_CURSOR = "Not a cursor this service issued."
+
+
 def decode_cursor(cursor: str, sort_by: str, order: str) -> tuple[Any, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         c_sort, c_order, value, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(row_id, str):  # uuid.UUID(123) raises AttributeError, not ValueError
+            raise ValueError(row_id)
         row_uuid = uuid.UUID(row_id)
-    except (ValueError, TypeError, json.JSONDecodeError):
-        raise validation_error("cursor", "Not a cursor this service issued.") from None
+    except (ValueError, TypeError):
+        raise validation_error("cursor", NOT_OUR_CURSOR) from None
     if c_sort != sort_by or c_order != order:
         raise validation_error("cursor", f"The cursor was issued for sort_by={c_sort}&sort_order={c_order}.")
-    if value is not None and sort_by.endswith("_at"):
+    if value is None:
+        return None, row_uuid
+    if sort_by.endswith("_at"):
         try:
             value = datetime.fromisoformat(value)
         except (TypeError, ValueError):
-            raise validation_error("cursor", "Not a cursor this service issued.") from None
-    elif value is not None and sort_by == "priority" and not isinstance(value, int):
-        raise validation_error("cursor", "Not a cursor this service issued.")
-    elif value is not None and sort_by == "status" and not isinstance(value, str):
-        raise validation_error("cursor", "Not a cursor this service issued.")
+            raise validation_error("cursor", NOT_OUR_CURSOR) from None
+    elif sort_by == "priority":
+        # bool is an int to Python but not to PostgreSQL (integer < boolean is an error).
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise validation_error("cursor", NOT_OUR_CURSOR)
+    elif sort_by == "status":
+        # NUL cannot be sent to PostgreSQL in text.
+        if not isinstance(value, str) or "\x00" in value:
+            raise validation_error("cursor", NOT_OUR_CURSOR)
     return value, row_uuid
 
 
-def keyset_condition(sort_by: str, order: str, value: Any, row_id: uuid.UUID) -> ColumnElement[bool]:
-    """Rows after (value, id) in `ORDER BY col <order> NULLS LAST, id <order>`."""
-    col = jobs.c[sort_by]
+# Of the sort columns only completed_at may be NULL (db/fixture.sql mirrors production). The
+# others are ordered without NULLS LAST and bounded by `key <= value` on cursor pages: both
+# are what lets PostgreSQL walk the created_at index instead of sorting the table per page.
+NULLABLE_SORTS = frozenset({"completed_at"})
+
+
+def sort_key(sort_by: str) -> ColumnElement[Any]:
+    """What rows are ordered by: the column, but status as it is shown (`queue` as `queued`),
+    so that a tie across both spellings is broken by id like any other tie."""
+    if sort_by == "status":
+        spellings = [(jobs.c.status == alias, canonical) for alias, canonical in job_status.ALIASES.items()]
+        return case(*spellings, else_=jobs.c.status)
+    return jobs.c[sort_by]
+
+
+def keyset_condition(
+    key: ColumnElement[Any], order: str, value: Any, row_id: uuid.UUID, nullable: bool
+) -> ColumnElement[bool]:
+    """Rows after (value, id) in `ORDER BY key <order> [NULLS LAST], id <order>`."""
     after_id = jobs.c.id > row_id if order == "ASC" else jobs.c.id < row_id
     if value is None:
-        return and_(col.is_(None), after_id)
-    beyond = col > value if order == "ASC" else col < value
-    return or_(beyond, and_(col == value, after_id), col.is_(None))
+        return and_(key.is_(None), after_id)
+    beyond = key > value if order == "ASC" else key < value
+    if not nullable:
+        reach = key >= value if order == "ASC" else key <= value
+        return and_(reach, or_(beyond, after_id))
+    return or_(beyond, and_(key == value, after_id), key.is_(None))
 
 
-def _ordering(sort_by: str, order: str, source: Any) -> list[Any]:
-    col, row_id = source.c[sort_by], source.c.id
-    if order == "ASC":
-        return [col.asc().nulls_last(), row_id.asc()]
-    return [col.desc().nulls_last(), row_id.desc()]
+def _ordering(key: ColumnElement[Any], row_id: ColumnElement[Any], order: str, nullable: bool) -> list[Any]:
+    first = key.asc() if order == "ASC" else key.desc()
+    if nullable:
+        first = first.nulls_last()
+    return [first, row_id.asc() if order == "ASC" else row_id.desc()]
 
 
 # --- list --------------------------------------------------------------------------------
@@ -180,13 +227,28 @@ def with_user(stmt_source: Any) -> Select[Any]:
     ).select_from(stmt_source.outerjoin(users, users.c.id == stmt_source.c.user_id))
 
 
+class Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON) <stmt>` with the statement's values as bound parameters. Rendering
+    them into the SQL text instead (literal_binds) put user input in the query and failed on
+    any filter containing `:name`."""
+
+    inherit_cache = False
+
+    def __init__(self, stmt: Select[Any]) -> None:
+        self.stmt = stmt
+
+
+@compiles(Explain)
+def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.stmt, **kw)
+
+
 def count_jobs(conn: Connection, conds: list[ColumnElement[bool]], mode: str) -> int | None:
     if mode == "none":
         return None
     stmt = select(jobs.c.id).where(*conds)
     if mode == "estimated":
-        compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
-        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}")).scalar_one()
+        plan = conn.execute(Explain(stmt)).scalar_one()
         return int(plan[0]["Plan"]["Plan Rows"])
     return int(conn.execute(select(func.count()).select_from(jobs).where(*conds)).scalar_one())
 
@@ -195,17 +257,18 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo) -> dict[str,
     filters = JobFilters.from_args(args)
     sort_by, order, limit = args["sort_by"], args["sort_order"], args["limit"]
     conds = filters.conditions(tz)
-    page_stmt = select(jobs).where(*conds)
+    key, nullable = sort_key(sort_by), sort_by in NULLABLE_SORTS
+    page_stmt = select(jobs, key.label("sort_key")).where(*conds)
     cursor = args.get("cursor")
     page = None if cursor else args["page"]
     if cursor:
         value, row_id = decode_cursor(cursor, sort_by, order)
-        page_stmt = page_stmt.where(keyset_condition(sort_by, order, value, row_id))
+        page_stmt = page_stmt.where(keyset_condition(key, order, value, row_id, nullable))
     else:
         page_stmt = page_stmt.offset((args["page"] - 1) * limit)
     # One row more than asked tells whether there is a next page without counting.
-    page_sub = page_stmt.order_by(*_ordering(sort_by, order, jobs)).limit(limit + 1).subquery("page")
-    stmt = with_user(page_sub).order_by(*_ordering(sort_by, order, page_sub))
+    page_sub = page_stmt.order_by(*_ordering(key, jobs.c.id, order, nullable)).limit(limit + 1).subquery("page")
+    stmt = with_user(page_sub).order_by(*_ordering(page_sub.c.sort_key, page_sub.c.id, order, nullable))
     rows = conn.execute(stmt).mappings().all()
     has_next = len(rows) > limit
     rows = rows[:limit]
@@ -213,7 +276,7 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo) -> dict[str,
     next_cursor = None
     if has_next and rows:
         last = rows[-1]
-        next_cursor = encode_cursor(sort_by, order, last[sort_by], last["id"])
+        next_cursor = encode_cursor(sort_by, order, last["sort_key"], last["id"])
     total = count_jobs(conn, conds, args["count"])
     return {
         "jobs": job_list,
@@ -235,7 +298,8 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo) -> dict[str,
 
 def find_job(conn: Connection, ident: str) -> dict[str, Any] | None:
     """A job by row id, else by its business job_id, with its user."""
-    if len(ident) > 255:
+    # Longer than the column, or holding a NUL (PostgreSQL text cannot): no such job.
+    if len(ident) > 255 or "\x00" in ident:
         return None
     as_uuid = parse_uuid(ident)
     match = jobs.c.job_id == ident

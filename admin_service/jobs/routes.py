@@ -38,8 +38,7 @@ def settings() -> Settings:
 
 def find_job(conn: Connection, job_ref: str) -> dict[str, Any]:
     """The job a path names, or a 404 NOT_FOUND."""
-    # PostgreSQL text cannot hold NUL, so no stored id has one; psycopg2 would raise (a 500).
-    job = None if "\x00" in job_ref else queries.find_job(conn, job_ref)
+    job = queries.find_job(conn, job_ref)
     if job is None:
         raise not_found(f"Job {job_ref!r} not found")
     return job

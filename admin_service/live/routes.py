@@ -10,8 +10,8 @@ from sqlalchemy import text
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
 from admin_service.db.engine import current_engine
-from admin_service.errors import envelope, not_found
-from admin_service.jobs import queries
+from admin_service.errors import envelope
+from admin_service.jobs.routes import find_job
 from admin_service.jobs.schemas import EnvelopeSchema, StrictQuerySchema
 from admin_service.live.runtime import live_runtime
 
@@ -78,9 +78,7 @@ def job_timeline(job_ref: str) -> dict[str, Any]:
     Every logged event of one job, oldest first.
     """
     with current_engine().connect() as conn:
-        job = queries.find_job(conn, job_ref)
-        if job is None:
-            raise not_found(f"Job {job_ref!r} not found")
+        job = find_job(conn, job_ref)
         rows = conn.execute(
             text(
                 f'SELECT id, event, kind, occurred_at, payload FROM "{_schema()}".job_events '
