@@ -168,10 +168,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     base = f"http://localhost:{port}"
     print(f"\nadmin-service on {base}")
     print(f"  API docs:   {base}/admin/docs")
+    print(f"  Live:       {base}/admin/jobs/stream (SSE), socket.io path /admin/socket.io")
     print(f"  Stats:      {base}/admin/jobs/stats")
     if server is not None:
         token = admin_token(engine, settings, "admin@example.com")
         print(f"  Admin token (12 h):\n    {token}")
+        print(f"  Dashboard:  {base}/admin/dashboard#token={token}")
         print(f"  Try: curl -H 'Authorization: Bearer {token[:16]}...' {base}/admin/jobs/stats")
     engine.dispose()
     sys.stdout.flush()
