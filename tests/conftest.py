@@ -32,17 +32,24 @@ TEST_SECRET = "test-secret-for-admin-service-0123456789"
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A PostgreSQL server: the configured one, or a private embedded one."""
     configured = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if configured:
         yield sqlalchemy_url(configured)
         return
+    import shutil
+    import tempfile
+
     from admin_service.db.embedded import start_embedded
 
-    server, url = start_embedded(tmp_path_factory.mktemp("pg") / "data")
+    # Not under pytest's basetemp: that is 0700 and reused across runs; pgserver runs as
+    # another OS user and needs a private, traversable folder of its own.
+    folder = Path(tempfile.mkdtemp(prefix="admin-service-test-pg-"))
+    server, url = start_embedded(folder / "data")
     yield url
     server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
