@@ -55,9 +55,10 @@ CHANGED_JOBS = """
     SELECT j.*, u.id AS user_ref_id, u.email AS user_email, u.username AS user_username, clock_timestamp() AS db_now
     FROM archive.analysis_jobs j
     LEFT JOIN auth.users u ON u.id = j.user_id
-    WHERE j.updated_at >= %s
+    WHERE j.updated_at >= %(since)s
+      AND (%(after_at)s::timestamptz IS NULL OR (j.updated_at, j.id) > (%(after_at)s, %(after_id)s::uuid))
     ORDER BY j.updated_at, j.id
-    LIMIT %s
+    LIMIT %(limit)s
 """
 
 
@@ -123,7 +124,7 @@ class Capturer:
         next_prune = 0.0
         poll_s = self.settings.capture_poll_ms / 1000
         while not stop.is_set():
-            full = self.capture_once(conn) >= BATCH
+            self.capture_once(conn)
             now = time.monotonic()
             if now >= next_alerts:
                 self.evaluate_alerts(conn)
@@ -132,13 +133,28 @@ class Capturer:
                 with conn.cursor() as cur:
                     prune(cur, self.schema, self.settings.event_retention_days)
                 next_prune = now + PRUNE_EVERY_S
-            if not full:
-                wait_for_notify(conn, min(poll_s, max(0.05, next_alerts - time.monotonic())))
+            wait_for_notify(conn, min(poll_s, max(0.05, next_alerts - time.monotonic())))
 
     # -- one pass ------------------------------------------------------------------------
     def capture_once(self, conn: Any) -> int:
         """Read changed rows since the watermark (minus the overlap) and log their events."""
         overlap = timedelta(seconds=self.settings.capture_overlap_s)
+        since: datetime | None = None
+        after: tuple[datetime, Any] | None = None
+        total = 0
+        while True:
+            rows, since = self._capture_page(conn, since, after, overlap)
+            total += len(rows)
+            if len(rows) < BATCH:
+                return total
+            # Page on (updated_at, id): restarting from `since` would re-read the same BATCH
+            # rows forever once the overlap window holds more than BATCH of them.
+            after = (rows[-1]["updated_at"], rows[-1]["id"])
+
+    def _capture_page(
+        self, conn: Any, since: datetime | None, after: tuple[datetime, Any] | None, overlap: timedelta
+    ) -> tuple[list[dict[str, Any]], datetime]:
+        """One page of changed rows in one transaction; (rows, the pass's lower bound)."""
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             cur.execute("BEGIN")
             try:
@@ -149,7 +165,10 @@ class Capturer:
                 )
                 cur.execute(f'SELECT watermark FROM "{self.schema}".capture_state WHERE id = 1 FOR UPDATE')
                 watermark = cur.fetchone()["watermark"]
-                cur.execute(CHANGED_JOBS, (watermark - overlap, BATCH))
+                if since is None:
+                    since = watermark - overlap
+                after_at, after_id = after if after is not None else (None, None)
+                cur.execute(CHANGED_JOBS, {"since": since, "after_at": after_at, "after_id": after_id, "limit": BATCH})
                 rows = cur.fetchall()
                 events = self._events_for(cur, rows)
                 ids = append_events(cur, self.schema, events)
@@ -172,7 +191,7 @@ class Capturer:
             if event.event == "job-update" and event.job_row_id:
                 self._last_status.remember(event.job_row_id, event.status)
         self.captured_total += len(ids)
-        return len(rows)
+        return rows, since
 
     def _events_for(self, cur: Any, rows: list[dict[str, Any]]) -> list[NewEvent]:
         fresh = []

@@ -7,11 +7,15 @@ slow client never delays the others. Publishing never touches the database.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("admin_service.live")
 
 JOB_UPDATE = "job-update"
 JOB_ALERT = "job-alert"
@@ -70,6 +74,8 @@ class Subscriber:
     closed_reason: str | None = None
     # False for a transport's shared subscriber: its own `demand` callback speaks for it.
     counts_for_demand: bool = True
+    # Called once when closed (by the publisher's thread): lets a transport free a stuck client.
+    on_close: Callable[[Subscriber], None] | None = field(default=None, repr=False)
 
     def get(self, timeout: float) -> LiveEvent | None:
         """The next event, None on timeout, STOP when the subscriber was closed."""
@@ -91,6 +97,8 @@ class Subscriber:
             except queue.Empty:
                 break
         self.queue.put_nowait(STOP)
+        if self.on_close is not None:
+            self.on_close(self)
 
 
 class Hub:
@@ -133,9 +141,17 @@ class Hub:
             try:
                 sub.queue.put_nowait(event)
             except queue.Full:
-                self.dropped_total += 1
-                sub.close("slow-consumer")
-                self.unsubscribe(sub)
+                # Under gevent a subscriber only drains its queue when the publisher yields:
+                # give it one turn first, or a burst longer than the queue (one tail read
+                # returns up to 1000 events) would drop every subscriber, fast ones too.
+                time.sleep(0)
+                try:
+                    sub.queue.put_nowait(event)
+                except queue.Full:
+                    self.dropped_total += 1
+                    log.warning("dropped a slow subscriber: its queue of %d events is full", sub.queue.maxsize)
+                    sub.close("slow-consumer")
+                    self.unsubscribe(sub)
 
     def close_all(self, reason: str) -> None:
         for sub in self.subscribers():

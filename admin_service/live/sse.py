@@ -9,9 +9,11 @@ too slow (a final `error` event), or on shutdown (with a short retry hint).
 
 from __future__ import annotations
 
-import json
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any
 
 from flask import Response, g, request
@@ -24,13 +26,14 @@ from admin_service.jobs.schemas import StatusListField, StrictQuerySchema
 from admin_service.jobs.stats import shared_stats
 from admin_service.live.hub import EVENT_NAMES, JOB_STATS, EventFilter, Hub, LiveEvent, Subscriber
 from admin_service.live.runtime import live_runtime
-from admin_service.web import IsoJSONProvider
 
 blp = ApiBlueprint("live", __name__, url_prefix="/admin/jobs", description="Live job events (Server-Sent Events).")
 
 REPLAY_PAGE = 500
 # Beyond this many missed events a client is better served by refetching (a `reset`).
 REPLAY_MAX = 50_000
+# A dropped slow subscriber gets this long to take its `error` event and end by itself.
+SLOW_CONSUMER_GRACE_S = 2.0
 
 
 class EventsField(fields.Field):
@@ -80,9 +83,13 @@ def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[str]
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        cur.execute(f'SELECT pruned_through FROM "{schema}".capture_state WHERE id = 1')
-        row = cur.fetchone()
-        if row and after < int(row[0]):
+        cur.execute(
+            f'SELECT (SELECT pruned_through FROM "{schema}".capture_state WHERE id = 1), (SELECT max(id) FROM "{schema}".job_events)'
+        )
+        pruned, logged = (int(v or 0) for v in cur.fetchone())
+        # An id beyond anything logged is not from this log (recreated, restored, another
+        # environment): following from it would silently skip every event up to it.
+        if after < pruned or after > max(pruned, logged):
             return [], after, True
         chunks: list[str] = []
         newest = after
@@ -129,11 +136,15 @@ def stream(args: dict[str, Any]) -> Response:
     )
     # Subscribe before reading the log: events arriving meanwhile wait in the queue.
     sub = runtime.hub.subscribe(sub_filter)
+    finished = threading.Event()
+    client_socket = request.environ.get("gunicorn.socket")
+    if client_socket is not None:
+        sub.on_close = _cut_off_if_stuck(client_socket, finished)
     try:
         opening = [f"retry: {settings.sse_retry_ms}\n: connected\n\n"]
         if JOB_STATS in sub_filter.events:
             data, _ = shared_stats().get()
-            opening.append(message(JOB_STATS, json.loads(json.dumps(data, default=IsoJSONProvider.default))))
+            opening.append(message(JOB_STATS, data))
         newest = runtime.hub.last_event_id
         if last_id is not None:
             chunks, newest, reset = _replay(settings.admin_schema, last_id, sub_filter)
@@ -141,18 +152,53 @@ def stream(args: dict[str, Any]) -> Response:
                 opening.append(message("reset", {"reason": "events after this id were pruned; refetch", "lastEventId": runtime.hub.last_event_id}))
                 newest = runtime.hub.last_event_id
             opening.extend(chunks)
+        if newest > 0:
+            # An id without data sets EventSource's lastEventId: a client dropped before its
+            # first stored event still resumes from here instead of refetching everything.
+            opening.append(f"id: {newest}\n\n")
     except BaseException:
         runtime.hub.unsubscribe(sub)
         raise
-    response = Response(_follow(runtime.hub, sub, opening, newest, admin.expires_at, settings.sse_heartbeat_s, settings.sse_retry_ms),
-                        mimetype="text/event-stream")
+    response = Response(
+        _follow(runtime.hub, sub, opening, newest, admin.expires_at, settings.sse_heartbeat_s, settings.sse_retry_ms, finished),
+        mimetype="text/event-stream",
+    )
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
 
 
+def _cut_off_if_stuck(client_socket: socket.socket, finished: threading.Event) -> Callable[[Subscriber], None]:
+    """on_close for a stream: a client that stopped reading leaves the stream blocked in a
+    socket write that has no timeout, so it would never see its STOP; after a grace period
+    shut the socket down, which fails that write and ends the request."""
+
+    def cut() -> None:
+        if finished.is_set():
+            return
+        # Through a duplicate: shutting the original down under gevent cancels the blocked
+        # write with EBADF, which gunicorn logs as an error; this way it fails with EPIPE.
+        with suppress(OSError), socket.fromfd(client_socket.fileno(), client_socket.family, client_socket.type) as dup:
+            dup.shutdown(socket.SHUT_RDWR)
+
+    def on_close(sub: Subscriber) -> None:
+        if sub.closed_reason == "slow-consumer":
+            timer = threading.Timer(SLOW_CONSUMER_GRACE_S, cut)
+            timer.daemon = True
+            timer.start()
+
+    return on_close
+
+
 def _follow(
-    hub: Hub, sub: Subscriber, opening: list[str], newest: int, expires_at: float | None, heartbeat_s: float, retry_ms: int
+    hub: Hub,
+    sub: Subscriber,
+    opening: list[str],
+    newest: int,
+    expires_at: float | None,
+    heartbeat_s: float,
+    retry_ms: int,
+    finished: threading.Event,
 ) -> Iterator[str]:
     # Runs after the view returned: no request or app context here.
     try:
@@ -181,6 +227,7 @@ def _follow(
                 newest = event.id
             yield sse(event)
     finally:
+        finished.set()
         hub.unsubscribe(sub)
 
 
