@@ -20,6 +20,8 @@ from urllib.parse import parse_qs
 
 import socketio
 from flask import Flask
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from admin_service.auth import AdminUser, Authenticator
 from admin_service.errors import ApiError
@@ -32,6 +34,7 @@ log = logging.getLogger("admin_service.socketio")
 PATH = "admin/socket.io"
 JOBS_ROOM = "jobs"  # job-update (unfiltered) and job-stats
 ALERTS_ROOM = "alerts"
+UNAVAILABLE = "Service unavailable; retry shortly"
 REFUSALS = {401: "Invalid or expired token", 403: "Admin access required"}
 
 
@@ -76,12 +79,32 @@ class TokenBucket:
         return False
 
 
+class GuardedServer(socketio.Server):
+    """python-socketio's Server, answering a packet it cannot decode with an `error` event.
+
+    Upstream lets the decoding error escape to engine.io, which logs a traceback for every such
+    packet (any client could fill the log) and tells the client nothing. This overrides a
+    private method of python-socketio 5.x (pinned in requirements.txt); tests/test_socketio.py
+    notices if an upgrade stops calling it.
+    """
+
+    def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            super()._handle_eio_message(eio_sid, data)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            # One line, no traceback: visible if it is ours after all, cheap if a client floods.
+            log.warning("malformed Socket.IO packet (%s: %s)", type(exc).__name__, str(exc)[:200])
+            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            if sid is not None and self.manager.is_connected(sid, "/"):
+                self.emit("error", {"message": "Malformed Socket.IO packet"}, to=sid)
+
+
 class SocketGateway:
     def __init__(self, flask_app: Flask) -> None:
         self.runtime: LiveRuntime = flask_app.extensions["admin_service.live"]
         self.auth: Authenticator = flask_app.extensions["admin_service.auth"]
         self.settings = self.runtime.settings
-        self.sio = socketio.Server(
+        self.sio = GuardedServer(
             async_mode="gevent",
             cors_allowed_origins=self._origin_allowed,
             max_http_buffer_size=64 * 1024,
@@ -153,7 +176,10 @@ class SocketGateway:
         sio = self.sio
 
         @sio.event
-        def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        def connect(sid: str, environ: Any = None, auth: Any = None, *_: Any) -> None:
+            # (Defaults and *_: a faked "connect" event may carry any arguments.)
+            if self._faked_lifecycle_event(sid, "connect"):
+                return
             token = auth.get("token") if isinstance(auth, dict) else None
             if not token:
                 # Old clients pass ?token=... in the handshake URL.
@@ -163,19 +189,25 @@ class SocketGateway:
             try:
                 admin = self.auth.authenticate(token)
             except ApiError as exc:
-                raise socketio.exceptions.ConnectionRefusedError(
-                    REFUSALS.get(exc.status, "Service unavailable; retry shortly")
-                ) from None
+                raise socketio.exceptions.ConnectionRefusedError(REFUSALS.get(exc.status, UNAVAILABLE)) from None
+            except (DBAPIError, PoolTimeoutError) as exc:
+                # The user lookup failed: refuse with a reason instead of leaving the client
+                # waiting for an answer that never comes.
+                log.warning("socket.io connect: user lookup failed: %s", type(exc).__name__)
+                raise socketio.exceptions.ConnectionRefusedError(UNAVAILABLE) from None
             with self._lock:
                 if self._per_user[admin.id] >= self.settings.socketio_max_connections_per_user:
                     raise socketio.exceptions.ConnectionRefusedError("Too many connections for this user")
                 self._per_user[admin.id] += 1
                 self._sessions[sid] = {"admin": admin, "bucket": TokenBucket(self.settings.socketio_events_per_second)}
             self.start()
-            self._send_stats(sid)
+            # After this handler returns, i.e. after the CONNECT packet: no event may precede it.
+            self.sio.start_background_task(self._send_stats, sid)
 
         @sio.event
         def disconnect(sid: str, *args: Any) -> None:
+            if self._faked_lifecycle_event(sid, "disconnect"):
+                return
             with self._lock:
                 session = self._sessions.pop(sid, None)
                 if session is not None:
@@ -187,11 +219,15 @@ class SocketGateway:
             self._job_subscribers.discard(sid)
 
         @sio.on("subscribe:jobs")
-        def subscribe_jobs(sid: str, payload: Any = None) -> dict[str, Any]:
+        def subscribe_jobs(sid: str, *args: Any) -> dict[str, Any]:
             if not self._allowed(sid):
                 return {"ok": False, "error": "Rate limit exceeded"}
             try:
-                sub_filter = _filter_from(payload)
+                # Any argument count must reach here: a signature mismatch would raise before
+                # the handler ran, and the client would get neither an ack nor an error.
+                if len(args) > 1:
+                    raise ValueError("takes one argument, a filter object")
+                sub_filter = _filter_from(args[0] if args else None)
             except ValueError as exc:
                 self.sio.emit("error", {"message": f"subscribe:jobs: {exc}"}, to=sid)
                 return {"ok": False, "error": str(exc)}
@@ -237,6 +273,17 @@ class SocketGateway:
         def unknown(event: str, sid: str, *args: Any) -> None:
             if self._allowed(sid):
                 self.sio.emit("error", {"message": f"Unknown event {str(event)[:64]!r}"}, to=sid)
+
+    def _faked_lifecycle_event(self, sid: str, name: str) -> bool:
+        """True (and an `error` to the client) when a client EVENT named "connect" or
+        "disconnect" reached that handler: python-socketio dispatches them by name. A fake
+        "disconnect" would otherwise free the socket from token expiry and the per-user limit.
+        During a real connect or disconnect the session is pending, so not `is_connected`."""
+        if not self.sio.manager.is_connected(sid, "/"):
+            return False
+        if self._allowed(sid):
+            self.sio.emit("error", {"message": f"{name!r} is a reserved event name"}, to=sid)
+        return True
 
     def _origin_allowed(self, origin: str | None, environ: dict[str, Any]) -> bool:
         """ALLOWED_ORIGINS, plus this service's own origin (its dashboard page)."""
