@@ -23,14 +23,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from admin_service.db.engine import make_engine, sqlalchemy_url  # noqa: E402
 from admin_service.db.fixtures import create_fixture_tables  # noqa: E402
 from admin_service.db.migrations import upgrade  # noqa: E402
-from tests.conftest import TEST_SECRET, RunningService, make_settings, run_service, token_for  # noqa: E402
+from tests.conftest import TEST_SECRET, RunningService, make_settings, run_service, scratch_database, token_for  # noqa: E402
 from tests.factories import Data  # noqa: E402
 from tests.sse_client import SSEClient  # noqa: E402
 
@@ -54,22 +51,6 @@ def summary(values: list[float]) -> str:
     ms = [v * 1000 for v in values]
     return (f"p50 {percentile(ms, 0.5):6.1f}  p95 {percentile(ms, 0.95):6.1f}  p99 {percentile(ms, 0.99):6.1f}  "
             f"max {max(ms):6.1f} ms  (n={len(ms)})")
-
-
-@contextmanager
-def private_database(server_url: str) -> Iterator[str]:
-    name = f"admin_service_bench_sse_{os.getpid()}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def worker_rss_kib(service: RunningService) -> int:
@@ -149,7 +130,7 @@ def main() -> None:
     if not args.server_url:
         parser.error("give --server-url or set TEST_DATABASE_URL")
 
-    with private_database(sqlalchemy_url(args.server_url)) as database_url, TemporaryDirectory() as tmp:
+    with scratch_database(sqlalchemy_url(args.server_url), f"admin_service_bench_sse_{os.getpid()}") as database_url, TemporaryDirectory() as tmp:
         settings = make_settings(database_url)
         engine = make_engine(settings)
         with engine.begin() as conn:

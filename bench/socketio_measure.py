@@ -26,16 +26,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
 import socketio
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,7 +41,7 @@ from admin_service.db.archive_options import notify_trigger_ddl, run_ddl  # noqa
 from admin_service.db.engine import make_engine, sqlalchemy_url  # noqa: E402
 from admin_service.db.fixtures import create_fixture_tables  # noqa: E402
 from admin_service.db.migrations import upgrade  # noqa: E402
-from tests.conftest import RunningService, make_settings, run_service, token_for  # noqa: E402
+from tests.conftest import RunningService, make_settings, run_service, scratch_database, token_for  # noqa: E402
 from tests.factories import Data  # noqa: E402
 
 PATH = "/admin/socket.io"
@@ -61,22 +58,6 @@ def summary(values: list[float], unit: float = 1000.0) -> str:
     """p50/p95/p99/max in milliseconds."""
     ms = [v * unit for v in values]
     return f"p50 {percentile(ms, 0.5):7.1f}  p95 {percentile(ms, 0.95):7.1f}  p99 {percentile(ms, 0.99):7.1f}  max {max(ms):7.1f} ms  (n={len(ms)})"
-
-
-@contextmanager
-def private_database(server_url: str) -> Iterator[str]:
-    name = f"admin_service_bench_{os.getpid()}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def worker_rss_kib(service: RunningService) -> int:
@@ -237,7 +218,7 @@ def main() -> None:
     if not args.server_url:
         parser.error("give --server-url or set TEST_DATABASE_URL")
 
-    with private_database(sqlalchemy_url(args.server_url)) as database_url, TemporaryDirectory() as tmp:
+    with scratch_database(sqlalchemy_url(args.server_url), f"admin_service_bench_{os.getpid()}") as database_url, TemporaryDirectory() as tmp:
         settings = make_settings(database_url)
         engine: Engine = make_engine(settings)
         with engine.begin() as conn:

@@ -52,23 +52,30 @@ def server_url() -> Iterator[str]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """A database of this run's own, dropped at the end (the machine's server is shared)."""
-    name = f"admin_service_test_{os.getpid()}"
+@contextmanager
+def scratch_database(server_url: str, name: str) -> Iterator[str]:
+    """A database of its own on the server, dropped afterwards (the machine's server is shared)."""
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        create_fixture_tables(conn)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """This run's database, with the archive tables' fixture."""
+    with scratch_database(server_url, f"admin_service_test_{os.getpid()}") as url:
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            create_fixture_tables(conn)
+        engine.dispose()
+        yield url
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

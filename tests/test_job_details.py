@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from admin_service import create_app
 from admin_service.db.engine import make_engine
 from admin_service.db.fixtures import create_fixture_tables
-from tests.conftest import make_settings, token_for
+from tests.conftest import make_settings, scratch_database, token_for
 from tests.factories import Data
 
 JOB_COLUMNS = (
@@ -240,18 +239,8 @@ CREATE TABLE archive.analysis_results (
 @pytest.fixture
 def old_layout_url(server_url: str) -> Iterator[str]:
     """A database of this test's own whose results table has the older columns."""
-    name = f"admin_service_old_results_{os.getpid()}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(server_url, f"admin_service_old_results_{os.getpid()}") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_results_from_the_older_layout(old_layout_url: str, admin: dict[str, Any], auth: dict[str, str]) -> None:
