@@ -17,7 +17,10 @@ from admin_service.db.engine import sqlalchemy_url
 def start_embedded(data_dir: Path, *, keep_running: bool = False) -> tuple[Any, str]:
     """Start (or attach to) the server in data_dir; return the handle and its URL."""
     import logging
+    import warnings
 
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback is fine.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     import pgserver
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)
