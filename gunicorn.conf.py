@@ -46,3 +46,37 @@ def post_worker_init(worker):
         live.shutdown()
 
     threading.Thread(target=watch, name="live-shutdown-watch", daemon=True).start()
+
+
+# Prometheus multiprocess mode: every worker writes its samples into one folder, and a scrape
+# of /metrics answered by any worker reads them all. The variable must be set before the
+# workers import prometheus_client (they fork from this process, no preload).
+# A folder made here is removed on exit (remembered in the environment: a reload re-reads this file).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["ADMIN_SERVICE_METRICS_TMPDIR"] = tempfile.mkdtemp(
+        prefix="admin-service-metrics-"
+    )
+
+
+def on_starting(server):  # noqa: ARG001
+    # Samples of an earlier run in a given folder would be counted again: start empty.
+    import glob
+
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):  # noqa: ARG001
+    # A dead worker's live gauges (clients, pool, leadership) must stop counting.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ARG001
+    if os.environ.get("ADMIN_SERVICE_METRICS_TMPDIR") == os.environ["PROMETHEUS_MULTIPROC_DIR"]:
+        import shutil
+
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

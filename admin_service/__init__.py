@@ -12,7 +12,7 @@ from admin_service.config import Settings, load_settings
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
     """The WSGI app. Settings come from the environment unless given (tests give them)."""
-    from admin_service import dashboard, docs, health, web
+    from admin_service import dashboard, docs, health, metrics, web
     from admin_service.api import API_CONFIG, Api
     from admin_service.auth import Authenticator
     from admin_service.db.engine import make_engine
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         max_age=600,
     )
     web.install(app, settings)
+    metrics.install(app, enabled=settings.metrics_enabled, token=settings.metrics_token)
     limiter = make_limiter(app, settings)
     limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp)
 

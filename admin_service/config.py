@@ -78,6 +78,9 @@ class Settings:
     # Socket.IO
     socketio_max_connections_per_user: int = 20
     socketio_events_per_second: float = 10.0
+    # /metrics (admin_service/metrics.py): without a token, loopback only
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
 
     def severity(self, rule: str) -> str:
         return dict(self.alert_severities).get(rule, "medium")
@@ -264,6 +267,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         alert_severities=tuple(severities.items()),
         socketio_max_connections_per_user=_int(env, "SOCKETIO_MAX_CONNECTIONS_PER_USER", 20, 1, 100_000),
         socketio_events_per_second=_float(env, "SOCKETIO_EVENTS_PER_SECOND", 10.0, 0.1, 10_000),
+        metrics_enabled=_bool(env, "METRICS_ENABLED", True),
+        metrics_token=env.get("METRICS_TOKEN") or None,
     )
     known = {f.name for f in fields(Settings)}
     for key, value in overrides.items():

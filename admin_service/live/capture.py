@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg2
 
+from admin_service import metrics
 from admin_service.config import Settings
 from admin_service.jobs.schemas import JobWithUserSchema
 from admin_service.jobs.status import TERMINAL, normalize
@@ -101,6 +102,7 @@ class Capturer:
                     leader = cur.fetchone()[0]
                 if leader:
                     self.is_leader = True
+                    metrics.CAPTURE_LEADER.set(1)
                     log.info("capture leadership acquired")
                     self._lead(conn, stop)
             except psycopg2.Error as exc:
@@ -111,6 +113,7 @@ class Capturer:
                 if self.is_leader:
                     log.info("capture leadership released")
                 self.is_leader = False
+                metrics.CAPTURE_LEADER.set(0)
                 if conn is not None:
                     conn.close()  # releases the advisory lock
             stop.wait(LEADER_RETRY_S)
@@ -191,6 +194,7 @@ class Capturer:
             if event.event == "job-update" and event.job_row_id:
                 self._last_status.remember(event.job_row_id, event.status)
         self.captured_total += len(ids)
+        metrics.capture_logged(rows, events, len(ids))
         return rows, since
 
     def _events_for(self, cur: Any, rows: list[dict[str, Any]]) -> list[NewEvent]:
@@ -236,3 +240,4 @@ class Capturer:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+        metrics.EVENTS_LOGGED.inc(len(ids))

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from admin_service import metrics
+
 log = logging.getLogger("admin_service.live")
 
 JOB_UPDATE = "job-update"
@@ -135,6 +137,7 @@ class Hub:
         if event.id is not None:
             self.last_event_id = max(self.last_event_id, event.id)
         self.published_total += 1
+        metrics.EVENTS_PUBLISHED.labels(event.name).inc()
         for sub in self.subscribers():
             if sub.closed_reason is not None or not sub.filter.accepts(event):
                 continue
@@ -149,6 +152,7 @@ class Hub:
                     sub.queue.put_nowait(event)
                 except queue.Full:
                     self.dropped_total += 1
+                    metrics.SUBSCRIBERS_DROPPED.inc()
                     log.warning("dropped a slow subscriber: its queue of %d events is full", sub.queue.maxsize)
                     sub.close("slow-consumer")
                     self.unsubscribe(sub)

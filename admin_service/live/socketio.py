@@ -23,6 +23,7 @@ from flask import Flask
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from admin_service import metrics
 from admin_service.auth import AdminUser, Authenticator
 from admin_service.errors import ApiError
 from admin_service.jobs.status import ALIASES, STATUSES
@@ -200,6 +201,7 @@ class SocketGateway:
                     raise socketio.exceptions.ConnectionRefusedError("Too many connections for this user")
                 self._per_user[admin.id] += 1
                 self._sessions[sid] = {"admin": admin, "bucket": TokenBucket(self.settings.socketio_events_per_second)}
+                metrics.SOCKETIO_CLIENTS.set(len(self._sessions))
             self.start()
             # After this handler returns, i.e. after the CONNECT packet: no event may precede it.
             self.sio.start_background_task(self._send_stats, sid)
@@ -210,6 +212,7 @@ class SocketGateway:
                 return
             with self._lock:
                 session = self._sessions.pop(sid, None)
+                metrics.SOCKETIO_CLIENTS.set(len(self._sessions))
                 if session is not None:
                     admin: AdminUser = session["admin"]
                     self._per_user[admin.id] -= 1

@@ -19,10 +19,11 @@ from typing import Any
 from flask import Response, g, request
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from admin_service import metrics
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
 from admin_service.db.engine import current_engine
-from admin_service.jobs.schemas import StatusListField, StrictQuerySchema
+from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQuerySchema, comma_list
 from admin_service.jobs.stats import shared_stats
 from admin_service.live.hub import EVENT_NAMES, JOB_STATS, EventFilter, Hub, LiveEvent, Subscriber
 from admin_service.live.runtime import live_runtime
@@ -36,7 +37,9 @@ REPLAY_MAX = 50_000
 SLOW_CONSUMER_GRACE_S = 2.0
 
 
-class EventsField(fields.Field):
+class EventsField(DocumentedField):
+    openapi = {"type": "string", "pattern": comma_list(EVENT_NAMES)}
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> frozenset[str]:
         names = frozenset(part.strip() for part in str(value).split(",") if part.strip())
         unknown = names - set(EVENT_NAMES)
@@ -201,6 +204,7 @@ def _follow(
     finished: threading.Event,
 ) -> Iterator[str]:
     # Runs after the view returned: no request or app context here.
+    metrics.SSE_CLIENTS.inc()
     try:
         yield "".join(opening)
         while True:
@@ -227,6 +231,7 @@ def _follow(
                 newest = event.id
             yield sse(event)
     finally:
+        metrics.SSE_CLIENTS.dec()
         finished.set()
         hub.unsubscribe(sub)
 

@@ -1,0 +1,203 @@
+"""Prometheus metrics at GET /metrics (prometheus-client).
+
+Under gunicorn every worker is its own process: gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR
+before the workers start, each worker writes its samples there, and a scrape answered by any
+worker reads them all (prometheus-client's multiprocess mode). Without that variable (tests'
+in-process apps, `flask run`) the samples are this process's own.
+
+Access: METRICS_ENABLED=false removes the route (404). With METRICS_TOKEN set a scrape needs
+`Authorization: Bearer <METRICS_TOKEN>`; without it only direct loopback requests are served
+(a request forwarded by a proxy, i.e. with Forwarded/X-Forwarded-For, is refused).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, event
+
+from admin_service.auth import unauthorized
+from admin_service.errors import ApiError
+
+log = logging.getLogger("admin_service.metrics")
+
+PREFIX = "admin_service"
+
+REQUESTS = Counter(f"{PREFIX}_http_requests_total", "HTTP requests answered", ["method", "endpoint", "status"])
+LATENCY = Histogram(
+    f"{PREFIX}_http_request_duration_seconds",
+    "Time to answer an HTTP request (for streams: until the response starts)",
+    ["method", "endpoint", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_PUBLISHED = Counter(
+    f"{PREFIX}_live_events_published_total", "Events the hub of a worker published to its subscribers", ["event"]
+)
+SUBSCRIBERS_DROPPED = Counter(f"{PREFIX}_live_subscribers_dropped_total", "Subscribers dropped for being too slow")
+SSE_CLIENTS = Gauge(f"{PREFIX}_sse_clients", "Connected Server-Sent Events clients", multiprocess_mode="livesum")
+SOCKETIO_CLIENTS = Gauge(f"{PREFIX}_socketio_clients", "Connected Socket.IO clients", multiprocess_mode="livesum")
+EVENTS_LOGGED = Counter(f"{PREFIX}_capture_events_logged_total", "Events (job updates and alerts) the capture leader appended to the log")
+CAPTURE_LAG = Histogram(
+    f"{PREFIX}_capture_lag_seconds",
+    "Seconds between a job's updated_at and its event being logged (capture leader)",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+)
+CAPTURE_LEADER = Gauge(f"{PREFIX}_capture_leader", "1 in the process holding capture leadership", multiprocess_mode="livesum")
+POOL_IN_USE = Gauge(f"{PREFIX}_db_pool_in_use", "Database connections checked out of the pool", multiprocess_mode="livesum")
+POOL_SIZE = Gauge(f"{PREFIX}_db_pool_size", "Database pool size (DB_POOL_MAX per worker)", multiprocess_mode="livesum")
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+# --- hooks called from the live components -------------------------------------------------
+
+
+def capture_logged(rows: list[dict[str, Any]], events: list[Any], inserted: int) -> None:
+    """The capture leader committed `inserted` of `events`, made from these changed job rows.
+
+    Lag is measured on the database's clock (clock_timestamp() of the read, just before the
+    insert) against updated_at, so host clock skew does not enter; rows whose events were
+    already logged (the overlap re-read) are not observed."""
+    EVENTS_LOGGED.inc(inserted)
+    if not rows or inserted != len(events):
+        return  # some were duplicates: which ones is not known here, so no lag sample
+    logged_at = rows[0]["db_now"]
+    fresh = {e.job_row_id for e in events if e.event == "job-update"}
+    for row in rows:
+        if str(row["id"]) in fresh:
+            CAPTURE_LAG.observe(max(0.0, (logged_at - row["updated_at"]).total_seconds()))
+
+
+def watch_pool(engine: Engine) -> None:
+    """Pool gauges of this process: its size, and connections checked out (counted by the pool's
+    own checkout/checkin events; `checkin` fires before the pool counts the return)."""
+    size = getattr(engine.pool, "size", None)
+    if callable(size):
+        POOL_SIZE.set(size())
+    if not event.contains(engine, "checkout", _checked_out):  # once per engine, however many apps
+        event.listen(engine, "checkout", _checked_out)
+        event.listen(engine, "checkin", _checked_in)
+
+
+def _checked_out(*_: Any) -> None:
+    POOL_IN_USE.inc()
+
+
+def _checked_in(*_: Any) -> None:
+    POOL_IN_USE.dec()
+
+
+# --- job counts, from the shared stats -------------------------------------------------------
+
+
+class JobStatsCollector(Collector):
+    """Job counts per status from the process's shared stats: no query of its own (a scrape at
+    most triggers the shared computation once per JOB_STATS_INTERVAL_MS, like any caller)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            data, age_ms = self.app.extensions["admin_service.stats"].get()
+        except Exception as exc:  # a scrape must answer while the database is down
+            log.warning("metrics: job stats unavailable: %s", type(exc).__name__)
+            up = GaugeMetricFamily(f"{PREFIX}_job_stats_up", "1 when the shared job statistics could be read")
+            up.add_metric([], 0)
+            yield up
+            return
+        up = GaugeMetricFamily(f"{PREFIX}_job_stats_up", "1 when the shared job statistics could be read")
+        up.add_metric([], 1)
+        yield up
+        overview = data["overview"]
+        jobs = GaugeMetricFamily(f"{PREFIX}_jobs", "Jobs per status (shared stats)", labels=["status"])
+        for status in ("queued", "processing", "completed", "failed", "cancelled"):
+            jobs.add_metric([status], overview[status])
+        yield jobs
+        total = GaugeMetricFamily(f"{PREFIX}_jobs_total_count", "All jobs (shared stats)")
+        total.add_metric([], overview["total"])
+        yield total
+        age = GaugeMetricFamily(f"{PREFIX}_job_stats_age_seconds", "Age of the shared job statistics")
+        age.add_metric([], age_ms / 1000)
+        yield age
+        oldest = data.get("performance", {}).get("oldestQueuedJobAgeSeconds")
+        if oldest is not None:
+            queued = GaugeMetricFamily(f"{PREFIX}_oldest_queued_job_age_seconds", "Age of the oldest queued job")
+            queued.add_metric([], oldest)
+            yield queued
+
+
+# --- the endpoint and the request hooks ------------------------------------------------------
+
+FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def _check_access(token: str | None) -> None:
+    if token:
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise unauthorized("A valid metrics token is required")
+        return
+    try:
+        loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        loopback = False
+    forwarded = not current_app.config["SETTINGS"].trust_proxy and any(h in request.headers for h in FORWARDED)
+    if not loopback or forwarded:
+        raise ApiError(403, "Metrics are served to loopback only; set METRICS_TOKEN to scrape from elsewhere")
+
+
+def exposition(app: Flask) -> bytes:
+    stats = CollectorRegistry(auto_describe=False)
+    stats.register(JobStatsCollector(app))
+    if multiprocess():
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(stats)
+
+
+def install(app: Flask, *, enabled: bool, token: str | None) -> None:
+    """Request metrics for every route, pool gauges, and GET /metrics when enabled."""
+    watch_pool(app.extensions["admin_service.engine"])
+
+    def start() -> None:
+        g.metrics_started = time.perf_counter()
+
+    # First, so that requests answered by a later hook (preflight, rate limit, auth) are timed too.
+    app.before_request_funcs.setdefault(None, []).insert(0, start)
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.get("metrics_started")
+        if started is not None:
+            rule = request.url_rule
+            labels = (request.method, rule.rule if rule is not None else "<unmatched>", str(response.status_code))
+            REQUESTS.labels(*labels).inc()
+            LATENCY.labels(*labels).observe(time.perf_counter() - started)
+        return response
+
+    if not enabled:
+        return
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        _check_access(token)
+        response = Response(exposition(app), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+        response.headers["Cache-Control"] = "no-store"
+        return response
