@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint openapi lock clean
+.PHONY: run test lint openapi lock clean bench wrk
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,25 @@ run: $(VENV)/.installed
 	$(PY) -m admin_service serve
 
 ## test: the whole suite against DATABASE_URL/TEST_DATABASE_URL, else an embedded PostgreSQL
-test: $(VENV)/.installed
+## (with a smoke run of the benchmark harness: tests/test_bench_smoke.py, needs wrk)
+test: $(VENV)/.installed wrk
 	$(VENV)/bin/ruff check .
 	$(PY) -m admin_service openapi export --check
+	$(PY) .ci/pip_audit.py requirements.txt
 	$(PY) -m pytest
+
+## wrk: the load generator of the benchmark (Debian's package)
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+
+## bench: 1,000,000 jobs, the service under gunicorn, wrk and live clients; writes bench/results.json,
+## bench/RESULTS.md, bench/latency.png. BENCH_DATABASE_URL=postgresql://.../bench uses that database
+## (created when missing) instead of a fresh embedded PostgreSQL. BENCH_ARGS passes options to bench.run.
+bench: $(VENV)/.installed wrk
+	@command -v node >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	$(PY) -m pip install -q -r bench/requirements.txt
+	@test -d bench/node_modules/socket.io-client || (cd bench && npm ci --no-audit --no-fund --loglevel=error)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -35,4 +50,4 @@ lock: $(VENV)/.installed
 	$(VENV)/bin/pip-compile -q --strip-extras --generate-hashes -o requirements-dev.txt requirements-dev.in
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench/node_modules

@@ -4,6 +4,7 @@
   db seed --jobs N          create the fixture tables if missing and fill demo data
   db upgrade                create/migrate the service's own schema
   db install-notify-trigger opt-in trigger on archive.analysis_jobs: live events without polling delay
+  db install-indexes        opt-in indexes on the archive tables for list sorts/filters, capture, stats (prints its DDL)
   token --email E           print a signed admin token for a user (development)
   smoke --url U --token T   post-deploy check of a running instance
   openapi export [--check]  write (or verify) openapi/openapi.json
@@ -70,6 +71,17 @@ def cmd_notify_trigger(args: argparse.Namespace) -> None:
     print(ddl)
     run_ddl(_engine(settings), ddl)
     print("done: capture now wakes on every job change" if not args.drop else "done: capture polls again")
+
+
+def cmd_indexes(args: argparse.Namespace) -> None:
+    from admin_service.db.archive_options import drop_index_ddl, index_ddl, invalid_indexes, run_each
+
+    engine = _engine(_settings())
+    statements = drop_index_ddl() if args.drop else index_ddl(invalid_indexes(engine))
+    started = time.perf_counter()
+    run_each(engine, statements)
+    verb = "dropped" if args.drop else "in place"
+    print(f"done in {time.perf_counter() - started:.1f} s: the admin-service indexes are {verb}")
 
 
 def admin_token(engine, settings: Settings, email: str, ttl: int = 12 * 3600) -> str:  # type: ignore[no-untyped-def]
@@ -216,6 +228,12 @@ def main(argv: list[str] | None = None) -> None:
     trigger = db_sub.add_parser("install-notify-trigger", help="opt-in: NOTIFY on job changes so capture wakes at once")
     trigger.add_argument("--drop", action="store_true", help="remove it again")
     trigger.set_defaults(func=cmd_notify_trigger)
+    indexes = db_sub.add_parser(
+        "install-indexes", help="opt-in: indexes on the archive tables for list sorts and filters, capture and stats "
+        "(prints the DDL it runs; built CONCURRENTLY)"
+    )
+    indexes.add_argument("--drop", action="store_true", help="remove them again")
+    indexes.set_defaults(func=cmd_indexes)
 
     token = sub.add_parser("token", help="print a signed admin token (development)")
     token.add_argument("--email", required=True)

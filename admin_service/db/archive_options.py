@@ -3,7 +3,9 @@ each printing the DDL it runs. Nothing else in the service alters those tables."
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from typing import Any
+
+from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
 from admin_service.live.log import CHANGES_CHANNEL
@@ -37,3 +39,64 @@ def drop_notify_trigger_ddl(settings: Settings) -> str:
 def run_ddl(engine: Engine, ddl: str) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(ddl)
+
+
+# Indexes that only the owners of the archive tables may decide on: each serves a query of this
+# service that no existing index can (measured in bench/RESULTS.md). Without them
+# PostgreSQL reads and sorts every row for page 1 of that sort. Built CONCURRENTLY, so writers
+# are never blocked; a failed build leaves an INVALID index that the next run replaces.
+# The status sort orders by status as shown (`queue` read as `queued`): the expression below
+# is the one admin_service.jobs.queries.sort_key renders, so the planner can match it.
+ARCHIVE_INDEXES = (
+    # updated_at also drives live capture: without it every poll reads the whole table.
+    ("admin_idx_jobs_updated_at_id", "(updated_at, id)"),
+    ("admin_idx_jobs_completed_at_desc_id", "(completed_at DESC NULLS LAST, id DESC)"),
+    ("admin_idx_jobs_completed_at_asc_id", "(completed_at ASC NULLS LAST, id ASC)"),
+    ("admin_idx_jobs_status_shown_id", "((CASE WHEN status = 'queue' THEN 'queued' ELSE status END), id)"),
+    ("admin_idx_jobs_priority_id", "(priority, id)"),
+    # A list filtered by status, newest first (the dashboard's "failed jobs"), without walking
+    # the created_at index past every job of the other statuses.
+    ("admin_idx_jobs_status_created_id", "(status, created_at, id)"),
+)
+# The newest row of each system metric (stats) without reading the whole metrics table.
+METRICS_INDEXES = (("admin_idx_metrics_name_recorded", "(metric_name, recorded_at)"),)
+
+
+def index_ddl(invalid: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """CREATE statements; `invalid` (see invalid_indexes) are dropped first, since IF NOT EXISTS
+    would keep the unusable leftover of an interrupted build."""
+    statements = [f"DROP INDEX CONCURRENTLY IF EXISTS archive.{name}" for name in invalid]
+    statements += [f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON archive.analysis_jobs {columns}"
+                   for name, columns in ARCHIVE_INDEXES]
+    statements += [f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON archive.system_metrics {columns}"
+                   for name, columns in METRICS_INDEXES]
+    statements.append("ANALYZE archive.analysis_jobs, archive.system_metrics")
+    return statements
+
+
+def drop_index_ddl() -> list[str]:
+    return [f"DROP INDEX CONCURRENTLY IF EXISTS archive.{name}" for name, _ in ARCHIVE_INDEXES + METRICS_INDEXES]
+
+
+def invalid_indexes(engine: Engine) -> list[str]:
+    """Our indexes left INVALID by an interrupted CONCURRENTLY build."""
+    names = [name for name, _ in ARCHIVE_INDEXES + METRICS_INDEXES]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'archive' AND NOT i.indisvalid AND c.relname = ANY(:names)"
+            ),
+            {"names": names},
+        )
+        return [r[0] for r in rows]
+
+
+def run_each(engine: Engine, statements: list[str], echo: Any = print) -> None:
+    """One statement at a time outside a transaction (CONCURRENTLY requires it), echoing each."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("SET statement_timeout = 0")
+        for statement in statements:
+            echo(statement + ";")
+            conn.exec_driver_sql(statement)

@@ -14,6 +14,12 @@ COUNT_MODES = ("exact", "estimated", "none")
 MAX_TEXT = 255
 
 
+def comma_list(names: tuple[str, ...]) -> str:
+    """The pattern of a comma-separated list of these names (for the OpenAPI document)."""
+    one = "|".join(sorted(names, key=len, reverse=True))
+    return f"^({one})(,({one}))*$"
+
+
 class Moment:
     """A date_from/date_to value: a plain date means the whole day in the stats time zone."""
 
@@ -33,10 +39,21 @@ class Moment:
         return f"Moment({self.value!r})"
 
 
-class MomentField(fields.Field):
+class DocumentedField(fields.Field):
+    """A custom field with its OpenAPI schema (apispec cannot infer one): `openapi` is merged into metadata."""
+
+    openapi: dict[str, Any] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {**self.openapi, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
+
+
+class MomentField(DocumentedField):
     """ISO date (2026-11-28) or date-time (2026-11-28T10:00:00Z; naive means UTC)."""
 
     default_error_messages = {"invalid": "Not a valid ISO-8601 date or date-time."}
+    openapi = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Moment:
         if not isinstance(value, str) or not 8 <= len(value) <= 40:
@@ -56,8 +73,10 @@ class MomentField(fields.Field):
         return Moment(parsed)
 
 
-class StatusListField(fields.Field):
+class StatusListField(DocumentedField):
     """`status=failed` or `status=queued,processing`; `queue` is read as `queued`."""
+
+    openapi = {"type": "string", "maxLength": 200, "pattern": comma_list(STATUSES + tuple(ALIASES))}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if not isinstance(value, str) or len(value) > 200:
@@ -75,6 +94,10 @@ class StatusListField(fields.Field):
 class SortOrderField(fields.String):
     """ASC or DESC in any case, loaded as upper case."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"enum": ["ASC", "DESC", "asc", "desc"], **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         order = str(super()._deserialize(value, attr, data, **kwargs)).upper()
         if order not in ("ASC", "DESC"):
@@ -90,7 +113,8 @@ def _no_nul(value: str) -> None:
 
 def _text(description: str) -> fields.String:
     return fields.String(
-        validate=[validate.Length(min=1, max=MAX_TEXT), _no_nul], metadata={"description": description}
+        validate=[validate.Length(min=1, max=MAX_TEXT), _no_nul],
+        metadata={"description": description, "pattern": "^[^\\u0000]*$"},
     )
 
 
@@ -130,7 +154,11 @@ class JobListQuerySchema(StrictQuerySchema):
     count = fields.String(
         load_default="exact",
         validate=validate.OneOf(COUNT_MODES),
-        metadata={"description": "How pagination.total is computed: exact, estimated (planner) or none."},
+        metadata={
+            "description": "How pagination.total is computed: exact, estimated (planner) or none. On a big table "
+            "(over 100,000 jobs) an exact total of a list filtered by status only comes from the shared per-status "
+            "counts (pagination.countMode exact-cached)."
+        },
     )
 
     @validates_schema
@@ -213,7 +241,14 @@ class JobDetailsSchema(JobWithUserSchema):
 
 class PaginationSchema(Schema):
     total = fields.Integer(allow_none=True, required=True, metadata={"description": "null when count=none"})
-    countMode = fields.String(required=True, metadata={"description": "exact, estimated or none"})
+    countMode = fields.String(
+        required=True,
+        metadata={
+            "description": "How total was obtained: exact (counted now), exact-cached (count=exact on a big table "
+            "filtered by status only: the shared per-status counts, exact when computed and at most "
+            "JOB_STATS_INTERVAL_MS old), estimated (planner) or none"
+        },
+    )
     page = fields.Integer(allow_none=True, required=True, metadata={"description": "null on cursor pages"})
     limit = fields.Integer(required=True)
     totalPages = fields.Integer(allow_none=True, required=True)

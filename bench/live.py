@@ -1,0 +1,210 @@
+"""Live cases: N concurrent SSE streams / Socket.IO sockets on ONE gunicorn gevent worker; the
+worker's RSS with them open, and commit-to-client latency of job updates with and without the
+opt-in NOTIFY trigger. Clients run in their own process, not in the service's: Node (SSE:
+bench/sse_clients.js on Node's native HTTP parser; Socket.IO: bench/sio_clients.js with
+socket.io-client), or bench/sse_clients.py (asyncio) for SSE where Node is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from bench.service import BENCH_SECRET, ROOT, Service, run_service
+
+BENCH = Path(__file__).resolve().parent
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def trigger(database_url: str, install: bool) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": BENCH_SECRET}
+    subprocess.run([sys.executable, "-m", "admin_service", "db", "install-notify-trigger", *([] if install else ["--drop"])],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+
+
+class Clients:
+    """A client process speaking the bench protocol (ready line, `report`, EOF)."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, cwd=ROOT)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.errors: list[str] = []
+        threading.Thread(target=self._read_err, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if len(self.errors) < 50:
+                self.errors.append(line.rstrip())
+
+    def next_json(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.lines:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None and not self.lines:
+                    raise RuntimeError(f"client gave no answer in {timeout:.0f} s: {self.errors[-5:]}")
+                self._cond.wait(min(left, 0.5))
+            return json.loads(self.lines.pop(0))
+
+    def report(self, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("report\n")
+        self.proc.stdin.flush()
+        return self.next_json(timeout)
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(30)
+        except (subprocess.TimeoutExpired, OSError):
+            self.proc.kill()
+            self.proc.wait()
+
+
+def job_ids_to_update(database_url: str, n: int) -> list[str]:
+    conn = psycopg2.connect(database_url.replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        with conn.cursor() as cur:
+            # The oldest queued jobs (they start first); jobs that an earlier run started do too.
+            cur.execute("SELECT id::text FROM archive.analysis_jobs WHERE status IN ('queued', 'processing') "
+                        "ORDER BY status = 'queued' DESC, created_at LIMIT %s", (n,))
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def commit_updates(database_url: str, ids: list[str], spacing_s: float) -> dict[str, float]:
+    """A queued job starts processing (one already processing is retried), one commit at a time;
+    each job's commit time."""
+    conn = psycopg2.connect(database_url.replace("postgresql+psycopg2://", "postgresql://"))
+    conn.autocommit = True
+    committed: dict[str, float] = {}
+    try:
+        with conn.cursor() as cur:
+            for job_id in ids:
+                cur.execute(
+                    "UPDATE archive.analysis_jobs SET status = 'processing', updated_at = now(), "
+                    "processing_started_at = COALESCE(processing_started_at, now()), "
+                    "retry_count = retry_count + (status = 'processing')::int WHERE id = %s", (job_id,))
+                committed[job_id] = time.time()
+                time.sleep(spacing_s)
+    finally:
+        conn.close()
+    return committed
+
+
+def latency_run(clients: Clients, database_url: str, ids: list[str], receivers: int, spacing_s: float) -> dict[str, Any]:
+    clients.report()  # forget anything that arrived before
+    committed = commit_updates(database_url, ids, spacing_s)
+    expected = receivers * len(ids)
+    deadline = time.monotonic() + 20
+    arrivals: dict[str, list[float]] = {}
+    while True:
+        time.sleep(1.0)
+        for job, times in clients.report()["arrivals"].items():
+            arrivals.setdefault(job, []).extend(times)
+        got = sum(len(arrivals.get(j, [])) for j in committed)
+        if got >= expected or time.monotonic() > deadline:
+            break
+    latencies = [(t - committed[j]) * 1000 for j in committed for t in arrivals.get(j, [])]
+    complete = sum(1 for j in committed if len(arrivals.get(j, [])) >= receivers)
+    return {
+        "updates": len(ids), "receivers": receivers, "expected": expected, "received": len(latencies),
+        "every_receiver_every_event": len(latencies) == expected and complete == len(ids),
+        "p50_ms": round(percentile(latencies, 0.5) or 0, 1) if latencies else None,
+        "p95_ms": round(percentile(latencies, 0.95) or 0, 1) if latencies else None,
+        "p99_ms": round(percentile(latencies, 0.99) or 0, 1) if latencies else None,
+        "max_ms": round(max(latencies), 1) if latencies else None,
+    }
+
+
+def measure(service: Service, kind: str, count: int, token: str, database_url: str, updates: int,
+            spacing_s: float, log: Callable[[str], None]) -> dict[str, Any]:
+    if kind == "sse" and shutil.which("node"):
+        command = ["node", str(BENCH / "sse_clients.js"), service.url, token, str(count)]
+    elif kind == "sse":
+        command = [sys.executable, "-m", "bench.sse_clients", service.url, token, str(count)]
+    else:
+        command = ["node", str(BENCH / "sio_clients.js"), service.url, token, str(count)]
+    idle_rss = service.worker_rss_mib()
+    started = time.monotonic()
+    clients = Clients(command)
+    try:
+        ready = clients.next_json(timeout=120 + count / 20)
+        connect_s = round(time.monotonic() - started, 1)
+        time.sleep(3)
+        rss = service.worker_rss_mib()
+        result: dict[str, Any] = {
+            "transport": kind, "clients": count, "connected": ready["ready"], "refused": ready["failed"],
+            "connect_seconds": connect_s, "worker_rss_idle_mib": round(idle_rss, 1), "worker_rss_mib": round(rss, 1),
+            "rss_per_client_kib": round((rss - idle_rss) * 1024 / max(1, ready["ready"]), 1),
+        }
+        log(f"  {kind} x{count}: {ready['ready']} connected ({ready['failed']} refused) in {connect_s} s; "
+            f"worker RSS {idle_rss:.0f} -> {rss:.0f} MiB")
+        ids = job_ids_to_update(database_url, 2 * updates)
+        for mode, install in (("polling", False), ("notify_trigger", True)):
+            trigger(database_url, install)
+            time.sleep(1.5)
+            batch = ids[:updates] if not install else ids[updates:]
+            run = latency_run(clients, database_url, batch, ready["ready"], spacing_s)
+            result[mode] = run
+            log(f"    {mode:15s} p50 {run['p50_ms']} p99 {run['p99_ms']} max {run['max_ms']} ms; "
+                f"received {run['received']}/{run['expected']}")
+        trigger(database_url, False)
+        result["worker_rss_after_mib"] = round(service.worker_rss_mib(), 1)
+        result["loadavg_1m"] = round(os.getloadavg()[0], 2)
+        result["client_errors"] = clients.errors[:5]
+        return result
+    finally:
+        clients.close()
+        time.sleep(3)  # let the worker notice the closed connections
+
+
+def run_live(database_url: str, engine: Any, token: str, args: Any, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    sse_counts = [int(x) for x in str(args.sse).split(",") if x.strip()]
+    socket_counts = [int(x) for x in str(args.sockets).split(",") if x.strip()]
+    out: dict[str, Any] = {"sse": [], "socketio": [], "spacing_s": 0.5, "updates": args.updates}
+    if not sse_counts and not socket_counts:
+        return out
+    if socket_counts and not shutil.which("node"):
+        log("node is not installed: Socket.IO cases skipped")
+        socket_counts = []
+    trigger(database_url, False)
+    env = {"WEB_CONCURRENCY": "1", "SOCKETIO_MAX_CONNECTIONS_PER_USER": "100000", "SOCKETIO_EVENTS_PER_SECOND": "1000"}
+    log("\n[live] one gunicorn gevent worker, started afresh for each case; default capture/tail settings")
+    for kind, counts in (("sse", sse_counts), ("socketio", socket_counts)):
+        for count in counts:
+            with run_service(database_url, workdir, env) as service:
+                time.sleep(2)
+                out["worker_rss_start_mib"] = round(service.worker_rss_mib(), 1)
+                out[kind].append(measure(service, kind, count, token, database_url, args.updates, 0.5, log))
+    return out

@@ -1,0 +1,238 @@
+"""REST cases: wrk (a compiled load generator, one thread, its own process) against the service,
+sequential (1 connection) and concurrent (N connections), and the database floor of each case
+(EXPLAIN ANALYZE of the very statements the endpoint runs, captured from the app in-process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import Engine, event, text
+
+BENCH = Path(__file__).resolve().parent
+WRK_SCRIPT = BENCH / "wrk.lua"
+
+
+@dataclass
+class Case:
+    name: str
+    group: str  # stats / list / sort / deep / one
+    paths: list[str]
+    budget_p95_ms: float | None = None
+    budget_label: str = ""
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _q(path: str, **params: Any) -> str:
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def build_cases(engine: Engine, client: Any, headers: dict[str, str], sample: int = 200) -> list[Case]:
+    """Every case of the issue, with real ids and a real deep cursor from this dataset."""
+    with engine.connect() as conn:
+        ids = [str(r[0]) for r in conn.execute(text(
+            "SELECT id FROM archive.analysis_jobs TABLESAMPLE SYSTEM (2) REPEATABLE (7) "
+            "WHERE status = 'completed' AND result_id IS NOT NULL LIMIT :n"), {"n": sample})]
+        if len(ids) < 10:
+            ids = [str(r[0]) for r in conn.execute(text(
+                "SELECT id FROM archive.analysis_jobs WHERE result_id IS NOT NULL ORDER BY id LIMIT :n"), {"n": sample})]
+        total = conn.execute(text("SELECT count(*) FROM archive.analysis_jobs")).scalar_one()
+    deep_page = min(2000, max(2, total // 50 - 1))
+    # The cursor that page `deep_page` is reached with: nextCursor of the page before it.
+    resp = client.get(_q("/admin/jobs", page=deep_page - 1, limit=50, count="none"), headers=headers)
+    cursor = resp.get_json()["data"]["pagination"]["nextCursor"]
+    today = datetime.now(UTC).date()
+    j = "/admin/jobs"
+    cases = [
+        Case("stats warm", "stats", ["/admin/jobs/stats"], 50, "p95 ≤ 50 ms",
+             "the shared per-process figures (at most JOB_STATS_INTERVAL_MS old)"),
+        Case("stats cold", "stats", [_q("/admin/jobs/stats", fresh="true")], 150, "p95 ≤ 150 ms",
+             "fresh=true: every request recomputes (concurrent ones share one computation)"),
+        Case("list page 1", "list", [_q(j, limit=50)], 20, "p95 ≤ 20 ms", "no filter, count=exact (default)"),
+        Case("list status=failed", "list", [_q(j, limit=50, status="failed")], 20, "p95 ≤ 20 ms"),
+        Case("list assessment_name=IQ", "list", [_q(j, limit=50, assessment_name="IQ")], 100, "p95 ≤ 100 ms",
+             "partial, case-insensitive text filter"),
+        Case("list user_email=user4242", "list", [_q(j, limit=50, user_email="user4242")], 100, "p95 ≤ 100 ms",
+             "partial, case-insensitive text filter"),
+        Case("list date range (7 days)", "list",
+             [_q(j, limit=50, date_from=(today - timedelta(days=37)).isoformat(),
+                 date_to=(today - timedelta(days=31)).isoformat())], 20, "p95 ≤ 20 ms"),
+    ]
+    for sort in ("created_at", "updated_at", "completed_at", "status", "priority"):
+        cases.append(Case(f"list sort_by={sort}", "sort", [_q(j, limit=50, sort_by=sort)], 30, "p95 ≤ 30 ms",
+                          "DESC (the default order), no filter"))
+    cases += [
+        Case(f"list page {deep_page} (offset)", "deep", [_q(j, limit=50, page=deep_page)], None, "",
+             "OFFSET paging: reported, no budget"),
+        Case(f"list page {deep_page} (cursor)", "deep", [_q(j, limit=50, cursor=cursor)], 20, "p95 ≤ 20 ms"),
+        Case("details", "one", [f"/admin/jobs/{i}" for i in ids], 5, "p95 ≤ 5 ms; ≥ 1,000 req/s concurrent",
+             f"{len(ids)} different jobs, round-robin"),
+        Case("results", "one", [f"/admin/jobs/{i}/results" for i in ids], 10, "p95 ≤ 10 ms",
+             f"{len(ids)} different jobs (~2 KB JSON result each), round-robin"),
+    ]
+    return cases
+
+
+# --- the database floor -----------------------------------------------------------------
+
+
+class StatementCapture:
+    """The statements the app sends while `active` (SQLAlchemy's before_cursor_execute)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.active = False
+        self.statements: list[tuple[str, Any]] = []
+        event.listen(engine, "before_cursor_execute", self._on_execute)
+
+    def _on_execute(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if self.active:
+            self.statements.append((statement, parameters))
+
+    def capture(self, call: Callable[[], Any]) -> list[tuple[str, Any]]:
+        self.statements = []
+        self.active = True
+        try:
+            call()
+        finally:
+            self.active = False
+        return list(self.statements)
+
+
+def explain_ms(engine: Engine, statements: list[tuple[str, Any]], runs: int = 7) -> dict[str, Any]:
+    """Median over `runs` of the summed planning + execution time the server reports (TIMING OFF:
+    per-node clocks would inflate scans of many rows), then one timed run for the plan summary."""
+    if not statements:
+        return {"ms": 0.0, "statements": 0, "plans": []}
+    raw = engine.raw_connection()
+    totals: list[float] = []
+    plans: list[str] = []
+    try:
+        cur = raw.cursor()
+        for run in range(runs + 2):
+            total = 0.0
+            for statement, params in statements:
+                timing = "ON" if run == runs + 1 else "OFF"
+                cur.execute(f"EXPLAIN (ANALYZE, TIMING {timing}, FORMAT JSON) " + statement, params)
+                doc = cur.fetchone()[0][0]
+                total += doc["Planning Time"] + doc["Execution Time"]
+                if run == runs + 1:
+                    plans.append(_plan_summary(doc["Plan"]))
+            raw.rollback()
+            if 0 < run <= runs:  # the first run warms the caches as the measured requests had
+                totals.append(total)
+    finally:
+        raw.close()
+    return {"ms": round(statistics.median(totals), 3), "statements": len(statements), "plans": plans}
+
+
+def _plan_summary(plan: dict[str, Any], depth: int = 0) -> str:
+    name = plan["Node Type"]
+    if plan.get("Index Name"):
+        name += f" {plan['Index Name']}"
+    elif plan.get("Relation Name"):
+        name += f" {plan['Relation Name']}"
+    parts = [f"{name} ({plan.get('Actual Total Time', 0):.1f} ms, {plan.get('Actual Rows', 0)} rows)"]
+    for child in plan.get("Plans", [])[:3]:
+        if depth < 3:
+            parts.append(_plan_summary(child, depth + 1))
+    return parts[0] + (" <- " + " | ".join(parts[1:]) if len(parts) > 1 else "")
+
+
+def database_floor(engine: Engine, capture: StatementCapture, client: Any, headers: dict[str, str],
+                   case: Case, runs: int = 7) -> dict[str, Any]:
+    path = case.paths[0]
+    client.get(path, headers=headers)  # warm: auth cache, compiled statement cache
+    statements = capture.capture(lambda: client.get(path, headers=headers))
+    return explain_ms(engine, statements, runs)
+
+
+# --- the load generator -------------------------------------------------------------------
+
+
+def wrk_binary() -> str:
+    path = shutil.which("wrk")
+    if not path:
+        raise SystemExit("wrk is not installed: `apt-get install -y wrk` (make bench does it)")
+    return path
+
+
+def wrk_version() -> str:
+    out = subprocess.run([wrk_binary(), "-v"], capture_output=True, text=True).stdout + ""
+    return out.splitlines()[0].strip() if out else "wrk"
+
+
+def run_wrk(url: str, token: str, paths: list[str], connections: int, seconds: float, timeout_s: int = 10) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as f:
+        f.write("\n".join(paths) + "\n")
+        paths_file = f.name
+    try:
+        proc = subprocess.run(
+            [wrk_binary(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={timeout_s}s",
+             "-s", str(WRK_SCRIPT), url],
+            capture_output=True, text=True, timeout=seconds + timeout_s + 30,
+            env={"BENCH_TOKEN": token, "BENCH_PATHS": paths_file, "PATH": "/usr/bin:/bin"},
+        )
+    finally:
+        Path(paths_file).unlink(missing_ok=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("{")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    raw = json.loads(line)
+    seconds_run = raw["duration_us"] / 1e6
+    errors = raw["errors_status"] + raw["errors_connect"] + raw["errors_read"] + raw["errors_write"] + raw["errors_timeout"]
+    return {
+        "connections": connections,
+        "requests": raw["requests"],
+        "seconds": round(seconds_run, 2),
+        "rps": round(raw["requests"] / seconds_run, 1) if seconds_run else 0.0,
+        "p50_ms": raw["p50"] / 1000, "p90_ms": raw["p90"] / 1000, "p95_ms": raw["p95"] / 1000,
+        "p99_ms": raw["p99"] / 1000, "mean_ms": round(raw["mean"] / 1000, 3), "max_ms": raw["max"] / 1000,
+        "errors": errors,
+        "non_2xx": raw["errors_status"],
+    }
+
+
+def measure_case(url: str, token: str, case: Case, seconds: float, concurrency: int, log: Callable[[str], None],
+                 warm_up: bool = True) -> dict[str, Any]:
+    if warm_up:
+        run_wrk(url, token, case.paths, 1, 1)  # the first requests of a case are not its steady state
+    sequential = run_wrk(url, token, case.paths, 1, seconds)
+    concurrent = run_wrk(url, token, case.paths, concurrency, seconds)
+    log(f"  {case.name:32s} seq p50 {sequential['p50_ms']:7.2f} p95 {sequential['p95_ms']:7.2f} p99 {sequential['p99_ms']:7.2f} ms "
+        f"{sequential['rps']:7.0f}/s | c{concurrency} p95 {concurrent['p95_ms']:7.2f} ms {concurrent['rps']:7.0f}/s"
+        + (f"  ERRORS {sequential['errors'] + concurrent['errors']}" if sequential["errors"] + concurrent["errors"] else ""))
+    return {"sequential": sequential, "concurrent": concurrent}
+
+
+def run_rest(url: str, token: str, cases: list[Case], floors: dict[str, dict[str, Any]], seconds: float,
+             concurrency: int, log: Callable[[str], None], warm_up: bool = True) -> list[dict[str, Any]]:
+    out = []
+    for case in cases:
+        started = time.monotonic()
+        figures = measure_case(url, token, case, seconds, concurrency, log, warm_up)
+        floor = floors.get(case.name, {"ms": None})
+        seq_p50 = figures["sequential"]["p50_ms"]
+        out.append({
+            "case": case.name, "group": case.group, "note": case.note, "path": case.paths[0],
+            "paths": len(case.paths), "budget_p95_ms": case.budget_p95_ms, "budget": case.budget_label,
+            **figures,
+            "db_ms": floor.get("ms"), "db_statements": floor.get("statements"), "db_plans": floor.get("plans", []),
+            "overhead_ratio": round(seq_p50 / floor["ms"], 1) if floor.get("ms") else None,
+            "wall_s": round(time.monotonic() - started, 1),
+            # 1-minute load average after the case: above ~2 means other work shared the 2 cores.
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+        })
+    return out

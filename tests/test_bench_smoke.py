@@ -1,0 +1,72 @@
+"""The benchmark harness (make bench) on a tiny dataset, so that it cannot rot: dataset
+generation, the service under gunicorn, wrk, the database floor, db install-indexes, SSE
+streams and both latency modes, and the report files. Seconds, not minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(300)
+def test_bench_harness_smoke(server_url: str, tmp_path: Path) -> None:
+    if not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (make test and make bench install it: apt-get install wrk)")
+    name = f"admin_service_bench_smoke_{uuid.uuid4().hex[:8]}"
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    out = tmp_path / "report"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.run", "--database-url", url, "--jobs", "3000", "--users", "300",
+             "--seconds", "1", "--concurrency", "4", "--explain-runs", "1", "--sse", "20", "--sockets", "",
+             "--updates", "2", "--smoke", "--out", str(out)],
+            cwd=ROOT, capture_output=True, text=True, timeout=280, env={**os.environ, "LOG_LEVEL": "WARNING"},
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    results = json.loads((out / "results.json").read_text())
+    mix = results["dataset"]["status_mix"]
+    assert sum(mix.values()) == 3000 and set(mix) == {"queued", "processing", "completed", "failed", "cancelled"}
+    assert mix["completed"] == results["dataset"]["results"]
+    phases = {phase["label"]: phase for phase in results["rest"]}
+    assert set(phases) == {"without indexes", "with install-indexes"}
+    for phase in phases.values():
+        cases = {case["case"]: case for case in phase["cases"]}
+        assert set(cases) == {"stats cold", "list assessment_name=IQ", "details"}
+        for case in cases.values():
+            for mode in ("sequential", "concurrent"):
+                assert case[mode]["requests"] > 0 and case[mode]["errors"] == 0, (case["case"], mode, case[mode])
+                assert 0 < case[mode]["p50_ms"] <= case[mode]["p99_ms"]
+        assert cases["details"]["db_statements"] >= 1 and cases["details"]["db_ms"] > 0
+    assert "CREATE INDEX CONCURRENTLY" in results["indexes"]["output"]
+    [sse] = results["live"]["sse"]
+    assert sse["connected"] == 20 and sse["worker_rss_mib"] > 0
+    for mode in ("polling", "notify_trigger"):
+        assert sse[mode]["every_receiver_every_event"], sse[mode]
+    report = (out / "RESULTS.md").read_text()
+    assert "| details: p95 ≤ 5 ms |" in report and "## Live" in report
+    assert (out / "latency.png").stat().st_size > 1000 or not _has_matplotlib()
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
