@@ -79,7 +79,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"- {m['postgresql']} ({results['database']}); "
         + ", ".join(f"{k}={v}" for k, v in m["postgresql_settings"].items()),
         f"- load generator: {m['load_generator']} (compiled, one thread, its own process on the same 2 cores); "
-        "live clients: asyncio (SSE) and socket.io-client in Node (Socket.IO), each in its own process",
+        "live clients: Node (SSE: `bench/sse_clients.js` on Node's HTTP parser; Socket.IO: socket.io-client v4), "
+        "in a process of their own",
         "",
         "## Dataset",
         "",
@@ -109,10 +110,13 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             "",
             f"gunicorn + gevent, {phase['workers']} workers (the default), wrk -t1 for {phase['seconds']:g} s per run: "
             f"sequential = 1 connection, concurrent = {phase['concurrency']} connections. DB = the server's own planning + "
-            "execution time of the statements the request runs (EXPLAIN ANALYZE, median); ratio = sequential p50 / DB.",
+            "execution time of the statements the request runs (EXPLAIN ANALYZE, median; for stats cold the sum of "
+            "statements that the service runs on 3 connections at once); ratio = sequential p50 / DB; load = 1-minute "
+            "load average after the case (2 cores: above ~3, the case shared the machine with other work). "
+            "Latencies in ms.",
             "",
-            "| case | seq p50 | seq p95 | seq p99 | seq req/s | conc p50 | conc p95 | conc p99 | conc req/s | DB ms | ratio | errors |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| case | seq p50 | seq p95 | seq p99 | seq req/s | conc p50 | conc p95 | conc p99 | conc req/s | DB ms | ratio | errors | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in phase["cases"]:
             s, k = c["sequential"], c["concurrent"]
@@ -120,7 +124,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 f"| {c['case']} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['rps']:,.0f} | "
                 f"{k['p50_ms']:.2f} | {k['p95_ms']:.2f} | {k['p99_ms']:.2f} | {k['rps']:,.0f} | "
                 f"{_f(c['db_ms'], 2) if c['db_statements'] else '0 (no query)'} | "
-                f"{_f(c['overhead_ratio']) + '×' if c['overhead_ratio'] else '—'} | {s['errors'] + k['errors']} |"
+                f"{_f(c['overhead_ratio']) + '×' if c['overhead_ratio'] else '—'} | {s['errors'] + k['errors']} | "
+                f"{_f(c.get('loadavg_1m'))} |"
             )
         lines += ["", "<details><summary>plans (one line per statement)</summary>", ""]
         for c in phase["cases"]:
@@ -142,8 +147,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f"{live['spacing_s']} s apart per mode, polling first, then with `db install-notify-trigger`; "
             "clients in their own process (Node: `bench/sse_clients.js`, `bench/sio_clients.js` with socket.io-client).",
             "",
-            "| transport | clients | connected | connect s | worker RSS MiB (idle → open) | KiB/client | polling p50 / p99 / max ms | received | trigger p50 / p99 / max ms | received |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| transport | clients | connected | connect s | worker RSS MiB (idle → open) | KiB/client | polling p50 / p99 / max ms | received | trigger p50 / p99 / max ms | received | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for kind in ("sse", "socketio"):
             for r in live.get(kind, []):
@@ -153,7 +158,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                     f"{r['connect_seconds']} | {r['worker_rss_idle_mib']:.0f} → {r['worker_rss_mib']:.0f} | "
                     f"{r['rss_per_client_kib']} | {_f(p['p50_ms'])} / {_f(p['p99_ms'])} / {_f(p['max_ms'])} | "
                     f"{p['received']:,}/{p['expected']:,} | {_f(t['p50_ms'])} / {_f(t['p99_ms'])} / {_f(t['max_ms'])} | "
-                    f"{t['received']:,}/{t['expected']:,} |"
+                    f"{t['received']:,}/{t['expected']:,} | {_f(r.get('loadavg_1m'))} |"
                 )
     notes = results.get("notes")
     if notes:
