@@ -26,7 +26,7 @@ from admin_service.jobs.schemas import JobWithUserSchema
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
 from admin_service.live.connection import connect, wait_for_notify
-from admin_service.live.log import CHANGES_CHANNEL, EVENTS_CHANNEL, NewEvent, append_events, prune, utc
+from admin_service.live.log import CHANGES_CHANNEL, NewEvent, append_and_notify, prune, transaction, utc
 
 log = logging.getLogger("admin_service.capture")
 
@@ -158,37 +158,29 @@ class Capturer:
         self, conn: Any, since: datetime | None, after: tuple[datetime, Any] | None, overlap: timedelta
     ) -> tuple[list[dict[str, Any]], datetime]:
         """One page of changed rows in one transaction; (rows, the pass's lower bound)."""
-        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute("BEGIN")
-            try:
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur, transaction(cur):
+            cur.execute(
+                f'INSERT INTO "{self.schema}".capture_state (id, watermark) VALUES (1, now() - %s) '
+                "ON CONFLICT (id) DO NOTHING",
+                (overlap,),
+            )
+            cur.execute(f'SELECT watermark FROM "{self.schema}".capture_state WHERE id = 1 FOR UPDATE')
+            watermark = cur.fetchone()["watermark"]
+            if since is None:
+                since = watermark - overlap
+            after_at, after_id = after if after is not None else (None, None)
+            cur.execute(CHANGED_JOBS, {"since": since, "after_at": after_at, "after_id": after_id, "limit": BATCH})
+            rows = cur.fetchall()
+            events = self._events_for(cur, rows)
+            ids = append_and_notify(cur, self.schema, events)
+            if rows:
+                newest = max(utc(r["updated_at"]) for r in rows)
+                # Never move past the database clock: a row stamped in the future must not hide others.
+                new_mark = min(newest, utc(rows[0]["db_now"]))
                 cur.execute(
-                    f'INSERT INTO "{self.schema}".capture_state (id, watermark) VALUES (1, now() - %s) '
-                    "ON CONFLICT (id) DO NOTHING",
-                    (overlap,),
+                    f'UPDATE "{self.schema}".capture_state SET watermark = GREATEST(watermark, %s), updated_at = now() WHERE id = 1',
+                    (new_mark,),
                 )
-                cur.execute(f'SELECT watermark FROM "{self.schema}".capture_state WHERE id = 1 FOR UPDATE')
-                watermark = cur.fetchone()["watermark"]
-                if since is None:
-                    since = watermark - overlap
-                after_at, after_id = after if after is not None else (None, None)
-                cur.execute(CHANGED_JOBS, {"since": since, "after_at": after_at, "after_id": after_id, "limit": BATCH})
-                rows = cur.fetchall()
-                events = self._events_for(cur, rows)
-                ids = append_events(cur, self.schema, events)
-                if rows:
-                    newest = max(utc(r["updated_at"]) for r in rows)
-                    # Never move past the database clock: a row stamped in the future must not hide others.
-                    new_mark = min(newest, utc(rows[0]["db_now"]))
-                    cur.execute(
-                        f'UPDATE "{self.schema}".capture_state SET watermark = GREATEST(watermark, %s), updated_at = now() WHERE id = 1',
-                        (new_mark,),
-                    )
-                if ids:
-                    cur.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(max(ids))))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
         for event in events:
             self._recent_keys.remember(event.dedupe_key, True)
             if event.event == "job-update" and event.job_row_id:
@@ -229,15 +221,6 @@ class Capturer:
         return events
 
     def evaluate_alerts(self, conn: Any) -> None:
-        with conn.cursor() as cur:
-            cur.execute("BEGIN")
-            try:
-                events = alerts.evaluate_rules(cur, self.settings)
-                ids = append_events(cur, self.schema, events)
-                if ids:
-                    cur.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(max(ids))))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with conn.cursor() as cur, transaction(cur):
+            ids = append_and_notify(cur, self.schema, alerts.evaluate_rules(cur, self.settings))
         metrics.EVENTS_LOGGED.inc(len(ids))

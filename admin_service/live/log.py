@@ -7,6 +7,8 @@ order and a reader that remembers the last id it saw never skips one.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +61,26 @@ def _insert(cur: Any, schema: str, events: list[NewEvent]) -> list[int]:
         ),
     )
     return [row[0] for row in cur.fetchall()]
+
+
+def append_and_notify(cur: Any, schema: str, events: list[NewEvent]) -> list[int]:
+    """Append events and wake every worker's tail (NOTIFY is delivered at commit)."""
+    ids = append_events(cur, schema, events)
+    if ids:
+        cur.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(max(ids))))
+    return ids
+
+
+@contextmanager
+def transaction(cur: Any) -> Iterator[None]:
+    """An explicit transaction on an autocommit connection (LISTEN needs autocommit between them)."""
+    cur.execute("BEGIN")
+    try:
+        yield
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
 
 
 def read_after(cur: Any, schema: str, after_id: int, limit: int = 1000) -> list[tuple[int, str, dict[str, Any]]]:
