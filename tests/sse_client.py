@@ -115,8 +115,27 @@ class SSEClient:
         """The heartbeat comments seen (`: heartbeat <unix time>`)."""
         return [c for c in self.comments if c.startswith("heartbeat")]
 
+    @property
+    def last_event_id(self) -> str:
+        """What EventSource would send as Last-Event-ID on reconnecting ("" before any id)."""
+        return self._last_event_id
+
     def json_body(self) -> Any:
         return json.loads(self.body)
+
+    def fileno(self) -> int:
+        """The socket's, so that one thread can wait for many clients with `selectors`."""
+        return self.sock.fileno()
+
+    def pump(self, timeout: float = 0.0) -> list[SSEEvent]:
+        """Read once (what arrives within timeout) and parse; the events this dispatched.
+
+        For callers that multiplex many clients: the events are not kept for next_event()
+        (they stay in `events`)."""
+        if not self.ended:
+            self._pump(timeout)
+        got, self._pending = self._pending, []
+        return got
 
     def next_event(self, timeout: float = 5.0) -> SSEEvent:
         """The next dispatched event; StreamTimeout if none within timeout, StreamEnded at the end."""

@@ -6,92 +6,27 @@ server is never touched.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from werkzeug.test import TestResponse
 
 from admin_service import create_app
 from admin_service.db.engine import make_engine
-from admin_service.db.fixtures import create_fixture_tables
-from admin_service.db.migrations import upgrade
+from tests import private_postgres
 from tests.conftest import make_settings, token_for
 from tests.factories import Data
+from tests.private_postgres import PrivateServer
 
-
-class PrivateServer:
-    """pgserver's PostgreSQL in a temporary folder, with stop and start (pgserver has only start)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        from admin_service.db.embedded import start_embedded
-
-        self.handle, self.url = start_embedded(data_dir)
-        self.socket_dir = self.handle.get_postmaster_info().socket_dir
-
-    def _pg_ctl(self, args: list[str]) -> None:
-        from pgserver._commands import pg_ctl
-
-        # As root, pgserver runs PostgreSQL as the OS user `pgserver`; pg_ctl must too.
-        pg_ctl(args, pgdata=self.handle.pgdata, user=self.handle.system_user, timeout=60)
-
-    def stop(self) -> None:
-        self._pg_ctl(["-w", "-m", "fast", "stop"])
-
-    def start(self) -> None:
-        # The same options pgserver starts it with: Unix socket only, in the same folder.
-        self._pg_ctl(["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(self.handle.log), "start"])
-
-    def running(self) -> bool:
-        from pgserver._commands import pg_ctl
-
-        try:
-            pg_ctl(["status"], pgdata=self.handle.pgdata, user=self.handle.system_user, timeout=30)
-        except Exception:
-            return False
-        return True
-
-    def close(self) -> None:
-        # pgserver's own cleanup only knows the first postmaster's pid: stop a restarted one here.
-        if self.running():
-            self.stop()
-        self.handle.cleanup()
-
-
-@pytest.fixture(scope="module")
-def private_server() -> Iterator[PrivateServer]:
-    # mkdtemp, not tmp_path_factory: concurrent pytest runs can be handed the same basetemp.
-    folder = Path(tempfile.mkdtemp(prefix="admin-service-outage-"))
-    server = None
-    try:
-        server = PrivateServer(folder / "data")
-        engine = create_engine(server.url)
-        with engine.begin() as conn:
-            create_fixture_tables(conn)
-        engine.dispose()
-        yield server
-    finally:
-        if server is not None:
-            server.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def private_engine(private_server: PrivateServer) -> Iterator[Engine]:
-    settings = make_settings(private_server.url)
-    engine = make_engine(settings)
-    upgrade(engine, settings)
-    yield engine
-    engine.dispose()
+# The private server's fixtures, used by this module (one server for the module).
+private_server = private_postgres.private_server
+private_engine = private_postgres.private_engine
 
 
 @pytest.fixture
