@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint openapi lock clean bench wrk wrk-optional
+.PHONY: run test lint openapi lock clean bench bench-deps soak wrk wrk-optional
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,21 @@ wrk-optional:
 ## bench: 1,000,000 jobs, the service under gunicorn, wrk and live clients; writes bench/results.json,
 ## bench/RESULTS.md, bench/latency.png. BENCH_DATABASE_URL=postgresql://.../bench uses that database
 ## (created when missing) instead of a fresh embedded PostgreSQL. BENCH_ARGS passes options to bench.run.
-bench: $(VENV)/.installed wrk
+bench: $(VENV)/.installed wrk bench-deps
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+## soak: 10 minutes of mixed load (REST, 1,000 SSE streams, job changes) against two instances sharing
+## Redis (127.0.0.1:6379, started when down); writes bench/SOAK.md and bench/soak.json, fails when a
+## criterion does. SOAK_DATABASE_URL=postgresql://.../soak uses that database instead of a fresh embedded
+## PostgreSQL; SOAK_ARGS passes options to bench.soak (e.g. SOAK_ARGS="--minutes 1 --streams 200").
+soak: $(VENV)/.installed bench-deps
+	$(PY) -m bench.soak $(SOAK_ARGS)
+
+# What bench and soak need beyond the venv: Node (the stream clients) and bench/requirements.txt.
+bench-deps: $(VENV)/.installed
 	@command -v node >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
 	$(PY) -m pip install -q -r bench/requirements.txt
 	@test -d bench/node_modules/socket.io-client || (cd bench && npm ci --no-audit --no-fund --loglevel=error)
-	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -68,7 +68,21 @@ def raise_fd_limit() -> int:
     return target
 
 
-def machine_info(engine: Any) -> dict[str, Any]:
+def open_database(stack: ExitStack, given_url: str | None, workdir: Path) -> tuple[str, str]:
+    """The given database (created when missing), else a fresh embedded PostgreSQL in workdir
+    stopped when the stack closes; (its URL, how it was chosen)."""
+    if given_url:
+        database_url = ensure_database(given_url)
+        return database_url, "given: " + make_url(database_url).render_as_string(hide_password=True)
+    from admin_service.db.embedded import start_embedded
+
+    log(f"starting a fresh embedded PostgreSQL in {workdir / 'pgdata'}")
+    server, database_url = start_embedded(workdir / "pgdata")
+    stack.callback(server.cleanup)
+    return database_url, "embedded (pgserver), fresh"
+
+
+def machine_info(engine: Any, load_generator: str | None = None) -> dict[str, Any]:
     with engine.connect() as conn:
         pg = conn.execute(text("SELECT version()")).scalar_one()
         settings = {name: conn.execute(text(f"SHOW {name}")).scalar_one()
@@ -87,7 +101,7 @@ def machine_info(engine: Any) -> dict[str, Any]:
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**20, 1),
         "os": platform.platform(), "python": platform.python_version(), "postgresql": pg.split(" on ")[0],
-        "postgresql_settings": settings, "packages": versions, "load_generator": rest.wrk_version(),
+        "postgresql_settings": settings, "packages": versions, "load_generator": load_generator or rest.wrk_version(),
         "loadavg_start": os.getloadavg(),
     }
 
@@ -168,16 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="admin-service-bench-")))
         os.chmod(workdir, 0o755)
-        if args.database_url:
-            database_url = ensure_database(args.database_url)
-            results["database"] = "given: " + make_url(database_url).render_as_string(hide_password=True)
-        else:
-            from admin_service.db.embedded import start_embedded
-
-            log(f"starting a fresh embedded PostgreSQL in {workdir / 'pgdata'}")
-            server, database_url = start_embedded(workdir / "pgdata")
-            stack.callback(server.cleanup)
-            results["database"] = "embedded (pgserver), fresh"
+        database_url, results["database"] = open_database(stack, args.database_url, workdir)
         engine = create_engine(database_url, pool_size=4)
         stack.callback(engine.dispose)
         results["machine"] = machine_info(engine)

@@ -23,6 +23,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def rss_mib(pid: int) -> float:
+    """VmRSS of a process (what the kernel counts as resident: the figure that grows on a leak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 class Service:
     def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
         self.process = process
@@ -37,10 +45,7 @@ class Service:
     def worker_rss_mib(self) -> float:
         """VmRSS of the (first) worker process."""
         (worker, *_) = self.workers()
-        for line in Path(f"/proc/{worker}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mib(worker)
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,729 @@
+"""The soak: minutes of mixed load against two instances of the service, as production runs them
+(gunicorn + gevent, one database, rate limits shared in Redis); writes bench/SOAK.md and
+bench/soak.json and exits non-zero when a criterion fails.
+
+    make soak                                             # 10 minutes, 1,000 streams, embedded PostgreSQL
+    SOAK_ARGS="--minutes 1 --streams 200" make soak       # a short run
+    .venv/bin/python -m bench.soak --database-url postgresql://postgres@127.0.0.1:5432/soak
+
+Load, all at once for --minutes:
+- --streams SSE streams (events=job-update,job-alert) split over the two instances, held by Node
+  clients (bench/sse_clients.js --count) in their own processes; each stream counts the stored
+  events it receives and resumes with Last-Event-ID if the server ends it;
+- --rest-rate requests/s (open loop) of the benchmark's REST cases (bench/rest.py: stats, list with
+  filters and sorts, offset and cursor pages, details, results), alternating between instances;
+- --change-rate job changes/s: new jobs (inserted, or taken from the dataset's queued backlog)
+  start processing, then complete or fail, each committed on its own and remembered.
+
+Criteria:
+- errors: no REST answer other than 2xx, no connection error, every stream connected, no stream
+  ended by the server, no worker restarted;
+- events: every job change is in the event log, and every stream received every stored event
+  logged after the id the server gave it on connecting (counted per stream against the log);
+- memory: each worker's VmRSS (sampled every --sample-seconds), max over the last minute against
+  the value at the end of the warm-up (the first 2 minutes, or 20 % of a shorter run): ≤ 10 % growth.
+
+--database-url (or SOAK_DATABASE_URL) names a database of its own, created when missing; its
+archive tables are replaced by a fresh --jobs dataset (bench/dataset.py) and its event log
+schema is emptied. Without it a fresh embedded PostgreSQL is used, as `make bench` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg2
+import requests
+from sqlalchemy import create_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import dataset, rest  # noqa: E402
+from bench.live import BENCH, Clients, percentile, trigger  # noqa: E402
+from bench.run import admin_token, log, machine_info, open_database, raise_fd_limit  # noqa: E402
+from bench.service import Service, rss_mib, run_service  # noqa: E402
+
+STREAM_EVENTS = "job-update,job-alert"
+MAX_GROWTH = 0.10
+SETTLE_S = 60.0  # after the load: how long capture and delivery may take to catch up
+# Two changes of one job between two capture passes would be logged as one event (capture logs
+# a row as it finds it): the writer leaves each job alone this long between its changes.
+CHANGE_SPACING_S = 3.0
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg2://", "postgresql://")
+
+
+def ensure_redis(url: str) -> str:
+    """The shared rate-limit store; a local one is started as .ci/run does when it is down."""
+    from tests.redis_fixture import answers
+
+    if answers(url):
+        return "running"
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost") or not shutil.which("redis-server"):
+        raise SystemExit(f"Redis at {url} does not answer (and is not a local one this can start)")
+    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(parts.port or 6379),
+                    "--save", "", "--appendonly", "no"], check=True, capture_output=True)
+    deadline = time.monotonic() + 10
+    while not answers(url):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"redis-server did not answer at {url}")
+        time.sleep(0.1)
+    return "started (redis-server --daemonize yes)"
+
+
+# --- REST load ------------------------------------------------------------------------------
+
+
+class HttpCaseClient:
+    """What rest.build_cases needs from a test client (get -> .get_json()), over HTTP."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def get(self, path: str, headers: dict[str, str]) -> Any:
+        response = requests.get(self.base_url + path, headers=headers, timeout=60)
+        response.raise_for_status()
+        return SimpleNamespace(get_json=response.json)
+
+
+class RestLoad:
+    """A constant rate of the benchmark's REST cases, round-robin over cases, their paths and the
+    instances. Open loop: a slow answer does not lower the rate (requests queue instead), so the
+    service sees the same load all along; a request's latency is counted from its slot."""
+
+    def __init__(self, urls: list[str], token: str, cases: list[rest.Case], rate: float, threads: int = 16) -> None:
+        self.urls = urls
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.cases = cases
+        self.rate = rate
+        self.threads = threads
+        self.lock = threading.Lock()
+        self.statuses: Counter[str] = Counter()
+        self.by_instance: list[Counter[str]] = [Counter() for _ in urls]
+        self.latency_ms: dict[str, list[float]] = {case.name: [] for case in cases}
+        self.errors: list[dict[str, Any]] = []
+        self.sent = 0
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _one(self, n: int, slot: float) -> None:
+        case = self.cases[n % len(self.cases)]
+        path = case.paths[(n // len(self.cases)) % len(case.paths)]
+        instance = n % len(self.urls)
+        body = ""
+        try:
+            response = self._session().get(self.urls[instance] + path, headers=self.headers, timeout=30)
+            status = str(response.status_code)
+            if not response.ok:
+                body = response.text[:300]
+        except requests.RequestException as exc:
+            status = f"connection error ({type(exc).__name__})"
+            body = str(exc)[:300]
+        elapsed_ms = (time.monotonic() - slot) * 1000
+        with self.lock:
+            self.statuses[status] += 1
+            self.by_instance[instance][status] += 1
+            self.latency_ms[case.name].append(elapsed_ms)
+            if body and len(self.errors) < 20:
+                self.errors.append({"at": datetime.now(UTC).isoformat(timespec="seconds"), "instance": instance,
+                                    "path": path, "status": status, "body": body})
+
+    def run(self, stop: threading.Event) -> None:
+        interval = 1 / self.rate
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="rest") as pool:
+            slot = time.monotonic()
+            while not stop.is_set():
+                pool.submit(self._one, self.sent, slot)
+                self.sent += 1
+                slot += interval
+                stop.wait(max(0.0, slot - time.monotonic()))
+
+    @property
+    def failures(self) -> int:
+        return sum(n for status, n in self.statuses.items() if not status.startswith("2"))
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(self.statuses.values())
+        cases = []
+        for case in self.cases:
+            values = self.latency_ms[case.name]
+            cases.append({"case": case.name, "requests": len(values),
+                          **{f"p{q}_ms": round(percentile(values, q / 100) or 0, 1) for q in (50, 95, 99)},
+                          "max_ms": round(max(values), 1) if values else None})
+        return {"rate_per_s": self.rate, "requests": total, "failures": self.failures,
+                "error_rate": self.failures / total if total else None, "statuses": dict(self.statuses),
+                "by_instance": [dict(c) for c in self.by_instance], "cases": cases, "first_errors": self.errors}
+
+
+# --- job changes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    job: str
+    status: str
+    updated_at: float  # epoch seconds, as committed
+    kind: str  # insert | update
+
+
+INSERT = """
+INSERT INTO archive.analysis_jobs (job_id, user_id, status, assessment_name, priority, created_at, updated_at)
+VALUES (gen_random_uuid()::text, md5('user-' || %s)::uuid, 'queued', %s, %s, now(), now())
+RETURNING id::text, extract(epoch FROM updated_at)::float8
+"""
+START = """
+UPDATE archive.analysis_jobs SET status = 'processing', processing_started_at = now(), updated_at = now()
+WHERE id = %s RETURNING extract(epoch FROM updated_at)::float8
+"""
+COMPLETE = """
+UPDATE archive.analysis_jobs SET status = 'completed', completed_at = now(), updated_at = now()
+WHERE id = %s RETURNING extract(epoch FROM updated_at)::float8
+"""
+# One failure in three has used up its retries: a retries_exhausted alert joins the log too.
+FAIL = """
+UPDATE archive.analysis_jobs SET status = 'failed', error_message = 'soak: simulated failure', updated_at = now(),
+       retry_count = CASE WHEN %s THEN max_retries ELSE retry_count END
+WHERE id = %s RETURNING extract(epoch FROM updated_at)::float8
+"""
+ASSESSMENTS = ("AI-Driven Talent Mapping", "AI-Based IQ Test", "Custom Assessment")
+
+
+class Writer:
+    """Job changes at a steady rate, each committed on its own: a job is created (inserted, or
+    every other one taken from the dataset's queued backlog), starts processing, then completes
+    (or fails, one in ten), with at least CHANGE_SPACING_S between the changes of one job."""
+
+    def __init__(self, database_url: str, rate: float, users: int) -> None:
+        self.database_url = database_url
+        self.rate = rate
+        self.users = users
+        self.changes: list[Change] = []
+        self.errors: list[str] = []
+        self.started = 0  # jobs brought in (inserted or taken from the backlog)
+        self.finished = 0
+
+    def run(self, stop: threading.Event) -> None:
+        conn = psycopg2.connect(libpq(self.database_url), application_name="soak-writer")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT id::text FROM archive.analysis_jobs WHERE status = 'queued' ORDER BY created_at LIMIT 100000")
+                backlog = deque(row[0] for row in cur.fetchall())
+                in_flight: deque[tuple[str, str, float]] = deque()  # (job, status, when it changed)
+                slot = time.monotonic()
+                while not stop.is_set():
+                    try:
+                        self._step(cur, backlog, in_flight)
+                    except psycopg2.Error as exc:
+                        self.errors.append(f"{type(exc).__name__}: {str(exc).strip()[:200]}")
+                    slot += 1 / self.rate
+                    stop.wait(max(0.0, slot - time.monotonic()))
+        finally:
+            conn.close()
+
+    def _step(self, cur: Any, backlog: deque[str], in_flight: deque[tuple[str, str, float]]) -> None:
+        now = time.monotonic()
+        if in_flight and now - in_flight[0][2] >= CHANGE_SPACING_S:
+            job, status, _ = in_flight.popleft()
+            if status == "queued":
+                cur.execute(START, (job,))
+                new = "processing"
+            elif self.finished % 10 == 9:
+                cur.execute(FAIL, (self.finished % 30 == 29, job))
+                new = "failed"
+            else:
+                cur.execute(COMPLETE, (job,))
+                new = "completed"
+            self.changes.append(Change(job, new, cur.fetchone()[0], "update"))
+            if new == "processing":
+                in_flight.append((job, new, time.monotonic()))
+            else:
+                self.finished += 1
+            return
+        self.started += 1
+        if backlog and self.started % 2:
+            job = backlog.popleft()
+            cur.execute(START, (job,))
+            self.changes.append(Change(job, "processing", cur.fetchone()[0], "update"))
+            in_flight.append((job, "processing", time.monotonic()))
+            return
+        k = self.started
+        cur.execute(INSERT, (1 + k % self.users, ASSESSMENTS[k % 3], k % 10))
+        job, updated_at = cur.fetchone()
+        self.changes.append(Change(job, "queued", updated_at, "insert"))
+        in_flight.append((job, "queued", time.monotonic()))
+
+
+def missing_changes(database_url: str, schema: str, changes: list[Change]) -> tuple[list[Change], int]:
+    """The changes with no job-update event of the same job, status and updated_at in the log;
+    and how many events were logged for them."""
+    conn = psycopg2.connect(libpq(database_url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT job_row_id::text, status, extract(epoch FROM (payload->'job'->>'updated_at')::timestamptz)::float8 "
+                f'FROM "{schema}".job_events WHERE event = \'job-update\' AND job_row_id = ANY(%s::uuid[])',
+                (sorted({c.job for c in changes}),),
+            )
+            logged = Counter((job, status, round(at, 6)) for job, status, at in cur.fetchall())
+    finally:
+        conn.close()
+    missing = [c for c in changes if logged[(c.job, c.status, round(c.updated_at, 6))] == 0]
+    return missing, sum(logged.values())
+
+
+def logged_ids(database_url: str, schema: str) -> list[int]:
+    conn = psycopg2.connect(libpq(database_url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'SELECT id FROM "{schema}".job_events WHERE event IN (\'job-update\', \'job-alert\') ORDER BY id')
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+class MemorySampler:
+    """VmRSS of every gunicorn worker (the masters' children) every `interval` seconds."""
+
+    def __init__(self, services: list[Service], interval: float) -> None:
+        self.services = services
+        self.interval = interval
+        self.workers = [service.workers() for service in services]
+        self.samples: list[dict[str, Any]] = []
+        self.restarted: list[dict[str, Any]] = []
+
+    def sample(self, t: float) -> None:
+        for instance, service in enumerate(self.services):
+            current = service.workers()
+            for pid in current:
+                if pid not in self.workers[instance]:
+                    self.restarted.append({"t": round(t, 1), "instance": instance, "new_pid": pid})
+                    self.workers[instance].append(pid)
+                try:
+                    self.samples.append({"t": round(t, 1), "instance": instance, "pid": pid, "rss_mib": round(rss_mib(pid), 1)})
+                except (OSError, RuntimeError):
+                    pass  # exited between the listing and the read: the next sample says so
+
+    def run(self, stop: threading.Event, t0: float) -> None:
+        while not stop.wait(self.interval):
+            self.sample(time.monotonic() - t0)
+
+    def growth(self, duration: float, warm_up: float, last_window: float) -> list[dict[str, Any]]:
+        rows = []
+        for instance, pids in enumerate(self.workers):
+            for pid in pids:
+                series = [(s["t"], s["rss_mib"]) for s in self.samples if s["pid"] == pid and s["t"] <= duration + 1]
+                if not series:
+                    continue
+                warm = next((rss for t, rss in series if t >= warm_up), series[-1][1])
+                last = [rss for t, rss in series if t >= duration - last_window] or [series[-1][1]]
+                rows.append({
+                    "instance": instance, "pid": pid, "start_mib": series[0][1], "warm_mib": warm,
+                    "last_max_mib": max(last), "end_mib": series[-1][1], "max_mib": max(r for _, r in series),
+                    "growth": (max(last) - warm) / warm, "samples": len(series),
+                })
+        return rows
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def lag_summary(histograms: list[dict[str, int]]) -> dict[str, Any]:
+    """Percentiles of the streams' delivery lag from their per-millisecond histograms."""
+    merged: Counter[int] = Counter()
+    for hist in histograms:
+        merged.update({int(ms): n for ms, n in hist.items()})
+    total = sum(merged.values())
+    out: dict[str, Any] = {"events": total}
+    if not total:
+        return out
+    ordered = sorted(merged.items())
+    for q in (0.5, 0.95, 0.99):
+        seen = 0
+        for ms, n in ordered:
+            seen += n
+            if seen >= q * total:
+                out[f"p{round(q * 100)}_ms"] = ms
+                break
+    out["max_ms"] = ordered[-1][0]
+    return out
+
+
+def delivery(reports: list[dict[str, Any]], ids: list[int], counts: list[int]) -> dict[str, Any]:
+    """Per stream: the stored events logged after its base id (expected) against what it received."""
+    newest = ids[-1] if ids else 0
+    per_instance = []
+    for report, count in zip(reports, counts, strict=True):
+        streams = report["streams"]
+        expected = [len(ids) - bisect.bisect_right(ids, st["base"] or 0) for st in streams]
+        received = [st["count"] for st in streams]
+        complete = sum(1 for st, e in zip(streams, expected, strict=True)
+                       if st["count"] == e and (st["last"] or st["base"] or 0) == newest and not st["disorder"])
+        per_instance.append({
+            "streams": count, "reported": len(streams), "open_at_end": report["open"], "complete": complete,
+            "expected_min": min(expected, default=0), "expected_max": max(expected, default=0),
+            "received_min": min(received, default=0), "received_max": max(received, default=0),
+            "expected_total": sum(expected), "received_total": sum(received),
+            "short_streams": sum(1 for r, e in zip(received, expected, strict=True) if r < e),
+            "out_of_order": sum(st["disorder"] for st in streams), "ended_by_server": sum(st["ends"] for st in streams),
+            "failed_resumes": sum(st["failed_resumes"] for st in streams), "error_events": sum(st["errors"] for st in streams),
+            "reset_events": sum(st["resets"] for st in streams), "without_base_id": sum(1 for st in streams if st["base"] is None),
+        })
+    return {"newest_id": newest, "events_logged": len(ids), "instances": per_instance,
+            "lag": lag_summary([r["lag_ms"] for r in reports])}
+
+
+def settle(clients: list[Clients], database_url: str, schema: str, writer: Writer,
+           deadline_s: float) -> tuple[list[dict[str, Any]], list[int], list[Change], float]:
+    """Wait until every change is logged and every stream holds the newest event (or time is up)."""
+    started = time.monotonic()
+    while True:
+        missing, _ = missing_changes(database_url, schema, writer.changes)
+        ids = logged_ids(database_url, schema)
+        reports = [c.report() for c in clients]
+        newest = ids[-1] if ids else 0
+        behind = sum(1 for r in reports for st in r["streams"] if (st["last"] or st["base"] or 0) != newest)
+        waited = time.monotonic() - started
+        if (not missing and not behind) or waited > deadline_s:
+            return reports, ids, missing, round(waited, 1)
+        time.sleep(2)
+
+
+def service_log_lines(services: list[Service]) -> dict[str, Any]:
+    """Warnings and errors the services logged (JSON lines and gunicorn's own), counted."""
+    levels: Counter[str] = Counter()
+    samples: list[str] = []
+    for service in services:
+        for line in service.log_path.read_text(errors="replace").splitlines():
+            level = None
+            if line.startswith("{"):
+                try:
+                    level = json.loads(line).get("level")
+                except ValueError:
+                    pass
+            elif "[ERROR]" in line or "[CRITICAL]" in line or line.startswith("Traceback"):
+                level = "ERROR"
+            elif "[WARNING]" in line:
+                level = "WARNING"
+            if level in ("WARNING", "ERROR", "CRITICAL"):
+                levels[level] += 1
+                if len(samples) < 15:
+                    samples.append(f"{service.port}: {line[:400]}")
+    return {"levels": dict(levels), "first": samples}
+
+
+def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results: dict[str, Any]) -> None:
+    duration = args.minutes * 60
+    warm_up = min(120.0, 0.2 * duration)
+    last_window = min(60.0, 0.2 * duration)
+    sample_s = min(args.sample_seconds, max(1.0, duration / 20))
+    database_url, results["database"] = open_database(stack, args.database_url, workdir)
+    engine = create_engine(database_url, pool_size=2)
+    stack.callback(engine.dispose)
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    results["machine"] = machine_info(engine, f"python requests (REST, open loop) + node {node} bench/sse_clients.js (SSE)")
+
+    log(f"dataset: {args.jobs:,} jobs, {args.users:,} users")
+    results["dataset"] = dataset.generate(database_url, args.jobs, args.users, force=True, log=log)
+    from admin_service.config import load_settings
+    from admin_service.db.migrations import upgrade
+    from bench.service import BENCH_SECRET
+
+    settings = load_settings({"JWT_SECRET": BENCH_SECRET}, database_url=database_url)
+    schema = settings.admin_schema
+    with engine.begin() as conn:
+        # The log of an earlier run names jobs the fresh dataset no longer has.
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    upgrade(engine, settings)
+    trigger(database_url, True)
+    token = admin_token(engine)
+    results["redis"] = {"url": args.redis_url, "state": ensure_redis(args.redis_url)}
+
+    env = {"RATE_LIMIT_STORAGE_URI": args.redis_url}
+    if args.workers:
+        env["WEB_CONCURRENCY"] = str(args.workers)
+    services = [stack.enter_context(run_service(database_url, workdir, env)) for _ in range(2)]
+    workers = [len(s.workers()) for s in services]
+    log(f"two instances: {', '.join(s.url for s in services)}; gunicorn gevent workers per instance: {workers}")
+    results["settings"] = {
+        "minutes": args.minutes, "streams": args.streams, "stream_events": STREAM_EVENTS, "rest_rate_per_s": args.rest_rate,
+        "change_rate_per_s": args.change_rate, "change_spacing_s": CHANGE_SPACING_S, "instances": 2,
+        "workers_per_instance": workers, "workers_source": "--workers" if args.workers else "gunicorn.conf.py default",
+        "notify_trigger": "installed (db install-notify-trigger)", "rate_limit": "100000000 per minute per admin, Redis storage",
+        "warm_up_s": warm_up, "last_window_s": last_window, "sample_s": sample_s, "settle_max_s": SETTLE_S,
+        "max_growth": MAX_GROWTH,
+    }
+
+    cases = rest.build_cases(engine, HttpCaseClient(services[0].url), {"Authorization": f"Bearer {token}"})
+    split = [args.streams // 2 + args.streams % 2, args.streams // 2]
+    clients = []
+    connect_started = time.monotonic()
+    for service, count in zip(services, split, strict=True):
+        client = Clients(["node", str(BENCH / "sse_clients.js"), service.url, token, str(count),
+                          f"--events={STREAM_EVENTS}", "--count"])
+        stack.callback(client.close)
+        clients.append(client)
+    ready = [c.next_json(timeout=120 + count / 20) for c, count in zip(clients, split, strict=True)]
+    results["streams_connect"] = {"split": split, "ready": [r["ready"] for r in ready], "failed": [r["failed"] for r in ready],
+                                  "seconds": round(time.monotonic() - connect_started, 1)}
+    log(f"{sum(r['ready'] for r in ready)} streams connected ({sum(r['failed'] for r in ready)} refused) "
+        f"in {results['streams_connect']['seconds']} s")
+
+    load = RestLoad([s.url for s in services], token, cases, args.rest_rate)
+    writer = Writer(database_url, args.change_rate, args.users)
+    memory = MemorySampler(services, sample_s)
+    stop = threading.Event()
+    t0 = time.monotonic()
+    memory.sample(0.0)
+    threads = [threading.Thread(target=target, args=extra, name=name, daemon=True)
+               for name, target, extra in (("rest", load.run, (stop,)), ("writer", writer.run, (stop,)),
+                                           ("memory", memory.run, (stop, t0)))]
+    for thread in threads:
+        thread.start()
+    log(f"load for {args.minutes:g} min: {args.rest_rate:g} REST req/s, {args.change_rate:g} job changes/s, "
+        f"{args.streams} streams; warm-up {warm_up:.0f} s, RSS every {sample_s:.0f} s")
+    progress_s = max(10.0, min(60.0, duration / 10))
+    while (elapsed := time.monotonic() - t0) < duration:
+        time.sleep(min(progress_s, duration - elapsed))
+        latest = {s["pid"]: s["rss_mib"] for s in memory.samples}
+        log(f"  {time.monotonic() - t0:5.0f} s: {sum(load.statuses.values()):,} requests ({load.failures} failed), "
+            f"{len(writer.changes):,} changes, RSS {' / '.join(f'{v:.0f}' for v in latest.values())} MiB, "
+            f"load avg {os.getloadavg()[0]:.2f}")
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    memory.sample(time.monotonic() - t0)
+    results["loadavg_during"] = os.getloadavg()
+    log(f"load stopped after {time.monotonic() - t0:.0f} s; settling (up to {SETTLE_S:.0f} s)")
+
+    reports, ids, missing, waited = settle(clients, database_url, schema, writer, SETTLE_S)
+    _, events_for_changes = missing_changes(database_url, schema, writer.changes)
+    results["rest"] = load.summary()
+    results["changes"] = {
+        "total": len(writer.changes), "inserts": sum(1 for c in writer.changes if c.kind == "insert"),
+        "updates": sum(1 for c in writer.changes if c.kind == "update"),
+        "by_status": dict(Counter(c.status for c in writer.changes)), "writer_errors": len(writer.errors),
+        "writer_errors_first": writer.errors[:10],
+        "events_logged_for_them": events_for_changes, "missing": len(missing),
+        "missing_first": [c.__dict__ for c in missing[:10]], "settle_seconds": waited,
+    }
+    results["delivery"] = delivery(reports, ids, [r["ready"] for r in ready])
+    results["memory"] = {"workers": memory.growth(duration, warm_up, last_window), "restarted": memory.restarted,
+                         "samples": memory.samples}
+    results["service_logs"] = service_log_lines(services)
+    results["client_stderr"] = [line for c in clients for line in c.errors[:5]]
+
+
+def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rest_ = results["rest"]
+    connect = results["streams_connect"]
+    streams = results["delivery"]["instances"]
+    ended = sum(s["ended_by_server"] for s in streams)
+    memory = results["memory"]
+    changes = results["changes"]
+    worst = max(memory["workers"], key=lambda w: w["growth"], default=None)
+    delivered = all(s["complete"] == s["streams"] == s["reported"] for s in streams)
+    return [
+        {"criterion": "error rate 0 (REST: every answer 2xx, no connection error)",
+         "measured": f"{rest_['failures']} of {rest_['requests']:,} requests failed", "pass": rest_["failures"] == 0},
+        {"criterion": "every stream connects and is never ended by the server",
+         "measured": f"{sum(connect['ready']):,} of {sum(connect['split']):,} connected; {ended} ended by the server",
+         "pass": sum(connect["ready"]) == sum(connect["split"]) and ended == 0},
+        {"criterion": "no worker restarted", "measured": f"{len(memory['restarted'])} restarts",
+         "pass": not memory["restarted"]},
+        {"criterion": "every job change is in the event log",
+         "measured": f"{changes['total'] - changes['missing']:,} of {changes['total']:,} logged"
+                     + (f"; writer errors: {changes['writer_errors']}" if changes["writer_errors"] else ""),
+         "pass": changes["missing"] == 0 and changes["total"] > 0 and not changes["writer_errors"]},
+        {"criterion": "every stream received every event logged after its first id",
+         "measured": f"{sum(s['complete'] for s in streams):,} of {sum(s['streams'] for s in streams):,} streams complete; "
+                     f"received {sum(s['received_total'] for s in streams):,} of {sum(s['expected_total'] for s in streams):,}",
+         "pass": delivered and results["delivery"]["events_logged"] > 0},
+        {"criterion": f"memory: no worker grows more than {MAX_GROWTH:.0%} after warm-up",
+         "measured": (f"worst {worst['growth']:+.1%} (instance {worst['instance']}, pid {worst['pid']}: "
+                      f"{worst['warm_mib']:.1f} → {worst['last_max_mib']:.1f} MiB)") if worst else "no samples",
+         "pass": worst is not None and all(w["growth"] <= MAX_GROWTH for w in memory["workers"])},
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--streams", type=int, default=1000, help="SSE streams, split over the two instances")
+    parser.add_argument("--database-url", default=os.environ.get("SOAK_DATABASE_URL"),
+                        help="a database of its own (default: a fresh embedded PostgreSQL in a temp dir)")
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--rest-rate", type=float, default=30.0, help="REST requests per second, both instances together")
+    parser.add_argument("--change-rate", type=float, default=10.0, help="job changes (inserts and updates) per second")
+    parser.add_argument("--workers", type=int, help="gunicorn workers per instance (default: gunicorn.conf.py's)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the shared rate-limit storage")
+    parser.add_argument("--sample-seconds", type=float, default=10.0, help="RSS sampling interval")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where SOAK.md and soak.json go")
+    args = parser.parse_args(argv)
+    if not shutil.which("node"):
+        parser.error("node is not installed (make soak installs it)")
+
+    results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+                               "fd_limit": raise_fd_limit(), "loadavg_start": os.getloadavg()}
+    started = time.monotonic()
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="admin-service-soak-")))
+        os.chmod(workdir, 0o755)  # the embedded PostgreSQL runs as another OS user
+        run_soak(args, stack, workdir, results)
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    results["criteria"] = criteria(results)
+    results["pass"] = all(c["pass"] for c in results["criteria"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "soak.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_markdown(results, args.out / "SOAK.md")
+    for c in results["criteria"]:
+        log(f"{'PASS' if c['pass'] else 'FAIL'}  {c['criterion']}: {c['measured']}")
+    log(f"wrote {args.out / 'SOAK.md'} and {args.out / 'soak.json'} in {results['total_seconds']} s")
+    return 0 if results["pass"] else 1
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(v) for v in row) + " |" for row in rows), ""]
+
+
+def rss_series(results: dict[str, Any], points: int = 11) -> tuple[list[str], list[list[Any]]]:
+    """RSS of every worker at about `points` evenly spread moments (the nearest sample)."""
+    samples = results["memory"]["samples"]
+    workers = results["memory"]["workers"]
+    end = max((s["t"] for s in samples), default=0)
+    header = ["t (s)"] + [f"i{w['instance']} pid {w['pid']}" for w in workers]
+    rows = []
+    for k in range(points):
+        target = end * k / (points - 1)
+        row: list[Any] = [f"{target:.0f}"]
+        for w in workers:
+            own = [s for s in samples if s["pid"] == w["pid"]]
+            nearest = min(own, key=lambda s: abs(s["t"] - target)) if own else None
+            row.append(f"{nearest['rss_mib']:.1f}" if nearest else "—")
+        rows.append(row)
+    return header, rows
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    m, s, r, d, ch = results["machine"], results["settings"], results["rest"], results["delivery"], results["changes"]
+    lines = [
+        "# Soak: two instances under mixed load",
+        "",
+        f"Run {results['date']} with `{results['command']}` ({results['total_seconds']:.0f} s in all); "
+        f"written by `bench/soak.py` (`make soak`). Verdict: **{'PASS' if results['pass'] else 'FAIL'}**.",
+        "",
+        "## Criteria",
+        "",
+        *_table(["criterion", "measured", "verdict"],
+                [[c["criterion"], c["measured"], "**PASS**" if c["pass"] else "**FAIL**"] for c in results["criteria"]]),
+        "## Set-up",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['os']}; Python {m['python']}; "
+        f"{m['postgresql']}; fd limit {results['fd_limit']}; load average at start "
+        f"{' / '.join(f'{v:.2f}' for v in results['loadavg_start'])}, at the end of the load "
+        f"{' / '.join(f'{v:.2f}' for v in results['loadavg_during'])}.",
+        f"- Packages: {', '.join(f'{k} {v}' for k, v in m['packages'].items())}. Load generators: {m['load_generator']}.",
+        f"- Database: {results['database']}; dataset {results['dataset']['jobs']:,} jobs / {results['dataset']['users']:,} users "
+        f"(bench/dataset.py, {results['dataset']['seconds']} s); migrations applied; NOTIFY trigger {s['notify_trigger']}.",
+        f"- Service: 2 instances (separate ports, same database), gunicorn + gevent with gunicorn.conf.py, "
+        f"{s['workers_per_instance']} workers per instance ({s['workers_source']}); rate limit {s['rate_limit']} "
+        f"at {results['redis']['url']} ({results['redis']['state']}); other settings at their defaults.",
+        f"- Load for {s['minutes']:g} min: {s['streams']:,} SSE streams (`events={s['stream_events']}`, split "
+        f"{' + '.join(str(v) for v in results['streams_connect']['split'])}, connected in {results['streams_connect']['seconds']} s); "
+        f"REST {s['rest_rate_per_s']:g} req/s open loop over {len(r['cases'])} cases alternating between instances; "
+        f"{s['change_rate_per_s']:g} job changes/s (≥ {s['change_spacing_s']:g} s between changes of one job).",
+        f"- Memory: VmRSS of each worker every {s['sample_s']:g} s; warm-up {s['warm_up_s']:.0f} s; growth = max over the "
+        f"last {s['last_window_s']:.0f} s against the value at the end of the warm-up.",
+        "",
+        "## REST",
+        "",
+        f"{r['requests']:,} requests, {r['failures']} failed (error rate {r['error_rate'] or 0:.4%}). "
+        f"Statuses: {', '.join(f'{k}: {v:,}' for k, v in sorted(r['statuses'].items()))}; per instance: "
+        + "; ".join(f"instance {i} {', '.join(f'{k}: {v:,}' for k, v in sorted(c.items()))}" for i, c in enumerate(r["by_instance"]))
+        + ".",
+        "",
+        *_table(["case", "requests", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+                [[c["case"], c["requests"], c["p50_ms"], c["p95_ms"], c["p99_ms"], c["max_ms"]] for c in r["cases"]]),
+        "Latency is counted from each request's slot in the schedule (open loop), so queueing in the load generator counts too.",
+        "",
+    ]
+    if r["first_errors"]:
+        lines += ["First failures:", "", *(f"- `{e}`" for e in r["first_errors"][:10]), ""]
+    lag = d["lag"]
+    lines += [
+        "## Job changes and event delivery",
+        "",
+        f"{ch['total']:,} job changes ({ch['inserts']:,} inserts, {ch['updates']:,} updates; "
+        f"{', '.join(f'{k} {v:,}' for k, v in sorted(ch['by_status'].items()))}); {ch['total'] - ch['missing']:,} found in "
+        f"the event log (same job, status and updated_at), {ch['missing']} missing. The log holds {d['events_logged']:,} "
+        f"job-update/job-alert events (newest id {d['newest_id']:,}); capture and delivery caught up {ch['settle_seconds']} s "
+        "after the load stopped.",
+        "",
+        *_table(["instance", "streams", "complete", "expected min / max", "received min / max", "received / expected",
+                 "out of order", "ended by server", "error / reset events"],
+                [[i, f"{x['streams']:,}", f"{x['complete']:,}", f"{x['expected_min']:,} / {x['expected_max']:,}",
+                  f"{x['received_min']:,} / {x['received_max']:,}", f"{x['received_total']:,} / {x['expected_total']:,}",
+                  x["out_of_order"], x["ended_by_server"], f"{x['error_events']} / {x['reset_events']}"]
+                 for i, x in enumerate(d["instances"])]),
+        "Expected per stream = events in `admin.job_events` with an id above the one the server declared when the "
+        "stream connected; a stream is complete when it received exactly those, in increasing id order, up to the newest.",
+        "",
+        f"Delivery lag (arrival at the client − the job's `updated_at`, over {lag['events']:,} deliveries): "
+        + (f"p50 {lag['p50_ms']} ms, p95 {lag['p95_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms." if lag["events"] else "—"),
+        "",
+        "## Memory (VmRSS per worker, MiB)",
+        "",
+        *_table(["instance", "pid", "start", "end of warm-up", "max, last window", "end", "max", "growth", "verdict"],
+                [[w["instance"], w["pid"], w["start_mib"], w["warm_mib"], w["last_max_mib"], w["end_mib"], w["max_mib"],
+                  f"{w['growth']:+.1%}", "PASS" if w["growth"] <= MAX_GROWTH else "FAIL"] for w in results["memory"]["workers"]]),
+    ]
+    header, rows = rss_series(results)
+    lines += ["Series (nearest sample; every sample is in soak.json):", "", *_table(header, rows)]
+    logs = results["service_logs"]
+    lines += [
+        "## Service logs",
+        "",
+        f"Warnings/errors logged by the services: {logs['levels'] or 'none'}.",
+        "",
+        *(f"- `{line}`" for line in logs["first"]),
+    ]
+    path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
