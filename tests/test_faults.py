@@ -23,13 +23,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 import requests
 from sqlalchemy import Engine, text
 
 from tests import private_postgres
-from tests.conftest import make_settings, run_service, token_for
+from tests.conftest import RunningService, free_port, make_settings, run_service, token_for
 from tests.factories import Data, utcnow
 from tests.private_postgres import PrivateServer
+from tests.redis_fixture import RedisServer
 from tests.sse_client import SSEClient
 from tests.test_live_events import (
     ENV,
@@ -423,3 +425,166 @@ def test_postgresql_restart_under_load(private_server: PrivateServer, private_en
         f"{len(expected)} changes logged once each, {len(logged_ids) * STREAMS} deliveries verified, "
         f"{fleet.reopened} streams reopened, refusals {dict(fleet.refusals)}"
     )
+
+
+# --- the rate-limit store (Redis) down ------------------------------------------------------------
+
+RATE = 20  # per minute and admin, shared through Redis
+
+
+def limited_get(svc: RunningService, user: dict[str, Any]) -> requests.Response:
+    # A fresh connection each time, so that nothing is held open during the faults.
+    return requests.get(f"{svc.url}/admin/jobs?limit=1", headers=auth_headers(token_for(user)), timeout=10)
+
+
+def remaining(response: requests.Response) -> int:
+    assert response.status_code == 200, response.text
+    return int(response.headers["X-RateLimit-Remaining"])
+
+
+def assert_shared_budget(one: RunningService, two: RunningService, user: dict[str, Any]) -> None:
+    """RATE requests alternating between the instances draw on one budget; then both refuse."""
+    counted = [remaining(limited_get(one if i % 2 == 0 else two, user)) for i in range(RATE)]
+    assert counted == list(range(RATE - 1, -1, -1)), counted
+    for svc in (one, two):
+        refused = limited_get(svc, user)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+
+
+def in_store(store: redis.Redis, user: dict[str, Any]) -> bool:
+    return any(user["id"] in key.decode() for key in store.scan_iter(match="*admin-service*"))
+
+
+def test_rate_limit_store_down_fails_open_and_its_return_shares_the_budget_again(
+    database_url: str, data: Data, tmp_path: Path
+) -> None:
+    admins = [data.user(user_type="admin") for _ in range(60)]
+    server = RedisServer(free_port())
+    env = {"RATE_LIMIT": f"{RATE} per minute", "RATE_LIMIT_STORAGE_URI": server.url}
+    load: RestLoad | None = None
+    try:
+        with run_service(database_url, tmp_path, env=env) as one, run_service(database_url, tmp_path, env=env) as two:
+            assert_shared_budget(one, two, admins[0])  # the control: Redis up
+
+            # Redis dies under load: many admins, a few requests each, on both instances.
+            load = MultiAdminLoad([one, two], admins[1:40])
+            load.start()
+            time.sleep(1.0)
+            server.process.kill()
+            server.process.wait(5)
+            killed = time.monotonic()
+            time.sleep(2.0)
+            load.stop()
+            after_kill = [a for a in load.answers if a.sent >= killed]
+            assert after_kill, "requests were made while Redis was down"
+            assert [a for a in load.answers if a.status != 200] == [], "fail open: every request served"
+            slowest = max(a.seconds for a in load.answers)
+            assert slowest < 1.5, f"a request took {slowest:.2f}s while the store was down"
+            for svc in (one, two):
+                assert "Rate limit storage unreachable" in svc.log(), "a warning says the limiter fell back"
+
+            # Meanwhile each process limits on its own: RATE on one, and the same admin still
+            # has a whole budget on the other.
+            alone = admins[40]
+            counted = [remaining(limited_get(one, alone)) for _ in range(RATE)]
+            assert counted == list(range(RATE - 1, -1, -1))
+            assert limited_get(one, alone).status_code == 429
+            assert remaining(limited_get(two, alone)) == RATE - 1
+
+            # Redis is back (empty, as after a crash): each instance goes back to it by itself.
+            server = RedisServer(server.port)
+            back = time.monotonic()
+            store = redis.Redis.from_url(server.url)
+            probes = iter(admins[41:])
+            for svc in (one, two):
+                while True:
+                    probe = next(probes, None)
+                    assert probe is not None and time.monotonic() - back < 40, "an instance never went back to Redis"
+                    assert limited_get(svc, probe).status_code == 200
+                    if in_store(store, probe):
+                        break
+                    time.sleep(1)
+            returned = time.monotonic() - back
+            store.close()
+            assert_shared_budget(one, two, data.user(user_type="admin"))  # one budget again
+            log = one.log() + two.log()
+    finally:
+        if load is not None:
+            load.halt.set()
+        server.stop()
+    assert "Traceback" not in log
+    print(f"\nRedis down: {len(load.answers)} requests all 200 (slowest {slowest:.2f}s, {len(after_kill)} after the kill); "
+          f"both instances back on Redis {returned:.1f}s after it returned")
+
+
+class MultiAdminLoad(threading.Thread):
+    """Requests spread over many admins and instances, as an admin team's dashboards make them."""
+
+    def __init__(self, services: list[RunningService], admins: list[dict[str, Any]]) -> None:
+        super().__init__(daemon=True)
+        self.services, self.admins = services, admins
+        self.halt = threading.Event()
+        self.answers: list[Answer] = []
+
+    def run(self) -> None:
+        turn = 0
+        while not self.halt.is_set():
+            svc = self.services[turn % len(self.services)]
+            admin = self.admins[turn % len(self.admins)]
+            turn += 1
+            sent = time.monotonic()
+            try:
+                response = limited_get(svc, admin)
+                status, problem = response.status_code, outage_problem(response)
+            except requests.RequestException as exc:
+                status, problem = None, f"{type(exc).__name__}: {exc}"
+            self.answers.append(Answer(sent, "/admin/jobs", status, time.monotonic() - sent, problem))
+            self.halt.wait(0.02)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(20)
+
+
+def test_rate_limit_store_down_fails_closed_when_configured(database_url: str, data: Data, tmp_path: Path) -> None:
+    admins = [data.user(user_type="admin") for _ in range(20)]
+    server = RedisServer(free_port())
+    env = {"RATE_LIMIT": "1000 per minute", "RATE_LIMIT_STORAGE_URI": server.url, "RATE_LIMIT_FAIL_OPEN": "false"}
+    load: MultiAdminLoad | None = None
+    try:
+        with run_service(database_url, tmp_path, env=env) as svc:
+            load = MultiAdminLoad([svc], admins)
+            load.start()
+            time.sleep(1.0)
+            server.process.kill()
+            server.process.wait(5)
+            killed = time.monotonic()
+            time.sleep(2.0)
+            # /health is not rate limited: the instance is alive, just refusing admin requests.
+            assert requests.get(f"{svc.url}/health", timeout=5).status_code == 200
+            restarting = time.monotonic()
+            server = RedisServer(server.port)
+            back = time.monotonic()
+            wait_until(lambda: load.answers[-1].sent > back and load.answers[-1].status == 200, 15,  # type: ignore[union-attr]
+                       "admin requests served again")
+            time.sleep(1.0)
+            load.stop()
+            log = svc.log()
+    finally:
+        if load is not None:
+            load.halt.set()
+        server.stop()
+    answers = load.answers
+    assert [a for a in answers if a.problem] == [], "200, or 503 in the envelope with Retry-After: nothing else"
+    assert all(a.status == 200 for a in answers if a.done < killed), "served while Redis was up"
+    down = [a for a in answers if killed + 0.2 <= a.sent and a.done <= restarting]
+    assert down and all(a.status == 503 for a in down), "fail closed: refused while Redis was down"
+    assert max(a.seconds for a in down) < 2.5, "refused promptly, not after a hang"
+    failing_after = [a for a in answers if a.sent >= back and a.status != 200]
+    recovered = max((a.done for a in failing_after), default=back) - back
+    assert all(a.status == 200 for a in answers if a.sent >= back + recovered)
+    assert "rate-limit storage unreachable" in log
+    assert "Traceback" not in log
+    print(f"\nRedis down, fail closed: {len(down)} requests refused with 503 (slowest {max(a.seconds for a in down):.2f}s); "
+          f"served again {recovered:.2f}s after Redis returned")
