@@ -75,6 +75,19 @@ def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg2://", "postgresql://")
 
 
+def code_version() -> str:
+    """The commit the service ran from, and whether its code had uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "admin_service", "gunicorn.conf.py", "wsgi.py"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"{commit}" + (f" with uncommitted changes to {', '.join(changed)}" if changed else " (clean)")
+
+
 def ensure_redis(url: str) -> str:
     """The shared rate-limit store; a local one is started as .ci/run does when it is down."""
     from tests.redis_fixture import answers
@@ -321,10 +334,13 @@ class MemorySampler:
         self.workers = [service.workers() for service in services]
         self.samples: list[dict[str, Any]] = []
         self.restarted: list[dict[str, Any]] = []
+        self.alive: set[int] = set()
 
     def sample(self, t: float) -> None:
+        self.alive = set()
         for instance, service in enumerate(self.services):
             current = service.workers()
+            self.alive.update(current)
             for pid in current:
                 if pid not in self.workers[instance]:
                     self.restarted.append({"t": round(t, 1), "instance": instance, "new_pid": pid})
@@ -350,7 +366,7 @@ class MemorySampler:
                 rows.append({
                     "instance": instance, "pid": pid, "start_mib": series[0][1], "warm_mib": warm,
                     "last_max_mib": max(last), "end_mib": series[-1][1], "max_mib": max(r for _, r in series),
-                    "growth": (max(last) - warm) / warm, "samples": len(series),
+                    "growth": (max(last) - warm) / warm, "samples": len(series), "exited": pid not in self.alive,
                 })
         return rows
 
@@ -595,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("node is not installed (make soak installs it)")
 
     results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-                               "fd_limit": raise_fd_limit(), "loadavg_start": os.getloadavg()}
+                               "code": code_version(), "fd_limit": raise_fd_limit(), "loadavg_start": os.getloadavg()}
     started = time.monotonic()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="admin-service-soak-")))
@@ -645,7 +661,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "# Soak: two instances under mixed load",
         "",
         f"Run {results['date']} with `{results['command']}` ({results['total_seconds']:.0f} s in all); "
-        f"written by `bench/soak.py` (`make soak`). Verdict: **{'PASS' if results['pass'] else 'FAIL'}**.",
+        f"written by `bench/soak.py` (`make soak`); service code {results['code']}. "
+        f"Verdict: **{'PASS' if results['pass'] else 'FAIL'}**.",
         "",
         "## Criteria",
         "",
@@ -709,7 +726,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "## Memory (VmRSS per worker, MiB)",
         "",
         *_table(["instance", "pid", "start", "end of warm-up", "max, last window", "end", "max", "growth", "verdict"],
-                [[w["instance"], w["pid"], w["start_mib"], w["warm_mib"], w["last_max_mib"], w["end_mib"], w["max_mib"],
+                [[w["instance"], f"{w['pid']}{' (exited)' if w['exited'] else ''}", w["start_mib"], w["warm_mib"], w["last_max_mib"], w["end_mib"], w["max_mib"],
                   f"{w['growth']:+.1%}", "PASS" if w["growth"] <= MAX_GROWTH else "FAIL"] for w in results["memory"]["workers"]]),
     ]
     header, rows = rss_series(results)

@@ -13,9 +13,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from tests.conftest import scratch_database
 from tests.redis_fixture import redis_url  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,21 +25,14 @@ MEMORY = "memory: no worker grows more than 10% after warm-up"
 def test_soak_smoke(server_url: str, redis_url: str, tmp_path: Path) -> None:  # noqa: F811 - fixture
     if not shutil.which("node"):
         pytest.skip("node is not installed (make soak installs it)")
-    name = f"admin_service_soak_smoke_{uuid.uuid4().hex[:8]}"
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     out = tmp_path / "report"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
+    with scratch_database(server_url, f"admin_service_soak_smoke_{uuid.uuid4().hex[:8]}") as url:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.soak", "--database-url", url, "--minutes", "0.34", "--streams", "20",
              "--jobs", "3000", "--users", "300", "--rest-rate", "10", "--change-rate", "5", "--workers", "1",
              "--redis-url", redis_url, "--out", str(out)],
             cwd=ROOT, capture_output=True, text=True, timeout=280, env={**os.environ, "LOG_LEVEL": "WARNING"},
         )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
     output = proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "soak.json").read_text())
