@@ -610,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("node"):
         parser.error("node is not installed (make soak installs it)")
 
-    results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+    command = " ".join(["python -m bench.soak", *(argv if argv is not None else sys.argv[1:])])
+    results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
                                "code": code_version(), "fd_limit": raise_fd_limit(), "loadavg_start": os.getloadavg()}
     started = time.monotonic()
     with ExitStack() as stack:
