@@ -29,6 +29,14 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
 
 
 def post_worker_init(worker):
+    import gc
+    mode = os.environ.get("GC_MODE", "")
+    if "freeze" in mode:
+        gc.freeze()
+    if "thresh" in mode:
+        gc.set_threshold(int(os.environ.get("GC_T0", "50000")), int(os.environ.get("GC_T1", "20")), int(os.environ.get("GC_T2", "100")))
+    if "off" in mode:
+        gc.disable()
     # On SIGTERM gunicorn only flips worker.alive and waits graceful_timeout for requests;
     # endless SSE streams would hold it that long. End them at once with a retry hint and
     # give up capture leadership so another instance takes over.
@@ -44,6 +52,10 @@ def post_worker_init(worker):
         while worker.alive:
             time.sleep(0.2)
         live.shutdown()
+        # A request in flight at SIGTERM was answered with keep-alive, and the worker would then
+        # wait `keepalive` seconds for that client's next request before it may exit: close such
+        # connections right after their response instead.
+        worker.cfg.set("keepalive", 0)
 
     threading.Thread(target=watch, name="live-shutdown-watch", daemon=True).start()
 

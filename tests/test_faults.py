@@ -14,6 +14,7 @@ subscriber, leader failover and streams ending on SIGTERM in tests/test_live_eve
 from __future__ import annotations
 
 import selectors
+import signal
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ import redis
 import requests
 from sqlalchemy import Engine, text
 
+from admin_service.config import Settings
 from tests import private_postgres
 from tests.conftest import RunningService, free_port, make_settings, run_service, token_for
 from tests.factories import Data, utcnow
@@ -37,8 +39,10 @@ from tests.test_live_events import (
     ENV,
     LEADER,
     UPDATES_ONLY,
+    Jobs,
     auth_headers,
     clean_event_log,
+    for_job,
     wait_log,
     wait_until,
     worker_pids,
@@ -588,3 +592,97 @@ def test_rate_limit_store_down_fails_closed_when_configured(database_url: str, d
     assert "Traceback" not in log
     print(f"\nRedis down, fail closed: {len(down)} requests refused with 503 (slowest {max(a.seconds for a in down):.2f}s); "
           f"served again {recovered:.2f}s after Redis returned")
+
+
+# --- SIGTERM with a request in flight ---------------------------------------------------------------
+
+
+def waiting_for_lock(engine: Engine, application_name: str) -> int:
+    """Backends of this application name waiting for a lock on archive.analysis_jobs."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    """SELECT count(*) FROM pg_stat_activity a
+                       WHERE a.datname = current_database() AND a.application_name = :name AND a.wait_event_type = 'Lock'
+                         AND a.query ILIKE '%archive.analysis_jobs%'"""
+                ),
+                {"name": application_name},
+            ).scalar()
+        )
+
+
+def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
+    database_url: str, engine: Engine, data: Data, settings: Settings, tmp_path: Path
+) -> None:
+    """The in-flight part of SIGTERM (streams ending with a retry hint is
+    test_sigterm_ends_streams_promptly_and_another_instance_takes_over): a request blocked in
+    the database when the signal comes is answered in full, and capture leadership moves to
+    the other instance even though the leader was itself stuck in a query at the time."""
+    clean_event_log(engine, settings)
+    admin = data.user(user_type="admin")
+    token = token_for(admin)
+    job = data.job(status="completed", completed_at=utcnow(), user=admin)
+    jobs = Jobs(engine)
+    env = {**ENV, "GRACEFUL_TIMEOUT": "20"}
+    with run_service(database_url, tmp_path, env=env) as a:
+        wait_log(a, LEADER)
+        with run_service(database_url, tmp_path, env=env) as b, \
+                SSEClient(a.url, token=token, params=UPDATES_ONLY) as on_a, \
+                SSEClient(b.url, token=token, params=UPDATES_ONLY) as on_b:
+            url = f"{a.url}/admin/jobs/{job['id']}"
+            assert requests.get(url, headers=auth_headers(token), timeout=5).status_code == 200  # the admin is known now
+            answer: dict[str, Any] = {}
+
+            def ask() -> None:
+                started = time.monotonic()
+                try:
+                    answer["response"] = requests.get(url, headers=auth_headers(token), timeout=30)
+                except requests.RequestException as exc:
+                    answer["error"] = exc
+                answer["seconds"] = time.monotonic() - started
+
+            locker = engine.connect()
+            transaction = locker.begin()
+            try:
+                # Every read of the jobs table now waits, the request's and the leader's capture pass.
+                locker.execute(text("LOCK TABLE archive.analysis_jobs IN ACCESS EXCLUSIVE MODE"))
+                asking = threading.Thread(target=ask, daemon=True)
+                asking.start()
+                wait_until(lambda: waiting_for_lock(engine, "admin-service") == 1, 5, "the request to wait for the lock")
+                wait_until(lambda: waiting_for_lock(engine, "admin-service-capture") == 1, 5, "the leader's capture pass to wait")
+                sent = time.monotonic()
+                a.process.send_signal(signal.SIGTERM)
+                on_a.wait_ended(3)  # the worker is shutting down (its streams end at once)...
+                assert on_a.retries[-1] <= 1000
+                assert "response" not in answer and "error" not in answer, "...and the request is still in flight"
+                time.sleep(max(0.0, sent + 1.5 - time.monotonic()))
+            finally:
+                transaction.rollback()
+                locker.close()
+            released = time.monotonic()
+            asking.join(15)
+            wait_log(b, LEADER, 10)
+            took_over = time.monotonic() - released
+            a.process.wait(15)
+            exited = time.monotonic() - sent
+
+            assert "error" not in answer, answer.get("error")
+            response = answer["response"]
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["success"] is True
+            assert (body["data"]["id"], body["data"]["job_id"], body["data"]["status"]) == (job["id"], job["job_id"], "completed")
+            assert body["data"]["user"]["email"] == admin["email"]
+            assert answer["seconds"] >= 1.5, "it was in flight across the signal"
+            log = a.log()
+            assert "graceful timeout" not in log.lower()
+            assert "capture leadership released" in log
+
+            # Its connection was closed after the answer, not kept alive for the next request: a
+            # client holding it would otherwise keep the draining worker up for `keepalive` (5 s).
+            assert exited < 5, f"the instance exited {exited:.1f}s after SIGTERM"
+            after = jobs.insert()
+            on_b.wait_for(for_job(after), 5, "a change captured by the new leader")
+    print(f"\nSIGTERM with a request in flight: answered 200 after {answer['seconds']:.2f}s (lock held 1.5s after the signal); "
+          f"instance exited {exited:.2f}s after SIGTERM; the other instance led capture {took_over:.2f}s after the lock was released")
