@@ -29,14 +29,6 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn's hook signature
 
 
 def post_worker_init(worker):
-    import gc
-    mode = os.environ.get("GC_MODE", "")
-    if "freeze" in mode:
-        gc.freeze()
-    if "thresh" in mode:
-        gc.set_threshold(int(os.environ.get("GC_T0", "50000")), int(os.environ.get("GC_T1", "20")), int(os.environ.get("GC_T2", "100")))
-    if "off" in mode:
-        gc.disable()
     # On SIGTERM gunicorn only flips worker.alive and waits graceful_timeout for requests;
     # endless SSE streams would hold it that long. End them at once with a retry hint and
     # give up capture leadership so another instance takes over.
