@@ -157,7 +157,7 @@ class SocketGateway:
         elif event.name == JOB_ALERT:
             self.sio.emit(JOB_ALERT, data, to=ALERTS_ROOM)
         elif event.name == JOB_STATS:
-            payload = LiveEvent(JOB_STATS, data).json_ready()
+            payload = event.json_ready()
             self.sio.emit(JOB_STATS, payload, to=JOBS_ROOM)
             for sid in list(self._filtered):
                 self.sio.emit(JOB_STATS, payload, to=sid)

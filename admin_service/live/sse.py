@@ -25,7 +25,7 @@ from admin_service.auth import require_admin
 from admin_service.db.engine import current_engine
 from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQuerySchema, comma_list
 from admin_service.jobs.stats import shared_stats
-from admin_service.live.hub import EVENT_NAMES, JOB_STATS, EventFilter, Hub, LiveEvent, Subscriber
+from admin_service.live.hub import EVENT_NAMES, JOB_STATS, STOP, EventFilter, Hub, LiveEvent, Subscriber
 from admin_service.live.runtime import live_runtime
 
 blp = ApiBlueprint("live", __name__, url_prefix="/admin/jobs", description="Live job events (Server-Sent Events).")
@@ -35,6 +35,8 @@ REPLAY_PAGE = 500
 REPLAY_MAX = 50_000
 # A dropped slow subscriber gets this long to take its `error` event and end by itself.
 SLOW_CONSUMER_GRACE_S = 2.0
+# At most this many queued events are joined into one write.
+MAX_BATCH = 200
 
 
 class EventsField(DocumentedField):
@@ -65,20 +67,11 @@ class StreamQuerySchema(StrictQuerySchema):
             raise ValidationError("Last-Event-ID must be a log id (a whole number).", field_name="Last-Event-ID")
 
 
-def sse(event: LiveEvent) -> str:
-    lines = []
-    if event.id is not None:
-        lines.append(f"id: {event.id}")
-    lines.append(f"event: {event.name}")
-    lines.append(f"data: {event.json()}")
-    return "\n".join(lines) + "\n\n"
+def message(name: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
+    return LiveEvent(name, data, event_id).sse_bytes
 
 
-def message(name: str, data: dict[str, Any], event_id: int | None = None) -> str:
-    return sse(LiveEvent(name, data, event_id))
-
-
-def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[str], int, bool]:
+def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[bytes], int, bool]:
     """Stored events after `after`, as SSE text; (chunks, newest id, reset needed)."""
     from admin_service.live.log import read_after
 
@@ -94,7 +87,7 @@ def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[str]
         # environment): following from it would silently skip every event up to it.
         if after < pruned or after > max(pruned, logged):
             return [], after, True
-        chunks: list[str] = []
+        chunks: list[bytes] = []
         newest = after
         total = 0
         while True:
@@ -102,7 +95,7 @@ def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[str]
             for event_id, name, payload in rows:
                 event = LiveEvent(name, payload, event_id)
                 if sub_filter.accepts(event):
-                    chunks.append(sse(event))
+                    chunks.append(event.sse_bytes)
                 newest = event_id
             total += len(rows)
             if len(rows) < REPLAY_PAGE:
@@ -144,7 +137,7 @@ def stream(args: dict[str, Any]) -> Response:
     if client_socket is not None:
         sub.on_close = _cut_off_if_stuck(client_socket, finished)
     try:
-        opening = [f"retry: {settings.sse_retry_ms}\n: connected\n\n"]
+        opening = [f"retry: {settings.sse_retry_ms}\n: connected\n\n".encode()]
         if JOB_STATS in sub_filter.events:
             data, _ = shared_stats().get()
             opening.append(message(JOB_STATS, data))
@@ -158,7 +151,7 @@ def stream(args: dict[str, Any]) -> Response:
         if newest > 0:
             # An id without data sets EventSource's lastEventId: a client dropped before its
             # first stored event still resumes from here instead of refetching everything.
-            opening.append(f"id: {newest}\n\n")
+            opening.append(f"id: {newest}\n\n".encode())
     except BaseException:
         runtime.hub.unsubscribe(sub)
         raise
@@ -196,17 +189,17 @@ def _cut_off_if_stuck(client_socket: socket.socket, finished: threading.Event) -
 def _follow(
     hub: Hub,
     sub: Subscriber,
-    opening: list[str],
+    opening: list[bytes],
     newest: int,
     expires_at: float | None,
     heartbeat_s: float,
     retry_ms: int,
     finished: threading.Event,
-) -> Iterator[str]:
+) -> Iterator[bytes]:
     # Runs after the view returned: no request or app context here.
     metrics.SSE_CLIENTS.inc()
     try:
-        yield "".join(opening)
+        yield b"".join(opening)
         while True:
             timeout = heartbeat_s
             if expires_at is not None:
@@ -217,19 +210,28 @@ def _follow(
                 timeout = min(timeout, left)
             event = sub.get(timeout)
             if event is None:
-                yield f": heartbeat {int(time.time())}\n\n"
+                yield f": heartbeat {int(time.time())}\n\n".encode()
                 continue
-            if event.name == "stop":
-                if sub.closed_reason == "slow-consumer":
-                    yield message("error", {"code": "SLOW_CONSUMER", "message": "Too slow to keep up; reconnect with Last-Event-ID"})
-                else:
-                    yield f"retry: {min(retry_ms, 1000)}\n: server shutting down, reconnect\n\n"
-                return
-            if event.id is not None:
-                if event.id <= newest:
-                    continue  # already replayed
-                newest = event.id
-            yield sse(event)
+            # Everything already queued goes out in one write: a burst costs one send per
+            # client, not one per event.
+            chunks: list[bytes] = []
+            while event is not None:
+                if event.name == "stop":
+                    if chunks:
+                        yield b"".join(chunks)
+                    if sub.closed_reason == "slow-consumer":
+                        yield message("error", {"code": "SLOW_CONSUMER", "message": "Too slow to keep up; reconnect with Last-Event-ID"})
+                    else:
+                        yield f"retry: {min(retry_ms, 1000)}\n: server shutting down, reconnect\n\n".encode()
+                    return
+                if event.id is None or event.id > newest:  # ids up to `newest` were replayed
+                    newest = event.id or newest
+                    chunks.append(event.sse_bytes)
+                event = sub.get_nowait() if len(chunks) < MAX_BATCH else None
+                if event is None and sub.closed_reason is not None:
+                    event = STOP
+            if chunks:
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         metrics.SSE_CLIENTS.dec()
         finished.set()
