@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     if settings.trust_proxy:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
 
-    engine = engine or make_engine(settings)
+    # Its own pool reads in autocommit mode; an engine handed in (tests) is used as it is.
+    engine = engine or make_engine(settings, autocommit=True)
     app.extensions["admin_service.engine"] = engine
     app.extensions["admin_service.auth"] = Authenticator(settings, engine)
     stats = SharedStats(engine, settings)
