@@ -29,6 +29,9 @@ log = logging.getLogger("admin_service.auth")
 
 ADMIN_TYPES = frozenset({"admin", "superadmin"})
 MAX_TOKEN_LENGTH = 8192
+JWT_LEEWAY_S = 5
+# How long a verified token's claims are reused without checking its signature again.
+CLAIMS_CACHE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,29 @@ class Authenticator:
         self._users: TTLCache[str, dict[str, Any] | None] = TTLCache(maxsize=10_000, ttl=ttl)
         # The auth service's verdicts last AUTH_CACHE_SECONDS, never beyond the token's own exp.
         self._remote: TLRUCache[str, AdminUser] = TLRUCache(maxsize=10_000, ttu=self._remote_until, timer=time.time)
+        # Verified claims by token: a dashboard sends the same token with every request, and the
+        # rate limiter and the guard both need its subject. Keyed by the whole token (signature
+        # included), so only a token that verified here before is ever a hit; exp is still
+        # checked on every hit.
+        self._claims: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=4096, ttl=CLAIMS_CACHE_SECONDS)
         self._key = settings.jwt_secret if settings.jwt_algorithms[0].startswith("HS") else settings.jwt_public_key
         self._http = requests.Session()
 
     # -- local JWT -------------------------------------------------------------------
     def decode(self, token: str) -> dict[str, Any]:
         """Verified claims of a token (signature, exp, iss, aud) or a 401."""
+        with self._lock:
+            claims = self._claims.get(token)
+        if claims is not None:
+            if float(claims["exp"]) + JWT_LEEWAY_S <= time.time():
+                raise unauthorized("Invalid or expired token")
+            return claims
+        claims = self._verify(token)
+        with self._lock:
+            self._claims[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         options = {"require": ["exp"], "verify_aud": self.settings.jwt_audience is not None}
         try:
             return jwt.decode(
@@ -92,7 +112,7 @@ class Authenticator:
                 issuer=self.settings.jwt_issuer,
                 audience=self.settings.jwt_audience,
                 options=options,
-                leeway=5,
+                leeway=JWT_LEEWAY_S,
             )
         except jwt.ExpiredSignatureError:
             raise unauthorized("Invalid or expired token") from None
