@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, and_, case, false, func, or_, select, text
+from sqlalchemy import Connection, Select, and_, bindparam, case, false, func, or_, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
@@ -389,18 +389,22 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo) -> dict[str,
 # --- one job --------------------------------------------------------------------------
 
 
+# Built once: constructing the statement cost more Python time than the database took to run it.
+# A job_id may itself be a uuid string, hence two rows at most (the row id is preferred).
+JOB_BY_ID_OR_JOB_ID = with_user(jobs).where(or_(jobs.c.id == bindparam("row_id"), jobs.c.job_id == bindparam("job_id"))).limit(2)
+JOB_BY_JOB_ID = with_user(jobs).where(jobs.c.job_id == bindparam("job_id")).limit(1)
+
+
 def find_job(conn: Connection, ident: str) -> dict[str, Any] | None:
     """A job by row id, else by its business job_id, with its user."""
     # Longer than the column, or holding a NUL (PostgreSQL text cannot): no such job.
     if len(ident) > 255 or "\x00" in ident:
         return None
     as_uuid = parse_uuid(ident)
-    match = jobs.c.job_id == ident
-    if as_uuid is not None:
-        # A job_id may itself be a uuid string: prefer the row id when both exist.
-        match = or_(jobs.c.id == as_uuid, match)
-    stmt = with_user(jobs).where(match).limit(2)
-    rows = conn.execute(stmt).mappings().all()
+    if as_uuid is None:
+        rows = conn.execute(JOB_BY_JOB_ID, {"job_id": ident}).mappings().all()
+    else:
+        rows = conn.execute(JOB_BY_ID_OR_JOB_ID, {"row_id": as_uuid, "job_id": ident}).mappings().all()
     if not rows:
         return None
     row = next((r for r in rows if as_uuid is not None and r["id"] == as_uuid), rows[0])
