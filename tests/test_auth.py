@@ -247,6 +247,18 @@ def test_the_scheme_is_case_insensitive(client: FlaskClient, admin: dict[str, An
     assert_ok(client.get("/admin/jobs/stats", headers={"Authorization": f"bearer {hs_token(claims_for(admin['id']))}"}))
 
 
+def test_a_token_used_before_is_refused_once_it_expires(client: FlaskClient, admin: dict[str, Any]) -> None:
+    # Verified claims are reused per token (no second signature check): the expiry must still
+    # hold. exp 3 s ago is inside the 5 s leeway, so the token passes (and is cached) now...
+    token = hs_token(claims_for(admin["id"], exp=int(time.time()) - 3))
+    assert_ok(client.get("/admin/jobs/stats", headers=bearer(token)))
+    time.sleep(2.5)
+    # ...and is refused once exp + leeway has passed, although it verified a moment ago.
+    refused = client.get("/admin/jobs/stats", headers=bearer(token))
+    assert refused.status_code == 401
+    assert refused.get_json()["error"]["code"] == "UNAUTHORIZED"
+
+
 # --- public-key deployments ------------------------------------------------------------------
 
 
