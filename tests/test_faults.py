@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import selectors
 import signal
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -37,16 +39,19 @@ from tests.redis_fixture import RedisServer
 from tests.sse_client import SSEClient
 from tests.test_live_events import (
     ENV,
+    ESTABLISHED,
     LEADER,
     UPDATES_ONLY,
     Jobs,
     auth_headers,
     clean_event_log,
     for_job,
+    server_side_state,
     wait_log,
     wait_until,
     worker_pids,
 )
+from tests.test_metrics import P, scrape, value
 
 # The private server's fixtures (one server for this module).
 private_server = private_postgres.private_server
@@ -686,3 +691,114 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
             on_b.wait_for(for_job(after), 5, "a change captured by the new leader")
     print(f"\nSIGTERM with a request in flight: answered 200 after {answer['seconds']:.2f}s (lock held 1.5s after the signal); "
           f"instance exited {exited:.2f}s after SIGTERM; the other instance led capture {took_over:.2f}s after the lock was released")
+
+
+# --- clients that vanish or stop reading --------------------------------------------------------
+
+WARM_UP, ROUNDS = 2, 6  # rounds in all, and how many of them warm up (allocator pools, caches)
+VANISHING = 240  # per round: clients that go away (close without reading, after the head, or reset)
+STALLED = 10  # per round: clients that stop reading (a tiny receive window, never read)
+READERS = 2  # live clients reading throughout
+BURSTS, PER_BURST, BIG = 8, 30, 32_000  # per round: ~7.7 MB of events, more than a stalled socket's buffers take
+
+
+def stream_request(token: str) -> bytes:
+    return f"GET /admin/jobs/stream?events=job-update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+
+
+def raw_stream(port: int, token: str, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window it offers
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(stream_request(token))
+    return sock
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def write_big_jobs(engine: Engine, round_: int) -> None:
+    """Large failed jobs in bursts: one capture pass and one publish round each."""
+    with engine.connect() as conn:
+        for burst in range(BURSTS):
+            conn.execute(
+                text(
+                    """INSERT INTO archive.analysis_jobs (id, job_id, user_id, status, error_message, created_at, updated_at)
+                       SELECT gen_random_uuid(), 'big-' || :r || '-' || :b || '-' || g, gen_random_uuid(), 'failed',
+                              repeat('x', :size), now(), now()
+                       FROM generate_series(1, :n) AS g"""
+                ),
+                {"r": round_, "b": burst, "size": BIG, "n": PER_BURST},
+            )
+            conn.commit()
+            time.sleep(0.1)
+
+
+def test_clients_that_vanish_or_stop_reading_are_dropped_without_memory_growth(
+    database_url: str, engine: Engine, data: Data, settings: Settings, tmp_path: Path
+) -> None:
+    clean_event_log(engine, settings)
+    admin = data.user(user_type="admin")
+    token = token_for(admin)
+    env = {**ENV, "SUBSCRIBER_QUEUE_MAX": "20", "LOG_LEVEL": "WARNING"}
+    readers: StreamFleet | None = None
+    rss: list[float] = []
+    with run_service(database_url, tmp_path, env=env) as svc:
+        [worker] = worker_pids(svc)
+        started_rss = rss_mb(worker)
+        readers = StreamFleet(svc.url, token, READERS, UPDATES_ONLY)
+        readers.start()
+
+        def gauges() -> tuple[float, float]:
+            samples = scrape(svc.url)
+            return value(samples, f"{P}_sse_clients"), value(samples, f"{P}_live_subscribers")
+
+        wait_until(lambda: gauges() == (READERS, READERS), 10, "the gauges to count the readers")
+        written = 0
+        try:
+            for round_ in range(ROUNDS):
+                stalled = [raw_stream(svc.port, token, rcvbuf=2048) for _ in range(STALLED)]
+                vanishing = [raw_stream(svc.port, token) for _ in range(VANISHING)]
+                for i, sock in enumerate(vanishing):
+                    if i % 3:  # two thirds take the response head first: they were subscribed
+                        sock.settimeout(5)
+                        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+                    if i % 3 == 2:  # and of those, half vanish with a reset instead of a FIN
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+                write_big_jobs(engine, round_)
+                wrote = time.monotonic()
+                written += BURSTS * PER_BURST
+                ports = [sock.getsockname()[1] for sock in stalled]
+                wait_until(lambda: all(server_side_state(svc.port, port) != ESTABLISHED for port in ports), 30,  # noqa: B023
+                           "the server to drop every stalled client", every=0.5)
+                for sock in stalled:
+                    sock.close()
+                wait_until(lambda: gauges() == (READERS, READERS), 15, "the gauges back to the live readers")
+                wait_until(lambda n=written: all(len(ids) == n for ids in readers.received()), 20,  # type: ignore[union-attr, misc]
+                           "the readers to receive every event")
+                # Measured once capture has stopped re-reading this round's rows (its overlap window):
+                # each pass holds them all in memory for a moment.
+                time.sleep(max(0.5, wrote + float(ENV["CAPTURE_OVERLAP_S"]) + 1 - time.monotonic()))
+                rss.append(rss_mb(worker))
+        finally:
+            readers.stop()
+        assert worker_pids(svc) == [worker], "the same worker throughout"
+        log = svc.log()
+
+    assert readers.reopened == 0 and not readers.others, "the live readers were never dropped"
+    assert all(len(set(ids)) == written for ids in readers.received())
+    assert log.count("dropped a slow subscriber") >= ROUNDS * STALLED
+    assert "Traceback" not in log and "[ERROR]" not in log, log[-3000:]
+    # The warm-up's high-water mark: one round alone does not always reach the allocator's plateau.
+    warm = max(rss[:WARM_UP])
+    assert max(rss[WARM_UP:]) <= warm * 1.10, f"worker RSS grew from {warm:.1f} MB after the warm-up: {rss}"
+    print(f"\nslow and vanishing clients: {ROUNDS} rounds x ({VANISHING} vanishing + {STALLED} stalled) with "
+          f"{READERS} live readers; {written} events of {BIG // 1000} KB; drops logged {log.count('dropped a slow subscriber')}; "
+          f"worker RSS {started_rss:.1f} MB at start, after each round {[round(r, 1) for r in rss]} MB "
+          f"(+{(max(rss[WARM_UP:]) / warm - 1) * 100:.1f}% max over the warm-up)")

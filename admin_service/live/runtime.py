@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import Engine
 
+from admin_service import metrics
 from admin_service.config import Settings
 from admin_service.jobs.stats import SharedStats
 from admin_service.live.capture import Capturer
@@ -50,9 +51,11 @@ class LiveRuntime:
         self.hub.close_all(reason)
 
     def _tick_stats(self, stop: threading.Event) -> None:
-        """job-stats once per interval for everyone, and only while someone listens."""
+        """job-stats once per interval for everyone, and only while someone listens; the hub's
+        subscriber gauge is sampled on the same beat."""
         interval = self.settings.job_stats_interval_ms / 1000
         while not stop.wait(interval):
+            metrics.LIVE_SUBSCRIBERS.set(len(self.hub.subscribers()))
             if not self.hub.wants(JOB_STATS):
                 continue
             try:
