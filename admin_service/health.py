@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint
+from flask import Blueprint, Response
 from sqlalchemy import text
 
 from admin_service.db.engine import current_engine
@@ -14,12 +12,12 @@ blp = Blueprint("health", __name__)
 
 
 @blp.get("/health")
-def health() -> dict[str, Any]:
+def health() -> Response:
     return envelope({"status": "ok"}, "Service is alive")
 
 
 @blp.get("/health/ready")
-def ready() -> dict[str, Any]:
+def ready() -> Response:
     try:
         with current_engine().connect() as conn:
             conn.execute(text("SELECT 1"))

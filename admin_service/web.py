@@ -8,10 +8,11 @@ import re
 import sys
 import time
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
@@ -23,22 +24,27 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 SECRET_PARAMS = ("access_token", "token")
 
 
+def _encode_other(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return float(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
+def json_bytes(obj: Any) -> bytes:
+    """The service's one JSON encoder: orjson, which writes datetimes and dates as ISO-8601
+    (identical to isoformat()) and UUIDs as strings natively, several times faster than
+    json.dumps with a `default` hook; NaN becomes null instead of invalid JSON."""
+    return orjson.dumps(obj, default=_encode_other, option=orjson.OPT_NON_STR_KEYS)
+
+
 class IsoJSONProvider(DefaultJSONProvider):
-    """ISO-8601 for dates (Flask's default is an HTTP date), strings for UUIDs."""
+    """Flask's JSON (jsonify, flask-smorest's responses, error envelopes) through json_bytes."""
 
-    @staticmethod
-    def default(o: Any) -> Any:
-        if isinstance(o, datetime):
-            return o.isoformat()
-        if isinstance(o, date):
-            return o.isoformat()
-        if isinstance(o, uuid.UUID):
-            return str(o)
-        if isinstance(o, Decimal):
-            return float(o)
-        return DefaultJSONProvider.default(o)
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return json_bytes(obj).decode()
 
-    sort_keys = False
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        return self._app.response_class(json_bytes(self._prepare_response_obj(args, kwargs)), mimetype=self.mimetype)
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
+from flask import Response, current_app
 from sqlalchemy import Connection
 
 from admin_service.api import ApiBlueprint
@@ -54,7 +54,7 @@ def _authenticate() -> None:
 @blp.response(200, StatsEnvelopeSchema)
 @blp.errors(401, 403, 429, 503)
 @blp.doc(**SECURED)
-def job_stats(args: dict[str, Any]) -> dict[str, Any]:
+def job_stats(args: dict[str, Any]) -> Response:
     """Job statistics
 
     Counts per status, today's figures, processing-time percentiles over the performance
@@ -71,7 +71,7 @@ def job_stats(args: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, JobListEnvelopeSchema)
 @blp.errors(401, 403, 429, 503)
 @blp.doc(**SECURED)
-def list_jobs(args: dict[str, Any]) -> dict[str, Any]:
+def list_jobs(args: dict[str, Any]) -> Response:
     """List jobs
 
     Filters combine with AND. Ordered by sort_by then id (stable). Offset paging with
@@ -86,7 +86,7 @@ def list_jobs(args: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, JobDetailsEnvelopeSchema)
 @blp.errors(401, 403, 404, 429, 503)
 @blp.doc(**SECURED)
-def job_details(job_ref: str) -> dict[str, Any]:
+def job_details(job_ref: str) -> Response:
     """Job details
 
     `job_ref` is the job's row id or its job_id.
@@ -100,7 +100,7 @@ def job_details(job_ref: str) -> dict[str, Any]:
 @blp.response(200, JobResultEnvelopeSchema)
 @blp.errors(401, 403, 404, 429, 503)
 @blp.doc(**SECURED)
-def job_results(job_ref: str) -> dict[str, Any]:
+def job_results(job_ref: str) -> Response:
     """Job results
 
     404 NOT_FOUND when the job does not exist; 404 RESULT_NOT_FOUND when it has no result.

@@ -37,9 +37,9 @@ class LiveEvent:
     # __dict__, which a frozen dataclass allows).
     @cached_property
     def json_text(self) -> str:
-        from admin_service.web import IsoJSONProvider
+        from admin_service.web import json_bytes
 
-        return json.dumps(self.data, separators=(",", ":"), default=IsoJSONProvider.default)
+        return json_bytes(self.data).decode()
 
     def json_ready(self) -> dict[str, Any]:
         """The data with dates and ids as JSON strings (stats hold datetime objects)."""

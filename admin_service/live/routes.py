@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response
 from marshmallow import Schema, fields, validate
 from sqlalchemy import text
 
@@ -55,7 +56,7 @@ def _schema() -> str:
 @blp.response(200, EventListEnvelopeSchema)
 @blp.errors(400, 401, 403, 429, 503)
 @blp.doc(security=[{"bearerAuth": []}])
-def recent_alerts(args: dict[str, Any]) -> dict[str, Any]:
+def recent_alerts(args: dict[str, Any]) -> Response:
     """Recent alerts
 
     Newest first: raised alerts and their resolutions, as stored in the event log.
@@ -72,7 +73,7 @@ def recent_alerts(args: dict[str, Any]) -> dict[str, Any]:
 @blp.response(200, EventListEnvelopeSchema)
 @blp.errors(401, 403, 404, 429, 503)
 @blp.doc(security=[{"bearerAuth": []}])
-def job_timeline(job_ref: str) -> dict[str, Any]:
+def job_timeline(job_ref: str) -> Response:
     """Job timeline
 
     Every logged event of one job, oldest first.
