@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """The WSGI app. Settings come from the environment unless given (tests give them)."""
     from admin_service import dashboard, docs, health, metrics, web
     from admin_service.api import API_CONFIG, Api
-    from admin_service.auth import Authenticator
+    from admin_service.auth import Authenticator, FailedAuthGuard
     from admin_service.db.engine import make_engine
     from admin_service.errors import register_error_handlers
     from admin_service.jobs.routes import blp as jobs_blp
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     web.install(app, settings)
     metrics.install(app, enabled=settings.metrics_enabled, token=settings.metrics_token)
     limiter = make_limiter(app, settings)
+    app.extensions["admin_service.auth"].guard = FailedAuthGuard(limiter, settings)
     limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp)
 
     api = Api(app)

@@ -51,6 +51,51 @@ def forbidden() -> ApiError:
     return ApiError(403, "Admin access required")
 
 
+class FailedAuthGuard:
+    """Throttles token guessing per client address.
+
+    Every token that fails verification counts against AUTH_FAILURE_LIMIT for its address,
+    in the rate-limit store (Redis: shared by every worker and instance). Over the limit,
+    that address's tokens that did not verify here before are refused with 429 and
+    Retry-After, before any check: guessing stops paying, while admins whose tokens were
+    already accepted keep working. A store that is down fails open or closed as
+    RATE_LIMIT_FAIL_OPEN says, like the rate limit.
+    """
+
+    def __init__(self, limiter: Any, settings: Settings) -> None:
+        from limits import parse
+
+        self._limiter = limiter  # flask-limiter's Limiter: its strategy falls back to memory when Redis is down
+        self._limit = parse(settings.auth_failure_limit)
+        self._fail_open = settings.rate_limit_fail_open
+
+    def _key(self, address: str) -> tuple[str, str]:
+        return ("auth-failures", address)
+
+    def refuse_if_blocked(self, address: str) -> None:
+        try:
+            strategy = self._limiter.limiter
+            if strategy.test(self._limit, *self._key(address)):
+                return
+            reset_at = strategy.get_window_stats(self._limit, *self._key(address)).reset_time
+        except Exception as exc:  # the store is unreachable
+            if self._fail_open:
+                return
+            raise ApiError(503, "The rate-limit store is unreachable; retry shortly", headers={"Retry-After": "5"}) from exc
+        retry_after = max(1, int(reset_at - time.time()) + 1)
+        raise ApiError(
+            429,
+            "Too many failed authentication attempts from this address; retry later",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def failed(self, address: str) -> None:
+        try:
+            self._limiter.limiter.hit(self._limit, *self._key(address))
+        except Exception:  # counting must never turn a 401 into a 500
+            log.warning("could not count a failed authentication (rate-limit store unreachable)")
+
+
 def parse_bearer(header: str | None) -> str:
     """The token of an `Authorization: Bearer <token>` header, or a 401 saying what is wrong."""
     if not header:
@@ -87,10 +132,13 @@ class Authenticator:
         self._claims: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=4096, ttl=CLAIMS_CACHE_SECONDS)
         self._key = settings.jwt_secret if settings.jwt_algorithms[0].startswith("HS") else settings.jwt_public_key
         self._http = requests.Session()
+        # Set by create_app once the rate limiter exists (its store counts failures).
+        self.guard: FailedAuthGuard | None = None
 
     # -- local JWT -------------------------------------------------------------------
-    def decode(self, token: str) -> dict[str, Any]:
-        """Verified claims of a token (signature, exp, iss, aud) or a 401."""
+    def decode(self, token: str, remember: bool = True) -> dict[str, Any]:
+        """Verified claims of a token (signature, exp, iss, aud) or a 401. Only the guard's path
+        remembers a token (`verified_before` then holds for it)."""
         with self._lock:
             claims = self._claims.get(token)
         if claims is not None:
@@ -98,8 +146,9 @@ class Authenticator:
                 raise unauthorized("Invalid or expired token")
             return claims
         claims = self._verify(token)
-        with self._lock:
-            self._claims[token] = claims
+        if remember:
+            with self._lock:
+                self._claims[token] = claims
         return claims
 
     def _verify(self, token: str) -> dict[str, Any]:
@@ -141,7 +190,27 @@ class Authenticator:
             self._users[user_id] = found
         return found
 
-    def authenticate(self, token: str) -> AdminUser:
+    def verified_before(self, token: str) -> bool:
+        """Whether this process accepted the token's signature before (and still holds it)."""
+        with self._lock:
+            if self.settings.auth_service_url:
+                return self._remote.get(self._remote_key(token)) is not None
+            return token in self._claims
+
+    def authenticate(self, token: str, address: str | None = None) -> AdminUser:
+        """The admin a token names; `address` (the client's) puts the brute-force guard on it."""
+        if address is None or self.guard is None:
+            return self._authenticate(token)
+        if not self.verified_before(token):
+            self.guard.refuse_if_blocked(address)
+        try:
+            return self._authenticate(token)
+        except ApiError as exc:
+            if exc.status == 401:
+                self.guard.failed(address)
+            raise
+
+    def _authenticate(self, token: str) -> AdminUser:
         token = check_token_shape(token)
         if self.settings.auth_service_url:
             return self._authenticate_remote(token)
@@ -164,7 +233,7 @@ class Authenticator:
                 cached = self._remote.get(self._remote_key(token))
             return cached.id if cached else None
         try:
-            return self.subject(self.decode(check_token_shape(token)))
+            return self.subject(self.decode(check_token_shape(token), remember=False))
         except ApiError:
             return None
 
@@ -237,9 +306,17 @@ def request_token(allow_query: bool = False) -> str:
     return parse_bearer(header)
 
 
+def client_address(environ: dict[str, Any], trust_proxy: bool) -> str:
+    """The client's address as the Flask side sees it (ProxyFix x_for=1: the proxy's entry)."""
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "") if trust_proxy else ""
+    if forwarded:
+        return forwarded.split(",")[-1].strip() or "unknown"
+    return environ.get("REMOTE_ADDR") or "unknown"
+
+
 def require_admin(allow_query_token: bool = False) -> AdminUser:
     """Authenticate this request as an admin and remember the user on `g`."""
-    admin = authenticator().authenticate(request_token(allow_query_token))
+    admin = authenticator().authenticate(request_token(allow_query_token), request.remote_addr or "unknown")
     g.admin = admin
     return admin
 

@@ -49,6 +49,8 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     db_connect_timeout_s: int = 3
     rate_limit: str = "600 per minute"
+    # Failed token checks per client address before its new tokens are refused (429).
+    auth_failure_limit: str = "20 per minute"
     rate_limit_storage_uri: str = "memory://"
     rate_limit_fail_open: bool = True
     stats_timezone: str = "UTC"
@@ -151,6 +153,21 @@ def _public_key(env: Mapping[str, str]) -> str | None:
     return key
 
 
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A limits rate string ("600 per minute"; several separated by ';')."""
+    value = env.get(name) or default
+    try:
+        from limits import parse_many
+
+        items = parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must look like {default!r}, got {value!r}") from None
+    # limits accepts "0 per minute", which would refuse everything.
+    if any(item.amount < 1 for item in items):
+        raise ConfigError(f"{name} must allow at least 1 per period, got {value!r}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad one."""
     env = os.environ if env is None else env
@@ -191,16 +208,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     if not IDENTIFIER.match(schema):
         raise ConfigError(f"ADMIN_SCHEMA must be a lower-case SQL identifier, got {schema!r}")
 
-    rate_limit = env.get("RATE_LIMIT") or Settings.rate_limit
-    try:
-        from limits import parse_many
-
-        items = parse_many(rate_limit)
-    except ValueError:
-        raise ConfigError(f"RATE_LIMIT must look like '600 per minute', got {rate_limit!r}") from None
-    # limits accepts "0 per minute", which would refuse every admin request.
-    if any(item.amount < 1 for item in items):
-        raise ConfigError(f"RATE_LIMIT must allow at least 1 request per period, got {rate_limit!r}")
+    rate_limit = _rate(env, "RATE_LIMIT", Settings.rate_limit)
+    auth_failure_limit = _rate(env, "AUTH_FAILURE_LIMIT", Settings.auth_failure_limit)
     storage = env.get("RATE_LIMIT_STORAGE_URI") or "memory://"
     if not re.match(r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://", storage):
         raise ConfigError(f"RATE_LIMIT_STORAGE_URI must be memory:// or a redis:// URI, got {storage!r}")
@@ -241,6 +250,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         db_statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
         db_connect_timeout_s=_int(env, "DB_CONNECT_TIMEOUT_S", 3, 1, 60),
         rate_limit=rate_limit,
+        auth_failure_limit=auth_failure_limit,
         rate_limit_storage_uri=storage,
         rate_limit_fail_open=_bool(env, "RATE_LIMIT_FAIL_OPEN", True),
         stats_timezone=tz_name,

@@ -79,7 +79,9 @@ def database_url(server_url: str) -> Iterator[str]:
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    env = {"JWT_SECRET": TEST_SECRET, "RATE_LIMIT": "100000 per minute", "LOG_LEVEL": "WARNING"}
+    # Generous limits: the suites send many requests and bad tokens from one address; the
+    # tests of the limits set their own.
+    env = {"JWT_SECRET": TEST_SECRET, "RATE_LIMIT": "100000 per minute", "AUTH_FAILURE_LIMIT": "100000 per minute", "LOG_LEVEL": "WARNING"}
     env.update({k: str(v) for k, v in overrides.pop("env", {}).items()})
     return load_settings(env, database_url=database_url, **overrides)
 
@@ -163,6 +165,7 @@ def run_service(database_url: str, tmp_path: Path, *, workers: int = 1, env: dic
         "HOST": "127.0.0.1",
         "WEB_CONCURRENCY": str(workers),
         "RATE_LIMIT": "100000 per minute",
+        "AUTH_FAILURE_LIMIT": "100000 per minute",
         "GRACEFUL_TIMEOUT": "3",
         **(env or {}),
     }

@@ -40,6 +40,8 @@ def test_good_environment_loads() -> None:
         ("JWT_ALGORITHMS", "none"),
         ("RATE_LIMIT", "lots"),
         ("RATE_LIMIT", "0 per minute"),
+        ("AUTH_FAILURE_LIMIT", "often"),
+        ("AUTH_FAILURE_LIMIT", "0 per hour"),
         ("RATE_LIMIT_STORAGE_URI", "mongodb://x"),
         ("ALLOWED_ORIGINS", "notanorigin"),
         ("ALLOWED_ORIGINS", "https://admin.example.com/path"),

@@ -222,6 +222,67 @@ def test_unreachable_store_fails_closed_with_503_when_configured(database_url: s
     assert int(response.headers["Retry-After"]) > 0
 
 
+# --- brute force ---------------------------------------------------------------------------
+
+
+def an_address() -> str:
+    """An address of this test's own (the Redis store outlives a test)."""
+    raw = uuid.uuid4().bytes
+    return f"10.{raw[0]}.{raw[1]}.{raw[2] or 1}"
+
+
+def test_token_guessing_is_throttled_per_address(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
+    client = app_with(database_url, engine, AUTH_FAILURE_LIMIT="3 per minute").test_client()
+    guesser, neighbour = an_address(), an_address()
+    accepted_before = bearer(token_for(admin))
+    assert get(client, ip=guesser, headers=accepted_before).status_code == 200
+
+    for _ in range(3):
+        assert_error(get(client, ip=guesser, headers=bearer(forged(admin["id"]))), 401, "UNAUTHORIZED")
+    # Over the limit, the address's new tokens are refused before any check, a valid one too...
+    for headers in (bearer(forged(admin["id"])), bearer(token_for(admin, ttl_seconds=3600))):
+        refused = get(client, ip=guesser, headers=headers)
+        body = assert_error(refused, 429, "RATE_LIMIT_EXCEEDED")
+        assert "failed authentication" in body["error"]["message"]
+        assert 0 < int(refused.headers["Retry-After"]) <= 61
+    # ...while the admin whose token was accepted before keeps working, as does every other address.
+    assert get(client, ip=guesser, headers=accepted_before).status_code == 200
+    assert get(client, ip=neighbour, headers=bearer(token_for(admin, ttl_seconds=7200))).status_code == 200
+    assert_error(get(client, ip=neighbour, headers=bearer(forged(admin["id"]))), 401, "UNAUTHORIZED")
+
+
+def test_requests_without_a_token_are_not_counted_as_guesses(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
+    client = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute").test_client()
+    address = an_address()
+    for _ in range(5):
+        assert_error(get(client, ip=address), 401, "UNAUTHORIZED")
+    assert get(client, ip=address, headers=bearer(token_for(admin))).status_code == 200
+
+
+def test_failed_attempts_count_across_instances_through_redis(
+    database_url: str, engine: Engine, data: Data, admin: dict[str, Any], redis_url: str, redis_keys: list[str]  # noqa: F811 - fixtures
+) -> None:
+    one = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
+    two = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
+    address = an_address()
+    redis_keys.append(address)
+    assert_error(get(one, ip=address, headers=bearer(forged(admin["id"]))), 401, "UNAUTHORIZED")
+    assert_error(get(two, ip=address, headers=bearer(forged(admin["id"]))), 401, "UNAUTHORIZED")
+    # Two failures, one on each instance: the limit is reached for both.
+    for client in (one, two):
+        assert_error(get(client, ip=address, headers=bearer(forged(admin["id"]))), 429, "RATE_LIMIT_EXCEEDED")
+
+
+def test_stream_tokens_are_guarded_too(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
+    client = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute").test_client()
+    address = an_address()
+    for _ in range(2):
+        response = get(client, "/admin/jobs/stream", ip=address, query_string={"access_token": forged(admin["id"])})
+        assert_error(response, 401, "UNAUTHORIZED")
+    response = get(client, "/admin/jobs/stream", ip=address, query_string={"access_token": token_for(admin)})
+    assert_error(response, 429, "RATE_LIMIT_EXCEEDED")
+
+
 # --- CORS ------------------------------------------------------------------------------------
 
 

@@ -581,3 +581,21 @@ def test_200_sockets_all_receive_a_broadcast(probes: Callable[..., Probe], data:
     for probe in clients:
         probe.wait_for("job-update", is_job(job, "completed"), timeout=max(0.1, deadline - time.monotonic()))
     print(f"\n200 sockets connected and subscribed in {connected_in:.2f}s; all received the update")
+
+
+def test_token_guessing_over_socketio_is_throttled(database_url: str, data: Data, admin: dict[str, Any], tmp_path: Path) -> None:
+    accepted_before = token_for(admin)
+    with run_service(database_url, tmp_path, workers=1, env={**ENV, "AUTH_FAILURE_LIMIT": "2 per minute"}) as service:
+        kept = Probe(service.url).connect(accepted_before, transports=["websocket"])
+        try:
+            for _ in range(2):
+                assert Probe(service.url).refused_with(token_for(admin)[:-4] + "AAAA") == "Invalid or expired token"
+            # This address is over the limit: a new token is refused before any check, a valid one too...
+            fresh = token_for(admin, ttl_seconds=3600)
+            assert Probe(service.url).refused_with(fresh) == "Too many failed authentication attempts; retry later"
+            # ...but an admin whose token was accepted before connects again.
+            again = Probe(service.url).connect(accepted_before, transports=["websocket"])
+            assert again.sio.connected
+            again.close()
+        finally:
+            kept.close()

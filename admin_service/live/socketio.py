@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from admin_service import metrics
-from admin_service.auth import AdminUser, Authenticator
+from admin_service.auth import AdminUser, Authenticator, client_address
 from admin_service.errors import ApiError
 from admin_service.jobs.status import ALIASES, STATUSES
 from admin_service.live.hub import JOB_ALERT, JOB_STATS, JOB_UPDATE, EventFilter, LiveEvent
@@ -36,7 +36,11 @@ PATH = "admin/socket.io"
 JOBS_ROOM = "jobs"  # job-update (unfiltered) and job-stats
 ALERTS_ROOM = "alerts"
 UNAVAILABLE = "Service unavailable; retry shortly"
-REFUSALS = {401: "Invalid or expired token", 403: "Admin access required"}
+REFUSALS = {
+    401: "Invalid or expired token",
+    403: "Admin access required",
+    429: "Too many failed authentication attempts; retry later",
+}
 
 
 def _filter_from(payload: Any) -> EventFilter | None:
@@ -188,7 +192,7 @@ class SocketGateway:
             if not token or not isinstance(token, str):
                 raise socketio.exceptions.ConnectionRefusedError("Authentication required")
             try:
-                admin = self.auth.authenticate(token)
+                admin = self.auth.authenticate(token, client_address(environ or {}, self.settings.trust_proxy))
             except ApiError as exc:
                 raise socketio.exceptions.ConnectionRefusedError(REFUSALS.get(exc.status, UNAVAILABLE)) from None
             except (DBAPIError, PoolTimeoutError) as exc:
