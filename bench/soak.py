@@ -61,7 +61,7 @@ if str(ROOT) not in sys.path:
 from bench import dataset, rest  # noqa: E402
 from bench.live import BENCH, Clients, percentile, trigger  # noqa: E402
 from bench.run import admin_token, log, machine_info, open_database, raise_fd_limit  # noqa: E402
-from bench.service import Service, rss_mib, run_service  # noqa: E402
+from bench.service import Service, cpu_seconds, machine_cpu, rss_mib, run_service  # noqa: E402
 
 STREAM_EVENTS = "job-update,job-alert"
 MAX_GROWTH = 0.10
@@ -150,6 +150,10 @@ class RestLoad:
         case = self.cases[n % len(self.cases)]
         path = case.paths[(n // len(self.cases)) % len(case.paths)]
         instance = n % len(self.urls)
+        # How long this thread's connection to the instance sat idle: a reset right at the server's
+        # keep-alive timeout is the keep-alive race, not a failing request.
+        last_used = self._local.__dict__.setdefault("last_used", {})
+        idle = time.monotonic() - last_used[instance] if instance in last_used else None
         body = ""
         try:
             response = self._session().get(self.urls[instance] + path, headers=self.headers, timeout=30)
@@ -159,6 +163,7 @@ class RestLoad:
         except requests.RequestException as exc:
             status = f"connection error ({type(exc).__name__})"
             body = str(exc)[:300]
+        last_used[instance] = time.monotonic()
         elapsed_ms = (time.monotonic() - slot) * 1000
         with self.lock:
             self.statuses[status] += 1
@@ -166,7 +171,8 @@ class RestLoad:
             self.latency_ms[case.name].append(elapsed_ms)
             if body and len(self.errors) < 20:
                 self.errors.append({"at": datetime.now(UTC).isoformat(timespec="seconds"), "instance": instance,
-                                    "path": path, "status": status, "body": body})
+                                    "path": path, "status": status, "body": body,
+                                    "connection_idle_s": None if idle is None else round(idle, 3)})
 
     def run(self, stop: threading.Event) -> None:
         interval = 1 / self.rate
@@ -346,7 +352,8 @@ class MemorySampler:
                     self.restarted.append({"t": round(t, 1), "instance": instance, "new_pid": pid})
                     self.workers[instance].append(pid)
                 try:
-                    self.samples.append({"t": round(t, 1), "instance": instance, "pid": pid, "rss_mib": round(rss_mib(pid), 1)})
+                    self.samples.append({"t": round(t, 1), "instance": instance, "pid": pid, "rss_mib": round(rss_mib(pid), 1),
+                                         "cpu_s": round(cpu_seconds(pid), 2)})
                 except (OSError, RuntimeError):
                     pass  # exited between the listing and the read: the next sample says so
 
@@ -358,15 +365,18 @@ class MemorySampler:
         rows = []
         for instance, pids in enumerate(self.workers):
             for pid in pids:
-                series = [(s["t"], s["rss_mib"]) for s in self.samples if s["pid"] == pid and s["t"] <= duration + 1]
+                own = [s for s in self.samples if s["pid"] == pid and s["t"] <= duration + 1]
+                series = [(s["t"], s["rss_mib"]) for s in own]
                 if not series:
                     continue
+                span = own[-1]["t"] - own[0]["t"]
                 warm = next((rss for t, rss in series if t >= warm_up), series[-1][1])
                 last = [rss for t, rss in series if t >= duration - last_window] or [series[-1][1]]
                 rows.append({
                     "instance": instance, "pid": pid, "start_mib": series[0][1], "warm_mib": warm,
                     "last_max_mib": max(last), "end_mib": series[-1][1], "max_mib": max(r for _, r in series),
                     "growth": (max(last) - warm) / warm, "samples": len(series), "exited": pid not in self.alive,
+                    "cpu_percent": round(100 * (own[-1]["cpu_s"] - own[0]["cpu_s"]) / span, 1) if span else None,
                 })
         return rows
 
@@ -521,6 +531,7 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
     stop = threading.Event()
     t0 = time.monotonic()
     memory.sample(0.0)
+    machine_at_start, clients_at_start = machine_cpu(), [cpu_seconds(c.proc.pid) for c in clients]
     threads = [threading.Thread(target=target, args=extra, name=name, daemon=True)
                for name, target, extra in (("rest", load.run, (stop,)), ("writer", writer.run, (stop,)),
                                            ("memory", memory.run, (stop, t0)))]
@@ -540,6 +551,14 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
         thread.join(60)
     memory.sample(time.monotonic() - t0)
     results["loadavg_during"] = os.getloadavg()
+    (busy0, total0), (busy1, total1) = machine_at_start, machine_cpu()
+    load_s = time.monotonic() - t0
+    clients_cpu = sum(cpu_seconds(c.proc.pid) - before for c, before in zip(clients, clients_at_start, strict=True))
+    results["cpu"] = {
+        # Everything on the machine (other work included), in % of all cores.
+        "machine_busy_percent": round(100 * (busy1 - busy0) / max(1, total1 - total0), 1),
+        "sse_clients_percent_of_a_core": round(100 * clients_cpu / load_s, 1),
+    }
     log(f"load stopped after {time.monotonic() - t0:.0f} s; settling (up to {SETTLE_S:.0f} s)")
 
     reports, ids, missing, waited = settle(clients, database_url, schema, writer, SETTLE_S)
@@ -674,7 +693,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['os']}; Python {m['python']}; "
         f"{m['postgresql']}; fd limit {results['fd_limit']}; load average at start "
         f"{' / '.join(f'{v:.2f}' for v in results['loadavg_start'])}, at the end of the load "
-        f"{' / '.join(f'{v:.2f}' for v in results['loadavg_during'])}.",
+        f"{' / '.join(f'{v:.2f}' for v in results['loadavg_during'])}; during the load the machine's cores were "
+        f"{results['cpu']['machine_busy_percent']:g} % busy (all processes, other work included), the Node SSE clients "
+        f"used {results['cpu']['sse_clients_percent_of_a_core']:g} % of a core.",
         f"- Packages: {', '.join(f'{k} {v}' for k, v in m['packages'].items())}. Load generators: {m['load_generator']}.",
         f"- Database: {results['database']}; dataset {results['dataset']['jobs']:,} jobs / {results['dataset']['users']:,} users "
         f"(bench/dataset.py, {results['dataset']['seconds']} s); migrations applied; NOTIFY trigger {s['notify_trigger']}.",
@@ -701,7 +722,13 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
     ]
     if r["first_errors"]:
-        lines += ["First failures:", "", *(f"- `{e}`" for e in r["first_errors"][:10]), ""]
+        lines += ["First failures:", ""]
+        for e in r["first_errors"][:10]:
+            idle = e.get("connection_idle_s")
+            lines.append(f"- {e['at']}, instance {e['instance']}, `{e['path']}`: {e['status']}"
+                         + (f" on a keep-alive connection idle for {idle} s" if idle is not None else "")
+                         + f": `{e['body'][:200]}`")
+        lines.append("")
     lag = d["lag"]
     lines += [
         "## Job changes and event delivery",
@@ -726,9 +753,12 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         "## Memory (VmRSS per worker, MiB)",
         "",
-        *_table(["instance", "pid", "start", "end of warm-up", "max, last window", "end", "max", "growth", "verdict"],
-                [[w["instance"], f"{w['pid']}{' (exited)' if w['exited'] else ''}", w["start_mib"], w["warm_mib"], w["last_max_mib"], w["end_mib"], w["max_mib"],
-                  f"{w['growth']:+.1%}", "PASS" if w["growth"] <= MAX_GROWTH else "FAIL"] for w in results["memory"]["workers"]]),
+        *_table(["instance", "pid", "start", "end of warm-up", "max, last window", "end", "max", "growth", "verdict", "CPU"],
+                [[w["instance"], f"{w['pid']}{' (exited)' if w['exited'] else ''}", w["start_mib"], w["warm_mib"],
+                  w["last_max_mib"], w["end_mib"], w["max_mib"], f"{w['growth']:+.1%}",
+                  "PASS" if w["growth"] <= MAX_GROWTH else "FAIL", f"{w['cpu_percent']} %"] for w in results["memory"]["workers"]]),
+        "CPU: the worker's CPU time over the run, in % of one core.",
+        "",
     ]
     header, rows = rss_series(results)
     lines += ["Series (nearest sample; every sample is in soak.json):", "", *_table(header, rows)]
