@@ -374,6 +374,29 @@ def test_job_changes_reach_a_subscriber_as_job_update_events(service: RunningSer
         assert len(quiet.heartbeats) >= 2, quiet.comments
 
 
+def test_an_http10_client_gets_the_stream_unchunked(service: RunningService, live: Data, admin: dict[str, Any],
+                                                   engine: Engine) -> None:
+    # Under gunicorn an HTTP/1.1 stream is written by the publisher in chunked coding; an
+    # HTTP/1.0 client cannot take chunks and is served the plain body, event by event.
+    token = token_for(admin)
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as raw:
+        raw.sendall(f"GET /admin/jobs/stream?events=job-update HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += raw.recv(65536)
+        head, body = received.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+        assert b"chunked" not in head.lower()
+        job = Jobs(engine).insert()
+        deadline = time.monotonic() + 5
+        while job["id"].encode() not in body:
+            assert time.monotonic() < deadline, f"no event for the job within 5 s: {body[-300:]!r}"
+            body += raw.recv(65536)
+        event = body[body.rindex(b"id: ", 0, body.index(job["id"].encode())):]
+        assert event.startswith(b"id: ") and b"\nevent: job-update\ndata: {" in event
+        assert b"\r\n" not in body, "no chunk framing in an HTTP/1.0 body"
+
+
 def test_filters_choose_what_a_subscriber_receives(service: RunningService, live: Data, admin: dict[str, Any],
                                                    engine: Engine) -> None:
     token = token_for(admin)

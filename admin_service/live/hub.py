@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from admin_service import metrics
 
@@ -50,6 +50,15 @@ class LiveEvent:
         """This event as one Server-Sent Events message."""
         head = f"id: {self.id}\nevent: {self.name}\n" if self.id is not None else f"event: {self.name}\n"
         return f"{head}data: {self.json_text}\n\n".encode()
+
+    @cached_property
+    def sse_chunk(self) -> bytes:
+        """That message as one chunk of HTTP/1.1 chunked transfer coding (live/sse_socket.py)."""
+        return http_chunk(self.sse_bytes)
+
+
+def http_chunk(payload: bytes) -> bytes:
+    return b"%X\r\n%s\r\n" % (len(payload), payload)
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,9 @@ class Subscriber:
             self.on_close(self)
 
 
+SubscriberT = TypeVar("SubscriberT", bound=Subscriber)
+
+
 class Hub:
     def __init__(self, queue_max: int = 1000) -> None:
         self.queue_max = queue_max
@@ -165,7 +177,10 @@ class Hub:
         self.demand: list[Callable[[str], bool]] = []
 
     def subscribe(self, event_filter: EventFilter | None = None, queue_max: int | None = None) -> Subscriber:
-        sub = Subscriber(event_filter or EventFilter(), queue_max or self.queue_max)
+        return self.attach(Subscriber(event_filter or EventFilter(), queue_max or self.queue_max))
+
+    def attach(self, sub: SubscriberT) -> SubscriberT:
+        """Start publishing to a subscriber built by a transport (a Subscriber subclass)."""
         with self._lock:
             self._groups.setdefault(sub.filter, set()).add(sub)
             self._snapshot = None

@@ -27,6 +27,7 @@ from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQ
 from admin_service.jobs.stats import shared_stats
 from admin_service.live.hub import EVENT_NAMES, JOB_STATS, STOP, EventFilter, Hub, LiveEvent, Subscriber
 from admin_service.live.runtime import live_runtime
+from admin_service.live.sse_socket import SocketStream, follow_on_socket
 
 blp = ApiBlueprint("live", __name__, url_prefix="/admin/jobs", description="Live job events (Server-Sent Events).")
 
@@ -130,10 +131,14 @@ def stream(args: dict[str, Any]) -> Response:
         assessment_name=args.get("assessment_name"),
         user_id=str(args["user_id"]) if args.get("user_id") else None,
     )
-    # Subscribe before reading the log: events arriving meanwhile wait in the queue.
-    sub = runtime.hub.subscribe(sub_filter)
-    finished = threading.Event()
     client_socket = request.environ.get("gunicorn.socket")
+    # Under gunicorn, with HTTP/1.1 chunked coding for the body, the publisher writes to the
+    # socket itself (live/sse_socket.py); elsewhere (tests' client, dev server) the body is
+    # yielded event by event.
+    direct = client_socket is not None and request.method == "GET" and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+    # Subscribe before reading the log: events arriving meanwhile wait in the queue.
+    sub: Subscriber = runtime.hub.attach(SocketStream(sub_filter, runtime.hub.queue_max)) if direct else runtime.hub.subscribe(sub_filter)
+    finished = threading.Event()
     if client_socket is not None:
         sub.on_close = _cut_off_if_stuck(client_socket, finished)
     try:
@@ -155,10 +160,13 @@ def stream(args: dict[str, Any]) -> Response:
     except BaseException:
         runtime.hub.unsubscribe(sub)
         raise
-    response = Response(
-        _follow(runtime.hub, sub, opening, newest, admin.expires_at, settings.sse_heartbeat_s, settings.sse_retry_ms, finished),
-        mimetype="text/event-stream",
-    )
+    ending = _endings(settings.sse_retry_ms)
+    if isinstance(sub, SocketStream):
+        body = follow_on_socket(runtime.hub, sub, client_socket, b"".join(opening), newest, admin.expires_at,
+                                settings.sse_heartbeat_s, ending, finished)
+    else:
+        body = _follow(runtime.hub, sub, opening, newest, admin.expires_at, settings.sse_heartbeat_s, ending, finished)
+    response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
@@ -186,6 +194,15 @@ def _cut_off_if_stuck(client_socket: socket.socket, finished: threading.Event) -
     return on_close
 
 
+def _endings(retry_ms: int) -> dict[str, bytes]:
+    """The last message of a stream, by why it ends."""
+    return {
+        "expired": message("error", {"code": "TOKEN_EXPIRED", "message": "Token expired; reconnect with a new token"}),
+        "slow-consumer": message("error", {"code": "SLOW_CONSUMER", "message": "Too slow to keep up; reconnect with Last-Event-ID"}),
+        "shutdown": f"retry: {min(retry_ms, 1000)}\n: server shutting down, reconnect\n\n".encode(),
+    }
+
+
 def _follow(
     hub: Hub,
     sub: Subscriber,
@@ -193,7 +210,7 @@ def _follow(
     newest: int,
     expires_at: float | None,
     heartbeat_s: float,
-    retry_ms: int,
+    ending: dict[str, bytes],
     finished: threading.Event,
 ) -> Iterator[bytes]:
     # Runs after the view returned: no request or app context here.
@@ -205,7 +222,7 @@ def _follow(
             if expires_at is not None:
                 left = expires_at - time.time()
                 if left <= 0:
-                    yield message("error", {"code": "TOKEN_EXPIRED", "message": "Token expired; reconnect with a new token"})
+                    yield ending["expired"]
                     return
                 timeout = min(timeout, left)
             event = sub.get(timeout)
@@ -219,10 +236,7 @@ def _follow(
                 if event.name == "stop":
                     if chunks:
                         yield b"".join(chunks)
-                    if sub.closed_reason == "slow-consumer":
-                        yield message("error", {"code": "SLOW_CONSUMER", "message": "Too slow to keep up; reconnect with Last-Event-ID"})
-                    else:
-                        yield f"retry: {min(retry_ms, 1000)}\n: server shutting down, reconnect\n\n".encode()
+                    yield ending["slow-consumer" if sub.closed_reason == "slow-consumer" else "shutdown"]
                     return
                 if event.id is None or event.id > newest:  # ids up to `newest` were replayed
                     newest = event.id or newest
