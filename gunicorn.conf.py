@@ -11,7 +11,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "20000"))
 timeout = 30
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
-keepalive = 5
+# Idle keep-alive connections stay open this long [KEEPALIVE_S]. Longer than a proxy's or
+# client's own idle timeout (nginx, AWS ALB: 60 s), so that the client side always closes
+# first: a server closing at the very moment a client reuses the connection resets that
+# request (the soak saw 1 in 18,000 with 5 s).
+keepalive = int(os.environ.get("KEEPALIVE_S", "75"))
 # No preload: each worker must patch psycopg2 and open its own pool after forking.
 preload_app = False
 accesslog = None  # the app writes one JSON access line per request
