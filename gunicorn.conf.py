@@ -44,17 +44,51 @@ def post_worker_init(worker):
     live = flask_app.extensions.get("admin_service.live")
     if live is None:
         return
+    connections = track_connections(worker)
 
     def watch() -> None:
         while worker.alive:
             time.sleep(0.2)
         live.shutdown()
-        # A request in flight at SIGTERM was answered with keep-alive, and the worker would then
-        # wait `keepalive` seconds for that client's next request before it may exit: close such
-        # connections right after their response instead.
+        # Keep-alive would hold the draining worker: an idle connection waits `keepalive` (75 s,
+        # longer than graceful_timeout) for its client's next request, and so does the connection
+        # of a request in flight at SIGTERM once answered. Close them once their answers are out:
+        # new connections close after one response, and the reading side of the known ones is shut,
+        # so a handler waiting for a next request sees the end at once (answers still go out).
         worker.cfg.set("keepalive", 0)
+        for sock in list(connections):
+            shut_reading(sock)
 
     threading.Thread(target=watch, name="live-shutdown-watch", daemon=True).start()
+
+
+def track_connections(worker):
+    """The client sockets this worker is serving (a weak set: a connection's handler owns it)."""
+    import weakref
+
+    connections = weakref.WeakSet()
+    app = worker.wsgi
+
+    def tracking_app(environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            connections.add(sock)
+        return app(environ, start_response)
+
+    # gunicorn calls worker.wsgi for every request: wrap it (the Flask app stays reachable as before).
+    tracking_app.flask_app = getattr(app, "flask_app", app)
+    worker.wsgi = tracking_app
+    return connections
+
+
+def shut_reading(sock) -> None:
+    import socket
+    from contextlib import suppress
+
+    # Through a duplicate of the descriptor, as live/sse.py does: acting on gevent's own socket
+    # object would cancel a pending operation of its handler with EBADF.
+    with suppress(OSError), socket.fromfd(sock.fileno(), sock.family, sock.type) as dup:
+        dup.shutdown(socket.SHUT_RD)
 
 
 def tune_garbage_collector() -> None:

@@ -636,7 +636,9 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
                 SSEClient(a.url, token=token, params=UPDATES_ONLY) as on_a, \
                 SSEClient(b.url, token=token, params=UPDATES_ONLY) as on_b:
             url = f"{a.url}/admin/jobs/{job['id']}"
-            assert requests.get(url, headers=auth_headers(token), timeout=5).status_code == 200  # the admin is known now
+            # A browser's idle keep-alive connection (KEEPALIVE_S is 75 s, longer than GRACEFUL_TIMEOUT).
+            idle = requests.Session()
+            assert idle.get(url, headers=auth_headers(token), timeout=5).status_code == 200  # the admin is known now
             answer: dict[str, Any] = {}
 
             def ask() -> None:
@@ -684,9 +686,11 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
             assert "graceful timeout" not in log.lower()
             assert "capture leadership released" in log
 
-            # Its connection was closed after the answer, not kept alive for the next request: a
-            # client holding it would otherwise keep the draining worker up for `keepalive` (5 s).
+            # The in-flight request's connection was closed after its answer and the idle one at
+            # once: a client holding either would keep the draining worker up for `keepalive`, or
+            # until GRACEFUL_TIMEOUT cut it.
             assert exited < 5, f"the instance exited {exited:.1f}s after SIGTERM"
+            idle.close()
             after = jobs.insert()
             on_b.wait_for(for_job(after), 5, "a change captured by the new leader")
     print(f"\nSIGTERM with a request in flight: answered 200 after {answer['seconds']:.2f}s (lock held 1.5s after the signal); "
