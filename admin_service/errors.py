@@ -114,6 +114,17 @@ def _flatten_messages(messages: Any, prefix: str = "") -> list[dict[str, str]]:
 
 def handle_http_exception(exc: HTTPException) -> ResponseReturnValue:
     status = exc.code or 500
+    original = getattr(exc, "original_exception", None)
+    if original is not None:
+        # Flask answers an exception raised after the view (in an after_request hook) as a 500 and
+        # hands it to this handler, not to the one for its own type. The rate limiter's response
+        # headers read the store again: when the store dies mid-request that is a 503, not a 500.
+        from limits.errors import StorageError
+
+        if isinstance(original, StorageError):
+            from admin_service.ratelimit import storage_unavailable
+
+            return storage_unavailable(original)
     data = getattr(exc, "data", None) or {}
     if status in (400, 422) and "messages" in data:
         details = _flatten_messages(data["messages"])
