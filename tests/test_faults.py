@@ -781,17 +781,15 @@ def test_clients_that_vanish_or_stop_reading_are_dropped_without_memory_growth(
     with run_service(database_url, tmp_path, env=env) as svc:
         [worker] = worker_pids(svc)
         started_rss = rss_mb(worker)
-        readers = StreamFleet(svc.url, token, READERS, UPDATES_ONLY)
-        readers.start()
 
         def gauges() -> tuple[float, float]:
             samples = scrape(svc.url)
             return value(samples, f"{P}_sse_clients"), value(samples, f"{P}_live_subscribers")
 
-        wait_until(lambda: gauges() == (READERS, READERS), 10, "the gauges to count the readers")
-        written = 0
+        written = 0  # events the live readers must get
         try:
             for round_ in range(ROUNDS):
+                live = READERS if readers is not None else 0
                 stalled = [raw_stream(svc.port, token, rcvbuf=2048) for _ in range(STALLED)]
                 vanishing = [raw_stream(svc.port, token) for _ in range(VANISHING)]
                 for i, sock in enumerate(vanishing):
@@ -803,31 +801,40 @@ def test_clients_that_vanish_or_stop_reading_are_dropped_without_memory_growth(
                     sock.close()
                 if round_ == 0:
                     # The whole round in one statement: the largest batch capture, the tail and the
-                    # streams handle at once, so the heap reaches its high-water mark in the warm-up
-                    # (a later pass that happened to take several bursts would otherwise look like growth).
+                    # streams ever handle at once, so the heap reaches its high-water mark in the
+                    # warm-up (a later pass that happened to take several bursts would otherwise look
+                    # like growth). Before the live readers connect: a burst this size is more than a
+                    # fresh reader's socket takes before SUBSCRIBER_QUEUE_MAX (20 here) events wait.
                     write_big_jobs(engine, round_, 1, BURSTS * PER_BURST)
                 else:
                     write_big_jobs(engine, round_)
+                    written += BURSTS * PER_BURST
                 wrote = time.monotonic()
-                written += BURSTS * PER_BURST
                 ports = [sock.getsockname()[1] for sock in stalled]
                 wait_until(lambda: all(server_side_state(svc.port, port) != ESTABLISHED for port in ports), 30,  # noqa: B023
                            f"the server to drop every stalled client of round {round_}", every=0.5)
                 for sock in stalled:
                     sock.close()
-                wait_until(lambda: gauges() == (READERS, READERS), 15, "the gauges back to the live readers")
-                wait_until(lambda n=written: all(len(ids) == n for ids in readers.received()), 20,  # type: ignore[union-attr, misc]
-                           "the readers to receive every event")
+                wait_until(lambda n=live: gauges() == (n, n), 15, "the gauges back to the live readers")  # type: ignore[misc]
+                if readers is not None:
+                    wait_until(lambda n=written, fleet=readers: all(len(ids) == n for ids in fleet.received()), 20,  # type: ignore[misc]
+                               "the readers to receive every event")
                 # Measured once capture has stopped re-reading this round's rows (its overlap window):
                 # each pass holds them all in memory for a moment.
                 time.sleep(max(0.5, wrote + OVERLAP_S + 1 - time.monotonic()))
                 rss.append(rss_mb(worker))
+                if readers is None:
+                    readers = StreamFleet(svc.url, token, READERS, UPDATES_ONLY)
+                    readers.start()
+                    wait_until(lambda: gauges() == (READERS, READERS), 10, "the gauges to count the readers")
         finally:
-            readers.stop()
+            if readers is not None:
+                readers.stop()
         assert worker_pids(svc) == [worker], "the same worker throughout"
         log = svc.log()
 
-    assert readers.reopened == 0 and not readers.others, "the live readers were never dropped"
+    assert readers is not None
+    assert readers.reopened == 0 and not readers.others, f"live readers dropped: reopened {readers.reopened}, {readers.others}"
     assert all(len(set(ids)) == written for ids in readers.received())
     assert log.count("dropped a slow subscriber") >= ROUNDS * STALLED
     assert "Traceback" not in log and "[ERROR]" not in log, log[-3000:]
@@ -836,6 +843,6 @@ def test_clients_that_vanish_or_stop_reading_are_dropped_without_memory_growth(
     warm = max(rss[:WARM_UP])
     assert max(rss[WARM_UP:]) <= warm * 1.10, f"worker RSS grew from {warm:.1f} MB after the warm-up: {rss}"
     print(f"\nslow and vanishing clients: {ROUNDS} rounds x ({VANISHING} vanishing + {STALLED} stalled) with "
-          f"{READERS} live readers; {written} events of {BIG // 1000} KB; drops logged {log.count('dropped a slow subscriber')}; "
+          f"{READERS} live readers; {ROUNDS * BURSTS * PER_BURST} events of {BIG // 1000} KB ({written} to each reader); drops logged {log.count('dropped a slow subscriber')}; "
           f"worker RSS {started_rss:.1f} MB at start, after each round {[round(r, 1) for r in rss]} MB "
           f"(highest after the warm-up: {(max(rss[WARM_UP:]) / warm - 1) * 100:+.1f}% of its high-water mark)")
