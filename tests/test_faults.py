@@ -40,6 +40,7 @@ from tests.sse_client import SSEClient
 from tests.test_live_events import (
     ENV,
     ESTABLISHED,
+    JOB_UPDATE,
     LEADER,
     UPDATES_ONLY,
     Jobs,
@@ -56,8 +57,6 @@ from tests.test_metrics import P, scrape, value
 # The private server's fixtures (one server for this module).
 private_server = private_postgres.private_server
 private_engine = private_postgres.private_engine
-
-JOB_UPDATE = "job-update"
 
 
 # --- load generators ---------------------------------------------------------------------------
@@ -480,6 +479,35 @@ def in_store(store: redis.Redis, user: dict[str, Any]) -> bool:
     return any(user["id"] in key.decode() for key in store.scan_iter(match="*admin-service*"))
 
 
+class MultiAdminLoad(threading.Thread):
+    """Requests spread over many admins and instances, as an admin team's dashboards make them."""
+
+    def __init__(self, services: list[RunningService], admins: list[dict[str, Any]]) -> None:
+        super().__init__(daemon=True)
+        self.services, self.admins = services, admins
+        self.halt = threading.Event()
+        self.answers: list[Answer] = []
+
+    def run(self) -> None:
+        turn = 0
+        while not self.halt.is_set():
+            svc = self.services[turn % len(self.services)]
+            admin = self.admins[turn % len(self.admins)]
+            turn += 1
+            sent = time.monotonic()
+            try:
+                response = limited_get(svc, admin)
+                status, problem = response.status_code, outage_problem(response)
+            except requests.RequestException as exc:
+                status, problem = None, f"{type(exc).__name__}: {exc}"
+            self.answers.append(Answer(sent, "/admin/jobs", status, time.monotonic() - sent, problem))
+            self.halt.wait(0.02)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(20)
+
+
 def test_rate_limit_store_down_fails_open_and_its_return_shares_the_budget_again(
     database_url: str, data: Data, tmp_path: Path
 ) -> None:
@@ -540,35 +568,6 @@ def test_rate_limit_store_down_fails_open_and_its_return_shares_the_budget_again
     assert "Traceback" not in log
     print(f"\nRedis down: {len(load.answers)} requests all 200 (slowest {slowest:.2f}s, {len(after_kill)} after the kill); "
           f"both instances back on Redis {returned:.1f}s after it returned")
-
-
-class MultiAdminLoad(threading.Thread):
-    """Requests spread over many admins and instances, as an admin team's dashboards make them."""
-
-    def __init__(self, services: list[RunningService], admins: list[dict[str, Any]]) -> None:
-        super().__init__(daemon=True)
-        self.services, self.admins = services, admins
-        self.halt = threading.Event()
-        self.answers: list[Answer] = []
-
-    def run(self) -> None:
-        turn = 0
-        while not self.halt.is_set():
-            svc = self.services[turn % len(self.services)]
-            admin = self.admins[turn % len(self.admins)]
-            turn += 1
-            sent = time.monotonic()
-            try:
-                response = limited_get(svc, admin)
-                status, problem = response.status_code, outage_problem(response)
-            except requests.RequestException as exc:
-                status, problem = None, f"{type(exc).__name__}: {exc}"
-            self.answers.append(Answer(sent, "/admin/jobs", status, time.monotonic() - sent, problem))
-            self.halt.wait(0.02)
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(20)
 
 
 def test_rate_limit_store_down_fails_closed_when_configured(database_url: str, engine: Engine, data: Data, tmp_path: Path) -> None:
