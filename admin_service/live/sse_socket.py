@@ -86,9 +86,12 @@ class SocketStream(Subscriber):
         try:
             while self._pending:
                 data = bytes(self._pending)
+                taken = self._pending_events
                 self._pending.clear()
-                self._pending_events = 0
                 sock.sendall(data)
+                # Counted until the kernel has them: a stalled stream holds at most
+                # SUBSCRIBER_QUEUE_MAX events before it is dropped, not twice that.
+                self._pending_events -= taken
         finally:
             self._flushing = False
 
