@@ -160,6 +160,8 @@ class Subscriber:
 
 
 SubscriberT = TypeVar("SubscriberT", bound=Subscriber)
+# A publish lets other greenlets run after this many subscribers.
+YIELD_EVERY = 500
 
 
 class Hub:
@@ -216,12 +218,19 @@ class Hub:
             self.last_event_id = max(self.last_event_id, event.id)
         self.published_total += 1
         metrics.EVENTS_PUBLISHED.labels(event.name).inc()
+        offered = 0
         for event_filter, subs in self._current():
             if not event_filter.accepts(event):
                 continue
             for sub in subs:
                 if sub.closed_reason is None and not sub.offer(event):
                     self._overflow(sub, event)
+                offered += 1
+                if offered % YIELD_EVERY == 0:
+                    # Under gevent this loop holds the worker (an SSE stream's offer is a
+                    # socket write): let requests in between, not after 10,000 writes. A
+                    # timed sleep, because sleep(0) runs ready greenlets without polling I/O.
+                    time.sleep(0.0001)
 
     def _overflow(self, sub: Subscriber, event: LiveEvent) -> None:
         # Under gevent a subscriber only drains its queue when the publisher yields: give it
