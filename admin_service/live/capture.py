@@ -25,7 +25,7 @@ from admin_service.config import Settings
 from admin_service.jobs.schemas import JobWithUserSchema
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
-from admin_service.live.connection import connect, wait_for_notify
+from admin_service.live.connection import keep_connected, wait_for_notify
 from admin_service.live.log import CHANGES_CHANNEL, NewEvent, append_and_notify, prune, transaction, utc
 
 log = logging.getLogger("admin_service.capture")
@@ -97,30 +97,23 @@ class Capturer:
 
     # -- leadership loop -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            conn = None
-            try:
-                conn = connect(self.settings, self.database_url, "admin-service-capture")
-                with conn.cursor() as cur:
-                    cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.schema),))
-                    leader = cur.fetchone()[0]
-                if leader:
-                    self.is_leader = True
-                    metrics.CAPTURE_LEADER.set(1)
-                    log.info("capture leadership acquired")
-                    self._lead(conn, stop)
-            except psycopg2.Error as exc:
-                log.warning("capture: database error, retrying: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
-            except Exception:  # a bug must not silently end this loop for the life of the worker
-                log.exception("capture: unexpected error, retrying")
-            finally:
-                if self.is_leader:
-                    log.info("capture leadership released")
-                self.is_leader = False
-                metrics.CAPTURE_LEADER.set(0)
-                if conn is not None:
-                    conn.close()  # releases the advisory lock
-            stop.wait(LEADER_RETRY_S)
+        keep_connected("capture", self.settings, self.database_url, stop, lambda conn: self._session(conn, stop), LEADER_RETRY_S)
+
+    def _session(self, conn: Any, stop: threading.Event) -> None:
+        """Lead while this connection holds the lock (closing it releases the lock)."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.schema),))
+            if not cur.fetchone()[0]:
+                return
+        self.is_leader = True
+        metrics.CAPTURE_LEADER.set(1)
+        log.info("capture leadership acquired")
+        try:
+            self._lead(conn, stop)
+        finally:
+            log.info("capture leadership released")
+            self.is_leader = False
+            metrics.CAPTURE_LEADER.set(0)
 
     def _lead(self, conn: Any, stop: threading.Event) -> None:
         with conn.cursor() as cur:

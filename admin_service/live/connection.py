@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import select
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg2
@@ -13,6 +16,8 @@ from sqlalchemy.engine import make_url
 from admin_service.config import Settings
 
 psycopg2.extras.register_uuid()
+
+log = logging.getLogger("admin_service.live")
 
 
 def libpq_dsn(database_url: str) -> str:
@@ -43,3 +48,30 @@ def wait_for_notify(conn: Any, timeout: float) -> bool:
     got = bool(conn.notifies)
     conn.notifies.clear()
     return got
+
+
+def keep_connected(
+    name: str,
+    settings: Settings,
+    database_url: str,
+    stop: threading.Event,
+    session: Callable[[Any], None],
+    retry_s: float,
+) -> None:
+    """Run `session` on a connection of its own until `stop`; after any failure (a database
+    restart, a bug) close it, wait `retry_s` and start again: the capture and tail loops
+    must outlive both for the life of the worker."""
+    while not stop.is_set():
+        conn = None
+        try:
+            conn = connect(settings, database_url, f"admin-service-{name}")
+            session(conn)
+        except psycopg2.Error as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("%s: database error, retrying: %s", name, first_line)
+        except Exception:
+            log.exception("%s: unexpected error, retrying", name)
+        finally:
+            if conn is not None:
+                conn.close()
+        stop.wait(retry_s)

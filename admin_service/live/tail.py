@@ -6,18 +6,17 @@ resumes from the last id it published, so nothing is skipped.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
-import psycopg2
-
 from admin_service.config import Settings
-from admin_service.live.connection import connect, wait_for_notify
+from admin_service.live.connection import keep_connected, wait_for_notify
 from admin_service.live.hub import Hub, LiveEvent
 from admin_service.live.log import EVENTS_CHANNEL, read_after
 
-log = logging.getLogger("admin_service.tail")
+# After a lost connection (a database restart): a reconnect attempt per second and worker, so
+# events flow again about a second after the database is back.
+RETRY_S = 1.0
 
 
 class EventTail:
@@ -29,30 +28,18 @@ class EventTail:
         self.ready = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
-        backoff = 0.5
-        while not stop.is_set():
-            conn = None
-            try:
-                conn = connect(self.settings, self.database_url, "admin-service-tail")
-                with conn.cursor() as cur:
-                    cur.execute(f'LISTEN "{EVENTS_CHANNEL}"')
-                    if self.last_id is None:
-                        # Start from now: history is served by replay (Last-Event-ID), not by the tail.
-                        cur.execute(f'SELECT COALESCE(max(id), 0) FROM "{self.settings.admin_schema}".job_events')
-                        self.last_id = int(cur.fetchone()[0])
-                        self.hub.last_event_id = self.last_id
-                self.ready.set()
-                backoff = 0.5
-                self._follow(conn, stop)
-            except psycopg2.Error as exc:
-                log.warning("tail: database error, retrying: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
-            except Exception:  # a bug must not silently end this loop for the life of the worker
-                log.exception("tail: unexpected error, retrying")
-            finally:
-                if conn is not None:
-                    conn.close()
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
+        keep_connected("tail", self.settings, self.database_url, stop, lambda conn: self._session(conn, stop), RETRY_S)
+
+    def _session(self, conn: Any, stop: threading.Event) -> None:
+        with conn.cursor() as cur:
+            cur.execute(f'LISTEN "{EVENTS_CHANNEL}"')
+            if self.last_id is None:
+                # Start from now: history is served by replay (Last-Event-ID), not by the tail.
+                cur.execute(f'SELECT COALESCE(max(id), 0) FROM "{self.settings.admin_schema}".job_events')
+                self.last_id = int(cur.fetchone()[0])
+                self.hub.last_event_id = self.last_id
+        self.ready.set()
+        self._follow(conn, stop)
 
     def _follow(self, conn: Any, stop: threading.Event) -> None:
         poll_s = self.settings.tail_poll_ms / 1000
