@@ -153,9 +153,39 @@ class RunningService:
         return self.log_path.read_text(errors="replace")
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1 (gunicorn serving TLS itself)."""
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
 @contextmanager
-def run_service(database_url: str, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> Iterator[RunningService]:
-    """The service as production runs it: gunicorn, gevent workers, a real port."""
+def run_service(database_url: str, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None,
+                tls: tuple[Path, Path] | None = None) -> Iterator[RunningService]:
+    """The service as production runs it: gunicorn, gevent workers, a real port; with `tls`
+    (certificate, key) gunicorn serves HTTPS itself."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -167,6 +197,7 @@ def run_service(database_url: str, tmp_path: Path, *, workers: int = 1, env: dic
         "RATE_LIMIT": "100000 per minute",
         "AUTH_FAILURE_LIMIT": "100000 per minute",
         "GRACEFUL_TIMEOUT": "3",
+        **({"GUNICORN_CMD_ARGS": f"--certfile {tls[0]} --keyfile {tls[1]}"} if tls else {}),
         **(env or {}),
     }
     log_path = tmp_path / f"service-{port}.log"
@@ -176,13 +207,15 @@ def run_service(database_url: str, tmp_path: Path, *, workers: int = 1, env: dic
             cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
         )
     service = RunningService(process, port, log_path)
+    if tls:
+        service.url = f"https://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"service exited at start:\n{service.log()}")
             try:
-                if requests.get(f"{service.url}/health", timeout=1).status_code == 200:
+                if requests.get(f"{service.url}/health", timeout=1, verify=str(tls[0]) if tls else True).status_code == 200:
                     break
             except requests.RequestException:
                 pass

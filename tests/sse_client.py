@@ -12,6 +12,7 @@ import codecs
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,10 +65,13 @@ class SSEClient:
         last_event_id: str | int | None = None,
         headers: dict[str, str] | None = None,
         connect_timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(base_url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        host, port = parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
         self.sock = socket.create_connection((host, port), timeout=connect_timeout)
+        if parts.scheme == "https":
+            self.sock = (tls or ssl.create_default_context()).wrap_socket(self.sock, server_hostname=host)
         query = f"?{urlencode(params)}" if params else ""
         send = {
             "Host": f"{host}:{port}",

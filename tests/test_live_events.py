@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
 from admin_service.db.archive_options import TRIGGER_NAME, drop_notify_trigger_ddl, run_ddl
-from tests.conftest import ROOT, TEST_SECRET, RunningService, run_service, token_for
+from tests.conftest import ROOT, TEST_SECRET, RunningService, run_service, self_signed_certificate, token_for
 from tests.factories import Data
 from tests.sse_client import SSEClient, SSEEvent, StreamEnded
 
@@ -395,6 +396,25 @@ def test_an_http10_client_gets_the_stream_unchunked(service: RunningService, liv
         event = body[body.rindex(b"id: ", 0, body.index(job["id"].encode())):]
         assert event.startswith(b"id: ") and b"\nevent: job-update\ndata: {" in event
         assert b"\r\n" not in body, "no chunk framing in an HTTP/1.0 body"
+
+
+def test_a_stream_over_gunicorns_own_tls(database_url: str, alone: Data, admin: dict[str, Any], engine: Engine,
+                                        tmp_path: Path) -> None:
+    # gunicorn serving HTTPS itself: the stream's bytes must go through TLS (the publisher's
+    # direct socket writes would bypass it and corrupt the connection).
+    cert, key = self_signed_certificate(tmp_path)
+    with run_service(database_url, tmp_path, env=ENV, tls=(cert, key)) as svc:
+        wait_log(svc, LEADER)
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with SSEClient(svc.url, token=token_for(admin), params=UPDATES_ONLY, tls=trusted) as client:
+            assert client.status == 200
+            jobs = Jobs(engine)
+            first, second = jobs.insert(), jobs.insert()
+            assert client.wait_for(for_job(first), 5, "the first change").data["event"] == "created"
+            assert client.wait_for(for_job(second), 5, "the second change").data["event"] == "created"
+            client.collect(1.5)  # heartbeats go over TLS too
+            assert client.heartbeats and not client.ended
+            assert_no_duplicates(client.events)
 
 
 def test_filters_choose_what_a_subscriber_receives(service: RunningService, live: Data, admin: dict[str, Any],

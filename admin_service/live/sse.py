@@ -135,7 +135,14 @@ def stream(args: dict[str, Any]) -> Response:
     # Under gunicorn, with HTTP/1.1 chunked coding for the body, the publisher writes to the
     # socket itself (live/sse_socket.py); elsewhere (tests' client, dev server) the body is
     # yielded event by event.
-    direct = client_socket is not None and request.method == "GET" and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+    # gunicorn serving TLS itself hands over a TLS socket: its bytes must go through the TLS
+    # layer, never straight to the descriptor.
+    direct = (
+        client_socket is not None
+        and not hasattr(client_socket, "getpeercert")
+        and request.method == "GET"
+        and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+    )
     # Subscribe before reading the log: events arriving meanwhile wait in the queue.
     sub: Subscriber = runtime.hub.attach(SocketStream(sub_filter, runtime.hub.queue_max)) if direct else runtime.hub.subscribe(sub_filter)
     finished = threading.Event()
