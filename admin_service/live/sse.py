@@ -27,7 +27,7 @@ from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQ
 from admin_service.jobs.stats import shared_stats
 from admin_service.live.hub import EVENT_NAMES, JOB_STATS, STOP, EventFilter, Hub, LiveEvent, Subscriber
 from admin_service.live.runtime import live_runtime
-from admin_service.live.sse_socket import SocketStream, follow_on_socket
+from admin_service.live.sse_socket import SocketStream, follow_on_socket, until_next_beat
 
 blp = ApiBlueprint("live", __name__, url_prefix="/admin/jobs", description="Live job events (Server-Sent Events).")
 
@@ -225,13 +225,10 @@ def _follow(
     try:
         yield b"".join(opening)
         while True:
-            timeout = heartbeat_s
-            if expires_at is not None:
-                left = expires_at - time.time()
-                if left <= 0:
-                    yield ending["expired"]
-                    return
-                timeout = min(timeout, left)
+            timeout = until_next_beat(expires_at, heartbeat_s)
+            if timeout <= 0:
+                yield ending["expired"]
+                return
             event = sub.get(timeout)
             if event is None:
                 yield f": heartbeat {int(time.time())}\n\n".encode()

@@ -96,6 +96,14 @@ class SocketStream(Subscriber):
             self._flushing = False
 
 
+def until_next_beat(expires_at: float | None, heartbeat_s: float) -> float:
+    """How long a stream may wait for its next event: until its next heartbeat or its token's
+    expiry, whichever is first (0 once the token has expired)."""
+    if expires_at is None:
+        return heartbeat_s
+    return max(0.0, min(heartbeat_s, expires_at - time.time()))
+
+
 def follow_on_socket(
     hub: Hub,
     sub: SocketStream,
@@ -114,14 +122,11 @@ def follow_on_socket(
         yield opening  # gunicorn sends the headers (chunked) and this first chunk
         sub.go_direct(sock.fileno(), newest)
         while True:
-            timeout = heartbeat_s
-            if expires_at is not None:
-                left = expires_at - time.time()
-                if left <= 0:
-                    sub.write(http_chunk(ending["expired"]))
-                    sub.flush(sock)
-                    return
-                timeout = min(timeout, left)
+            timeout = until_next_beat(expires_at, heartbeat_s)
+            if timeout <= 0:
+                sub.write(http_chunk(ending["expired"]))
+                sub.flush(sock)
+                return
             if not sub.wait(timeout):
                 sub.write(http_chunk(f": heartbeat {int(time.time())}\n\n".encode()))
             if sub.broken:
