@@ -78,6 +78,15 @@ def database_url(server_url: str) -> Iterator[str]:
         yield url
 
 
+@contextmanager
+def table_locked(engine: Engine, table: str) -> Iterator[None]:
+    """Hold `table` in ACCESS EXCLUSIVE mode for the block: every read of it waits (a long
+    migration, a stuck writer), and the lock goes with the block."""
+    with engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        yield
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     # Generous limits: the suites send many requests and bad tokens from one address; the
     # tests of the limits set their own.

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from werkzeug.test import TestResponse
 
 from admin_service import create_app
 from admin_service.db.engine import make_engine
 from tests import private_postgres
-from tests.conftest import make_settings, token_for
+from tests.conftest import make_settings, table_locked, token_for
 from tests.factories import Data
 from tests.private_postgres import PrivateServer
 
@@ -114,18 +114,11 @@ def test_slow_query_hits_statement_timeout_instead_of_hanging(
     auth = bearer(seeded["admin"])
     assert client.get("/admin/jobs", headers=auth).status_code == 200
 
-    locker = private_engine.connect()
-    transaction = locker.begin()
-    try:
-        # Every read of the jobs table now waits for this transaction.
-        locker.execute(text("LOCK TABLE archive.analysis_jobs IN ACCESS EXCLUSIVE MODE"))
+    with table_locked(private_engine, "archive.analysis_jobs"):
         for path in ("/admin/jobs", f"/admin/jobs/{seeded['done']['id']}", "/admin/jobs/stats?fresh=true"):
             response, seconds = timed_get(client, path, auth)
             assert_unavailable(response)
             assert seconds < 3, f"{path} took {seconds:.1f} s"
-    finally:
-        transaction.rollback()
-        locker.close()
 
     try:
         # The lock is gone: the same app and pool answer normally.
@@ -151,18 +144,12 @@ def test_requests_waiting_for_a_locked_table_do_not_pile_up(
         response, seconds = timed_get(app.test_client(), "/admin/jobs", auth)
         results.append((response.status_code, seconds))
 
-    locker = private_engine.connect()
-    transaction = locker.begin()
-    try:
-        locker.execute(text("LOCK TABLE archive.analysis_jobs IN ACCESS EXCLUSIVE MODE"))
+    with table_locked(private_engine, "archive.analysis_jobs"):
         threads = [threading.Thread(target=call) for _ in range(5)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
-    finally:
-        transaction.rollback()
-        locker.close()
         app_engine.dispose()
 
     assert len(results) == 5

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
 from tests import private_postgres
-from tests.conftest import RunningService, free_port, make_settings, run_service, token_for
+from tests.conftest import RunningService, free_port, make_settings, run_service, table_locked, token_for
 from tests.factories import Data, utcnow
 from tests.private_postgres import PrivateServer
 from tests.redis_fixture import RedisServer
@@ -588,19 +588,13 @@ def test_rate_limit_store_down_fails_closed_when_configured(database_url: str, e
             def ask() -> None:
                 in_flight["response"] = limited_get(svc, data.user(user_type="admin"), f"/admin/jobs/{job['id']}")
 
-            locker = engine.connect()
-            transaction = locker.begin()
-            try:
-                locker.execute(text("LOCK TABLE archive.analysis_jobs IN ACCESS EXCLUSIVE MODE"))
+            with table_locked(engine, "archive.analysis_jobs"):
                 asking = threading.Thread(target=ask, daemon=True)
                 asking.start()
                 wait_until(lambda: waiting_for_lock(engine, "admin-service") >= 2, 5, "the requests waiting in the view")
                 server.process.kill()
                 server.process.wait(5)
                 killed = time.monotonic()
-            finally:
-                transaction.rollback()
-                locker.close()
             asking.join(10)
             time.sleep(2.0)
             # /health is not rate limited: the instance is alive, just refusing admin requests.
@@ -669,11 +663,8 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
                     answer["error"] = exc
                 answer["seconds"] = time.monotonic() - started
 
-            locker = engine.connect()
-            transaction = locker.begin()
-            try:
+            with table_locked(engine, "archive.analysis_jobs"):
                 # Every read of the jobs table now waits, the request's and the leader's capture pass.
-                locker.execute(text("LOCK TABLE archive.analysis_jobs IN ACCESS EXCLUSIVE MODE"))
                 asking = threading.Thread(target=ask, daemon=True)
                 asking.start()
                 wait_until(lambda: waiting_for_lock(engine, "admin-service") == 1, 5, "the request to wait for the lock")
@@ -684,9 +675,6 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
                 assert on_a.retries[-1] <= 1000
                 assert "response" not in answer and "error" not in answer, "...and the request is still in flight"
                 time.sleep(max(0.0, sent + 1.5 - time.monotonic()))
-            finally:
-                transaction.rollback()
-                locker.close()
             released = time.monotonic()
             asking.join(15)
             wait_log(b, LEADER, 10)

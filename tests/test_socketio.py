@@ -25,7 +25,7 @@ import websocket
 from sqlalchemy import Engine
 
 from admin_service.config import Settings
-from tests.conftest import RunningService, run_service, token_for
+from tests.conftest import RunningService, run_service, table_locked, token_for
 from tests.factories import Data, utcnow
 
 PATH = "/admin/socket.io"
@@ -474,10 +474,8 @@ def test_lifecycle_events_cannot_be_faked(probes: Callable[..., Probe], data: Da
 @contextmanager
 def users_table_locked(engine: Engine) -> Iterator[None]:
     """Hold auth.users locked, as a long migration by the users' owner would: lookups wait."""
-    with engine.connect() as conn:
-        with conn.begin():
-            conn.exec_driver_sql("LOCK TABLE auth.users IN ACCESS EXCLUSIVE MODE")
-            yield
+    with table_locked(engine, "auth.users"):
+        yield
 
 
 def test_connect_during_database_trouble_is_refused_with_a_reason(probes: Callable[..., Probe], engine: Engine, data: Data) -> None:
