@@ -48,8 +48,17 @@ def verdict(report: dict[str, Any]) -> tuple[int, list[str]]:
 def main(argv: list[str]) -> int:
     requirements = Path(argv[0] if argv else "requirements.txt")
     command = [
-        sys.executable, "-m", "pip_audit", "--require-hashes", "--disable-pip", "--progress-spinner", "off",
-        "--format", "json", "-r", str(requirements),
+        sys.executable,
+        "-m",
+        "pip_audit",
+        "--require-hashes",
+        "--disable-pip",
+        "--progress-spinner",
+        "off",
+        "--format",
+        "json",
+        "-r",
+        str(requirements),
     ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)

@@ -1,13 +1,13 @@
 """Command line: python -m admin_service <command>.
 
-  serve                     run under gunicorn (gevent); embedded PostgreSQL without DATABASE_URL
-  db seed --jobs N          create the fixture tables if missing and fill demo data
-  db upgrade                create/migrate the service's own schema
-  db install-notify-trigger opt-in trigger on archive.analysis_jobs: live events without polling delay
-  db install-indexes        opt-in indexes on the archive tables for list sorts/filters, capture, stats (prints its DDL)
-  token --email E           print a signed admin token for a user (development)
-  smoke --url U --token T   post-deploy check of a running instance
-  openapi export [--check]  write (or verify) openapi/openapi.json
+serve                     run under gunicorn (gevent); embedded PostgreSQL without DATABASE_URL
+db seed --jobs N          create the fixture tables if missing and fill demo data
+db upgrade                create/migrate the service's own schema
+db install-notify-trigger opt-in trigger on archive.analysis_jobs: live events without polling delay
+db install-indexes        opt-in indexes on the archive tables for list sorts/filters, capture, stats (prints its DDL)
+token --email E           print a signed admin token for a user (development)
+smoke --url U --token T   post-deploy check of a running instance
+openapi export [--check]  write (or verify) openapi/openapi.json
 """
 
 from __future__ import annotations
@@ -115,7 +115,9 @@ def generated_openapi() -> dict:
     from admin_service.config import load_settings as load
 
     # The document depends on the code only: build the app with inert settings.
-    settings = load({"JWT_SECRET": "openapi-export-secret-not-used-for-anything"}, database_url="postgresql://unused@localhost/unused")
+    settings = load(
+        {"JWT_SECRET": "openapi-export-secret-not-used-for-anything"}, database_url="postgresql://unused@localhost/unused"
+    )
     app = create_app(settings, engine=create_engine("postgresql+psycopg2://unused@localhost/unused"))
     return app.extensions["admin_service.api"].spec.to_dict()
 
@@ -210,7 +212,9 @@ def _load_or_exit(env: dict[str, str]) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m admin_service", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m admin_service", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service under gunicorn")
@@ -229,8 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     trigger.add_argument("--drop", action="store_true", help="remove it again")
     trigger.set_defaults(func=cmd_notify_trigger)
     indexes = db_sub.add_parser(
-        "install-indexes", help="opt-in: indexes on the archive tables for list sorts and filters, capture and stats "
-        "(prints the DDL it runs; built CONCURRENTLY)"
+        "install-indexes",
+        help="opt-in: indexes on the archive tables for list sorts and filters, capture and stats "
+        "(prints the DDL it runs; built CONCURRENTLY)",
     )
     indexes.add_argument("--drop", action="store_true", help="remove them again")
     indexes.set_defaults(func=cmd_indexes)

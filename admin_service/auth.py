@@ -262,7 +262,9 @@ class Authenticator:
             )
         except requests.RequestException as exc:
             log.warning("auth service unreachable: %s", type(exc).__name__)
-            raise ApiError(503, "The authentication service is unreachable; retry shortly", headers={"Retry-After": "5"}) from None
+            raise ApiError(
+                503, "The authentication service is unreachable; retry shortly", headers={"Retry-After": "5"}
+            ) from None
         if response.status_code in (400, 401, 403, 404):
             raise unauthorized("Invalid or expired token")
         if response.status_code >= 300:
@@ -279,7 +281,13 @@ class Authenticator:
             raise unauthorized("Invalid or expired token")
         if user.get("user_type", user.get("role")) not in ADMIN_TYPES:
             raise forbidden()
-        admin = AdminUser(str(user["id"]), user.get("email"), user.get("username"), str(user.get("user_type", user.get("role"))), unverified_exp(token))
+        admin = AdminUser(
+            str(user["id"]),
+            user.get("email"),
+            user.get("username"),
+            str(user.get("user_type", user.get("role"))),
+            unverified_exp(token),
+        )
         with self._lock:
             self._remote[key] = admin
         return admin

@@ -159,7 +159,9 @@ def handle_database_error(exc: DBAPIError | PoolTimeoutError) -> ResponseReturnV
         message = "The database is unreachable; retry shortly"
     else:
         return handle_unexpected(exc)
-    log.warning("database unavailable: %s", str(original or exc).strip().splitlines()[0] if str(original or exc) else type(exc).__name__)
+    log.warning(
+        "database unavailable: %s", str(original or exc).strip().splitlines()[0] if str(original or exc) else type(exc).__name__
+    )
     return error_response(ApiError(503, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
 
 

@@ -49,10 +49,14 @@ SSE_CLIENTS = Gauge(f"{PREFIX}_sse_clients", "Connected Server-Sent Events clien
 # Subscribers the hubs hold (one per SSE stream, one per worker for the Socket.IO gateway): more
 # than the clients would mean subscriptions left behind by clients that went away.
 LIVE_SUBSCRIBERS = Gauge(
-    f"{PREFIX}_live_subscribers", "Subscribers of the workers' hubs (sampled every JOB_STATS_INTERVAL_MS)", multiprocess_mode="livesum"
+    f"{PREFIX}_live_subscribers",
+    "Subscribers of the workers' hubs (sampled every JOB_STATS_INTERVAL_MS)",
+    multiprocess_mode="livesum",
 )
 SOCKETIO_CLIENTS = Gauge(f"{PREFIX}_socketio_clients", "Connected Socket.IO clients", multiprocess_mode="livesum")
-EVENTS_LOGGED = Counter(f"{PREFIX}_capture_events_logged_total", "Events (job updates and alerts) the capture leader appended to the log")
+EVENTS_LOGGED = Counter(
+    f"{PREFIX}_capture_events_logged_total", "Events (job updates and alerts) the capture leader appended to the log"
+)
 CAPTURE_LAG = Histogram(
     f"{PREFIX}_capture_lag_seconds",
     "Seconds between a job's updated_at and its event being logged (capture leader)",

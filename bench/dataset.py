@@ -96,7 +96,9 @@ WITH params AS (
 )
 """
 
-INSERT_JOBS = BASE + """
+INSERT_JOBS = (
+    BASE
+    + """
 INSERT INTO archive.analysis_jobs (id, job_id, user_id, status, result_id, error_message, completed_at,
     created_at, updated_at, assessment_name, priority, retry_count, max_retries, processing_started_at)
 SELECT md5('job-' || g)::uuid,
@@ -118,10 +120,13 @@ SELECT md5('job-' || g)::uuid,
        started
 FROM base
 """
+)
 
 # About 2 KB of JSON per result: the shape of a personality/IQ report with 60 timed answers.
 # The answer arrays come from a pool of 97 (built once per statement), the rest varies per row.
-INSERT_RESULTS = BASE + """
+INSERT_RESULTS = (
+    BASE
+    + """
 , pool AS MATERIALIZED (
     SELECT k, jsonb_build_object('answers', jsonb_agg(jsonb_build_array(q, 1 + (k + q * 7) %% 5, 800 + (k * q * 37) %% 9000)
                                          ORDER BY q)) AS doc
@@ -155,6 +160,7 @@ SELECT md5('result-' || g)::uuid, user_id,
 FROM base JOIN pool ON pool.k = base.g %% 97
 WHERE status = 'completed'
 """
+)
 
 INSERT_USERS = """
 INSERT INTO auth.users (id, username, email, password_hash, user_type, is_active, token_balance, last_login, created_at, updated_at)
@@ -238,8 +244,9 @@ def _slices(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
     return [(a, min(hi, a + step - 1)) for a in range(lo, hi + 1, step)]
 
 
-def generate(url: str, jobs: int, users: int, *, days: float = 180.0, force: bool = False,
-             parallel: int = 2, log: Any = print) -> dict[str, Any]:
+def generate(
+    url: str, jobs: int, users: int, *, days: float = 180.0, force: bool = False, parallel: int = 2, log: Any = print
+) -> dict[str, Any]:
     """Create (or keep, when identical) the dataset; return what it holds and how long it took."""
     started = time.perf_counter()
     conn = connect(url)
@@ -329,8 +336,10 @@ def generate(url: str, jobs: int, users: int, *, days: float = 180.0, force: boo
 
     cur.execute("SELECT status, count(*) FROM archive.analysis_jobs GROUP BY 1 ORDER BY 1")
     mix = {status: n for status, n in cur.fetchall()}
-    cur.execute("SELECT count(*), avg(length(test_data::text) + length(test_result::text) + length(raw_responses::text)) "
-                "FROM archive.analysis_results TABLESAMPLE SYSTEM (1) REPEATABLE (42)")
+    cur.execute(
+        "SELECT count(*), avg(length(test_data::text) + length(test_result::text) + length(raw_responses::text)) "
+        "FROM archive.analysis_results TABLESAMPLE SYSTEM (1) REPEATABLE (42)"
+    )
     _, result_bytes = cur.fetchone()
     cur.execute("SELECT count(*) FROM archive.analysis_jobs WHERE result_id IS NOT NULL")
     results = cur.fetchone()[0]
@@ -338,9 +347,11 @@ def generate(url: str, jobs: int, users: int, *, days: float = 180.0, force: boo
     user_rows = cur.fetchone()[0]
     cur.execute("SELECT count(*) FROM archive.system_metrics")
     metric_rows = cur.fetchone()[0]
-    cur.execute("SELECT min(created_at), max(created_at), "
-                "count(*) FILTER (WHERE created_at >= now() - interval '1 day'), "
-                "count(*) FILTER (WHERE created_at >= now() - interval '7 days') FROM archive.analysis_jobs")
+    cur.execute(
+        "SELECT min(created_at), max(created_at), "
+        "count(*) FILTER (WHERE created_at >= now() - interval '1 day'), "
+        "count(*) FILTER (WHERE created_at >= now() - interval '7 days') FROM archive.analysis_jobs"
+    )
     oldest, newest, last_day, last_week = cur.fetchone()
     cur.execute("SELECT pg_total_relation_size('archive.analysis_jobs'), pg_total_relation_size('archive.analysis_results')")
     jobs_bytes, results_bytes = cur.fetchone()
@@ -366,8 +377,10 @@ def generate(url: str, jobs: int, users: int, *, days: float = 180.0, force: boo
     cur.execute(f"CREATE TABLE {MARKER_SCHEMA}.dataset (params jsonb NOT NULL)")
     cur.execute(f"INSERT INTO {MARKER_SCHEMA}.dataset VALUES (%s)", (json.dumps(info),))
     conn.close()
-    log(f"dataset: {jobs:,} jobs, {results:,} results (~{info['result_json_bytes_avg']} B JSON each), "
-        f"{user_rows:,} users, {metric_rows:,} metric rows in {info['seconds']} s")
+    log(
+        f"dataset: {jobs:,} jobs, {results:,} results (~{info['result_json_bytes_avg']} B JSON each), "
+        f"{user_rows:,} users, {metric_rows:,} metric rows in {info['seconds']} s"
+    )
     return info
 
 

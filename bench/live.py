@@ -35,16 +35,23 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def trigger(database_url: str, install: bool) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": BENCH_SECRET}
-    subprocess.run([sys.executable, "-m", "admin_service", "db", "install-notify-trigger", *([] if install else ["--drop"])],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "admin_service", "db", "install-notify-trigger", *([] if install else ["--drop"])],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 class Clients:
     """A client process speaking the bench protocol (ready line, `report`, EOF)."""
 
     def __init__(self, command: list[str]) -> None:
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
         self.lines: list[str] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -95,8 +102,11 @@ def job_ids_to_update(database_url: str, n: int) -> list[str]:
     try:
         with conn.cursor() as cur:
             # The oldest queued jobs (they start first); jobs that an earlier run started do too.
-            cur.execute("SELECT id::text FROM archive.analysis_jobs WHERE status IN ('queued', 'processing') "
-                        "ORDER BY status = 'queued' DESC, created_at LIMIT %s", (n,))
+            cur.execute(
+                "SELECT id::text FROM archive.analysis_jobs WHERE status IN ('queued', 'processing') "
+                "ORDER BY status = 'queued' DESC, created_at LIMIT %s",
+                (n,),
+            )
             return [r[0] for r in cur.fetchall()]
     finally:
         conn.close()
@@ -114,7 +124,9 @@ def commit_updates(database_url: str, ids: list[str], spacing_s: float) -> dict[
                 cur.execute(
                     "UPDATE archive.analysis_jobs SET status = 'processing', updated_at = now(), "
                     "processing_started_at = COALESCE(processing_started_at, now()), "
-                    "retry_count = retry_count + (status = 'processing')::int WHERE id = %s", (job_id,))
+                    "retry_count = retry_count + (status = 'processing')::int WHERE id = %s",
+                    (job_id,),
+                )
                 committed[job_id] = time.time()
                 time.sleep(spacing_s)
     finally:
@@ -138,7 +150,10 @@ def latency_run(clients: Clients, database_url: str, ids: list[str], receivers: 
     latencies = [(t - committed[j]) * 1000 for j in committed for t in arrivals.get(j, [])]
     complete = sum(1 for j in committed if len(arrivals.get(j, [])) >= receivers)
     return {
-        "updates": len(ids), "receivers": receivers, "expected": expected, "received": len(latencies),
+        "updates": len(ids),
+        "receivers": receivers,
+        "expected": expected,
+        "received": len(latencies),
         "every_receiver_every_event": len(latencies) == expected and complete == len(ids),
         "p50_ms": round(percentile(latencies, 0.5) or 0, 1) if latencies else None,
         "p95_ms": round(percentile(latencies, 0.95) or 0, 1) if latencies else None,
@@ -147,8 +162,16 @@ def latency_run(clients: Clients, database_url: str, ids: list[str], receivers: 
     }
 
 
-def measure(service: Service, kind: str, count: int, token: str, database_url: str, updates: int,
-            spacing_s: float, log: Callable[[str], None]) -> dict[str, Any]:
+def measure(
+    service: Service,
+    kind: str,
+    count: int,
+    token: str,
+    database_url: str,
+    updates: int,
+    spacing_s: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     if kind == "sse" and shutil.which("node"):
         command = ["node", str(BENCH / "sse_clients.js"), service.url, token, str(count)]
     elif kind == "sse":
@@ -164,12 +187,19 @@ def measure(service: Service, kind: str, count: int, token: str, database_url: s
         time.sleep(3)
         rss = service.worker_rss_mib()
         result: dict[str, Any] = {
-            "transport": kind, "clients": count, "connected": ready["ready"], "refused": ready["failed"],
-            "connect_seconds": connect_s, "worker_rss_idle_mib": round(idle_rss, 1), "worker_rss_mib": round(rss, 1),
+            "transport": kind,
+            "clients": count,
+            "connected": ready["ready"],
+            "refused": ready["failed"],
+            "connect_seconds": connect_s,
+            "worker_rss_idle_mib": round(idle_rss, 1),
+            "worker_rss_mib": round(rss, 1),
             "rss_per_client_kib": round((rss - idle_rss) * 1024 / max(1, ready["ready"]), 1),
         }
-        log(f"  {kind} x{count}: {ready['ready']} connected ({ready['failed']} refused) in {connect_s} s; "
-            f"worker RSS {idle_rss:.0f} -> {rss:.0f} MiB")
+        log(
+            f"  {kind} x{count}: {ready['ready']} connected ({ready['failed']} refused) in {connect_s} s; "
+            f"worker RSS {idle_rss:.0f} -> {rss:.0f} MiB"
+        )
         ids = job_ids_to_update(database_url, 2 * updates)
         for mode, install in (("polling", False), ("notify_trigger", True)):
             trigger(database_url, install)
@@ -177,8 +207,10 @@ def measure(service: Service, kind: str, count: int, token: str, database_url: s
             batch = ids[:updates] if not install else ids[updates:]
             run = latency_run(clients, database_url, batch, ready["ready"], spacing_s)
             result[mode] = run
-            log(f"    {mode:15s} p50 {run['p50_ms']} p99 {run['p99_ms']} max {run['max_ms']} ms; "
-                f"received {run['received']}/{run['expected']}")
+            log(
+                f"    {mode:15s} p50 {run['p50_ms']} p99 {run['p99_ms']} max {run['max_ms']} ms; "
+                f"received {run['received']}/{run['expected']}"
+            )
         trigger(database_url, False)
         result["worker_rss_after_mib"] = round(service.worker_rss_mib(), 1)
         result["loadavg_1m"] = round(os.getloadavg()[0], 2)

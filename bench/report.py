@@ -34,31 +34,66 @@ def budgets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             if case["budget_p95_ms"] is None:
                 continue
             p95 = case["sequential"]["p95_ms"]
-            rows.append((f"{case['case']}: p95 ≤ {case['budget_p95_ms']:g} ms", f"{p95:.2f} ms", label,
-                         p95 <= case["budget_p95_ms"] and case["sequential"]["errors"] == 0))
+            rows.append(
+                (
+                    f"{case['case']}: p95 ≤ {case['budget_p95_ms']:g} ms",
+                    f"{p95:.2f} ms",
+                    label,
+                    p95 <= case["budget_p95_ms"] and case["sequential"]["errors"] == 0,
+                )
+            )
         details = _case(phase, "details")
         if details:
             rps = details["concurrent"]["rps"]
-            rows.append((f"details ≥ 1,000 req/s ({phase['workers']} workers, c{phase['concurrency']})",
-                         f"{rps:,.0f} req/s", label, rps >= 1000 and details["concurrent"]["errors"] == 0))
+            rows.append(
+                (
+                    f"details ≥ 1,000 req/s ({phase['workers']} workers, c{phase['concurrency']})",
+                    f"{rps:,.0f} req/s",
+                    label,
+                    rps >= 1000 and details["concurrent"]["errors"] == 0,
+                )
+            )
     live = results.get("live", {})
     for run in live.get("sse", []):
         if run["clients"] >= 10_000:
-            rows.append(("10,000 SSE streams on one worker: RSS ≤ 500 MB", f"{run['worker_rss_mib']:.0f} MiB", "live",
-                         run["connected"] >= 10_000 and run["worker_rss_mib"] * 1.048576 <= 500))
+            rows.append(
+                (
+                    "10,000 SSE streams on one worker: RSS ≤ 500 MB",
+                    f"{run['worker_rss_mib']:.0f} MiB",
+                    "live",
+                    run["connected"] >= 10_000 and run["worker_rss_mib"] * 1.048576 <= 500,
+                )
+            )
             every = all(run[m]["every_receiver_every_event"] for m in ("polling", "notify_trigger"))
-            rows.append(("10,000 SSE streams: every stream receives every event",
-                         f"{run['polling']['received']:,}/{run['polling']['expected']:,} polling, "
-                         f"{run['notify_trigger']['received']:,}/{run['notify_trigger']['expected']:,} trigger",
-                         "live", every))
+            rows.append(
+                (
+                    "10,000 SSE streams: every stream receives every event",
+                    f"{run['polling']['received']:,}/{run['polling']['expected']:,} polling, "
+                    f"{run['notify_trigger']['received']:,}/{run['notify_trigger']['expected']:,} trigger",
+                    "live",
+                    every,
+                )
+            )
     for kind in ("sse", "socketio"):
         for run in live.get(kind, []):
             name = f"{'SSE' if kind == 'sse' else 'Socket.IO'} x{run['clients']:,}"
             trig, poll = run["notify_trigger"], run["polling"]
-            rows.append((f"{name}: update latency p99 ≤ 250 ms with the trigger", f"{_f(trig['p99_ms'])} ms", "live",
-                         trig["p99_ms"] is not None and trig["p99_ms"] <= 250 and trig["every_receiver_every_event"]))
-            rows.append((f"{name}: update latency p99 ≤ 1 s without it", f"{_f(poll['p99_ms'])} ms", "live",
-                         poll["p99_ms"] is not None and poll["p99_ms"] <= 1000 and poll["every_receiver_every_event"]))
+            rows.append(
+                (
+                    f"{name}: update latency p99 ≤ 250 ms with the trigger",
+                    f"{_f(trig['p99_ms'])} ms",
+                    "live",
+                    trig["p99_ms"] is not None and trig["p99_ms"] <= 250 and trig["every_receiver_every_event"],
+                )
+            )
+            rows.append(
+                (
+                    f"{name}: update latency p99 ≤ 1 s without it",
+                    f"{_f(poll['p99_ms'])} ms",
+                    "live",
+                    poll["p99_ms"] is not None and poll["p99_ms"] <= 1000 and poll["every_receiver_every_event"],
+                )
+            )
     return rows
 
 
@@ -76,8 +111,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"- load average at start {', '.join(f'{x:.2f}' for x in m['loadavg_start'])}; at end "
         f"{', '.join(f'{x:.2f}' for x in m.get('loadavg_end', ()))} (other work on the machine shows here)",
         f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
-        f"- {m['postgresql']} ({results['database']}); "
-        + ", ".join(f"{k}={v}" for k, v in m["postgresql_settings"].items()),
+        f"- {m['postgresql']} ({results['database']}); " + ", ".join(f"{k}={v}" for k, v in m["postgresql_settings"].items()),
         f"- load generator: {m['load_generator']} (compiled, one thread, its own process on the same 2 cores); "
         "live clients: Node (SSE: `bench/sse_clients.js` on Node's HTTP parser; Socket.IO: socket.io-client v4), "
         "in a process of their own",
@@ -90,7 +124,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"- created {d['created_min'][:10]} … {d['created_max'][:16]}, denser recently: {d['jobs_last_24h']:,} in the "
         f"last 24 h, {d['jobs_last_7d']:,} in the last 7 days",
         f"- tables: jobs {d['jobs_table_mb']:,} MB, results {d['results_table_mb']:,} MB (with indexes)",
-        f"- generated in **{d['seconds']} s** (" + ", ".join(f"{k} {v} s" for k, v in d["timings"].items()) + ")"
+        f"- generated in **{d['seconds']} s** ("
+        + ", ".join(f"{k} {v} s" for k, v in d["timings"].items())
+        + ")"
         + (" — kept from an earlier run" if d.get("kept") else ""),
         "",
         "## Budgets",
@@ -133,8 +169,14 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 lines.append(f"- {c['case']}: `{plan}`")
         lines += ["", "</details>"]
     if results.get("indexes"):
-        lines += ["", f"`python -m admin_service db install-indexes` ran in {results['indexes']['seconds']} s and printed:", "",
-                  "```sql", results["indexes"]["output"].strip(), "```"]
+        lines += [
+            "",
+            f"`python -m admin_service db install-indexes` ran in {results['indexes']['seconds']} s and printed:",
+            "",
+            "```sql",
+            results["indexes"]["output"].strip(),
+            "```",
+        ]
     live = results.get("live", {})
     if live.get("sse") or live.get("socketio"):
         lines += [
@@ -167,11 +209,16 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     analysis = Path(__file__).with_name("ANALYSIS.md")
     if analysis.exists():
         lines += ["", analysis.read_text().strip()]
-    lines += ["", "## Reproduce", "", "```sh",
-              "make bench                                                      # fresh embedded PostgreSQL",
-              "BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/bench make bench   # a database of its own",
-              "make bench BENCH_ARGS='--jobs 100000 --seconds 4 --sse 1000'    # smaller/faster",
-              "```"]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "make bench                                                      # fresh embedded PostgreSQL",
+        "BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/bench make bench   # a database of its own",
+        "make bench BENCH_ARGS='--jobs 100000 --seconds 4 --sse 1000'    # smaller/faster",
+        "```",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -189,12 +236,16 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         return
     names = [c["case"] for c in phases[0]["cases"]]
     live = results.get("live", {})
-    live_rows = [(f"{'SSE' if kind == 'sse' else 'Socket.IO'} x{r['clients']:,}", r)
-                 for kind in ("sse", "socketio") for r in live.get(kind, [])]
+    live_rows = [
+        (f"{'SSE' if kind == 'sse' else 'Socket.IO'} x{r['clients']:,}", r)
+        for kind in ("sse", "socketio")
+        for r in live.get(kind, [])
+    ]
     height_in = 0.42 * len(names) + 2.2 + (0.5 * len(live_rows) + 1.6 if live_rows else 0)
     fig = plt.figure(figsize=(15, height_in))
-    grid = fig.add_gridspec(2 if live_rows else 1, 2, height_ratios=[0.42 * len(names) + 1.2, 0.5 * len(live_rows) + 1.2]
-                            if live_rows else [1])
+    grid = fig.add_gridspec(
+        2 if live_rows else 1, 2, height_ratios=[0.42 * len(names) + 1.2, 0.5 * len(live_rows) + 1.2] if live_rows else [1]
+    )
     axes = [fig.add_subplot(grid[0, 0])]
     axes.append(fig.add_subplot(grid[0, 1], sharey=axes[0]))
     colors = {"without indexes": "#c0504d", "with install-indexes": "#4f81bd"}
@@ -205,8 +256,7 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
             ys = [n + i * height for n in range(len(names))]
             p95 = [by_name[n][mode]["p95_ms"] if n in by_name else 0 for n in names]
             p50 = [by_name[n][mode]["p50_ms"] if n in by_name else 0 for n in names]
-            ax.barh(ys, p95, height=height, color=colors.get(phase["label"], "#888"), alpha=0.45,
-                    label=f"p95, {phase['label']}")
+            ax.barh(ys, p95, height=height, color=colors.get(phase["label"], "#888"), alpha=0.45, label=f"p95, {phase['label']}")
             ax.barh(ys, p50, height=height, color=colors.get(phase["label"], "#888"), label=f"p50, {phase['label']}")
         if mode == "sequential":
             for n, case in enumerate(phases[0]["cases"]):
@@ -216,7 +266,9 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("ms (log scale)")
         conc = phases[0]["concurrency"]
-        ax.set_title("sequential (1 connection); black: p95 budget" if mode == "sequential" else f"concurrent ({conc} connections)")
+        ax.set_title(
+            "sequential (1 connection); black: p95 budget" if mode == "sequential" else f"concurrent ({conc} connections)"
+        )
         ax.grid(axis="x", which="both", alpha=0.3)
     axes[0].set_yticks([n + 0.4 - height / 2 for n in range(len(names))])
     axes[0].set_yticklabels(names)
@@ -226,10 +278,21 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         ax = fig.add_subplot(grid[1, :])
         for i, (mode, color) in enumerate((("polling", "#c0504d"), ("notify_trigger", "#4f81bd"))):
             ys = [n + i * 0.4 for n in range(len(live_rows))]
-            ax.barh(ys, [r[mode]["p99_ms"] or 0 for _, r in live_rows], height=0.4, color=color, alpha=0.45,
-                    label=f"p99, {mode.replace('_', ' ')}")
-            ax.barh(ys, [r[mode]["p50_ms"] or 0 for _, r in live_rows], height=0.4, color=color,
-                    label=f"p50, {mode.replace('_', ' ')}")
+            ax.barh(
+                ys,
+                [r[mode]["p99_ms"] or 0 for _, r in live_rows],
+                height=0.4,
+                color=color,
+                alpha=0.45,
+                label=f"p99, {mode.replace('_', ' ')}",
+            )
+            ax.barh(
+                ys,
+                [r[mode]["p50_ms"] or 0 for _, r in live_rows],
+                height=0.4,
+                color=color,
+                label=f"p50, {mode.replace('_', ' ')}",
+            )
         for n in range(len(live_rows)):
             ax.plot([250, 250], [n + 0.2, n + 0.6], color="black", linewidth=1.2)
             ax.plot([1000, 1000], [n - 0.2, n + 0.2], color="black", linewidth=1.2, linestyle=":")
@@ -238,8 +301,10 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.set_xlabel("ms (log scale)")
-        ax.set_title("live: job update committed -> received by every client, one worker "
-                     "(budgets p99: 250 ms with the trigger, 1 s without)")
+        ax.set_title(
+            "live: job update committed -> received by every client, one worker "
+            "(budgets p99: 250 ms with the trigger, 1 s without)"
+        )
         ax.grid(axis="x", which="both", alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     d = results["dataset"]

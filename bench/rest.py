@@ -42,12 +42,23 @@ def _q(path: str, **params: Any) -> str:
 def build_cases(engine: Engine, client: Any, headers: dict[str, str], sample: int = 200) -> list[Case]:
     """Every case of the issue, with real ids and a real deep cursor from this dataset."""
     with engine.connect() as conn:
-        ids = [str(r[0]) for r in conn.execute(text(
-            "SELECT id FROM archive.analysis_jobs TABLESAMPLE SYSTEM (2) REPEATABLE (7) "
-            "WHERE status = 'completed' AND result_id IS NOT NULL LIMIT :n"), {"n": sample})]
+        ids = [
+            str(r[0])
+            for r in conn.execute(
+                text(
+                    "SELECT id FROM archive.analysis_jobs TABLESAMPLE SYSTEM (2) REPEATABLE (7) "
+                    "WHERE status = 'completed' AND result_id IS NOT NULL LIMIT :n"
+                ),
+                {"n": sample},
+            )
+        ]
         if len(ids) < 10:
-            ids = [str(r[0]) for r in conn.execute(text(
-                "SELECT id FROM archive.analysis_jobs WHERE result_id IS NOT NULL ORDER BY id LIMIT :n"), {"n": sample})]
+            ids = [
+                str(r[0])
+                for r in conn.execute(
+                    text("SELECT id FROM archive.analysis_jobs WHERE result_id IS NOT NULL ORDER BY id LIMIT :n"), {"n": sample}
+                )
+            ]
         total = conn.execute(text("SELECT count(*) FROM archive.analysis_jobs")).scalar_one()
     deep_page = min(2000, max(2, total // 50 - 1))
     # The cursor that page `deep_page` is reached with: nextCursor of the page before it.
@@ -56,31 +67,92 @@ def build_cases(engine: Engine, client: Any, headers: dict[str, str], sample: in
     today = datetime.now(UTC).date()
     j = "/admin/jobs"
     cases = [
-        Case("stats warm", "stats", ["/admin/jobs/stats"], 50, "p95 ≤ 50 ms",
-             "the shared per-process figures (at most JOB_STATS_INTERVAL_MS old)"),
-        Case("stats cold", "stats", [_q("/admin/jobs/stats", fresh="true")], 150, "p95 ≤ 150 ms",
-             "fresh=true: every request recomputes (concurrent ones share one computation)"),
+        Case(
+            "stats warm",
+            "stats",
+            ["/admin/jobs/stats"],
+            50,
+            "p95 ≤ 50 ms",
+            "the shared per-process figures (at most JOB_STATS_INTERVAL_MS old)",
+        ),
+        Case(
+            "stats cold",
+            "stats",
+            [_q("/admin/jobs/stats", fresh="true")],
+            150,
+            "p95 ≤ 150 ms",
+            "fresh=true: every request recomputes (concurrent ones share one computation)",
+        ),
         Case("list page 1", "list", [_q(j, limit=50)], 20, "p95 ≤ 20 ms", "no filter, count=exact (default)"),
         Case("list status=failed", "list", [_q(j, limit=50, status="failed")], 20, "p95 ≤ 20 ms"),
-        Case("list assessment_name=IQ", "list", [_q(j, limit=50, assessment_name="IQ")], 100, "p95 ≤ 100 ms",
-             "partial, case-insensitive text filter"),
-        Case("list user_email=user4242", "list", [_q(j, limit=50, user_email="user4242")], 100, "p95 ≤ 100 ms",
-             "partial, case-insensitive text filter"),
-        Case("list date range (7 days)", "list",
-             [_q(j, limit=50, date_from=(today - timedelta(days=37)).isoformat(),
-                 date_to=(today - timedelta(days=31)).isoformat())], 20, "p95 ≤ 20 ms"),
+        Case(
+            "list assessment_name=IQ",
+            "list",
+            [_q(j, limit=50, assessment_name="IQ")],
+            100,
+            "p95 ≤ 100 ms",
+            "partial, case-insensitive text filter",
+        ),
+        Case(
+            "list user_email=user4242",
+            "list",
+            [_q(j, limit=50, user_email="user4242")],
+            100,
+            "p95 ≤ 100 ms",
+            "partial, case-insensitive text filter",
+        ),
+        Case(
+            "list date range (7 days)",
+            "list",
+            [
+                _q(
+                    j,
+                    limit=50,
+                    date_from=(today - timedelta(days=37)).isoformat(),
+                    date_to=(today - timedelta(days=31)).isoformat(),
+                )
+            ],
+            20,
+            "p95 ≤ 20 ms",
+        ),
     ]
     for sort in ("created_at", "updated_at", "completed_at", "status", "priority"):
-        cases.append(Case(f"list sort_by={sort}", "sort", [_q(j, limit=50, sort_by=sort)], 30, "p95 ≤ 30 ms",
-                          "DESC (the default order), no filter"))
+        cases.append(
+            Case(
+                f"list sort_by={sort}",
+                "sort",
+                [_q(j, limit=50, sort_by=sort)],
+                30,
+                "p95 ≤ 30 ms",
+                "DESC (the default order), no filter",
+            )
+        )
     cases += [
-        Case(f"list page {deep_page} (offset)", "deep", [_q(j, limit=50, page=deep_page)], None, "",
-             "OFFSET paging: reported, no budget"),
+        Case(
+            f"list page {deep_page} (offset)",
+            "deep",
+            [_q(j, limit=50, page=deep_page)],
+            None,
+            "",
+            "OFFSET paging: reported, no budget",
+        ),
         Case(f"list page {deep_page} (cursor)", "deep", [_q(j, limit=50, cursor=cursor)], 20, "p95 ≤ 20 ms"),
-        Case("details", "one", [f"/admin/jobs/{i}" for i in ids], 5, "p95 ≤ 5 ms; ≥ 1,000 req/s concurrent",
-             f"{len(ids)} different jobs, round-robin"),
-        Case("results", "one", [f"/admin/jobs/{i}/results" for i in ids], 10, "p95 ≤ 10 ms",
-             f"{len(ids)} different jobs (~2 KB JSON result each), round-robin"),
+        Case(
+            "details",
+            "one",
+            [f"/admin/jobs/{i}" for i in ids],
+            5,
+            "p95 ≤ 5 ms; ≥ 1,000 req/s concurrent",
+            f"{len(ids)} different jobs, round-robin",
+        ),
+        Case(
+            "results",
+            "one",
+            [f"/admin/jobs/{i}/results" for i in ids],
+            10,
+            "p95 ≤ 10 ms",
+            f"{len(ids)} different jobs (~2 KB JSON result each), round-robin",
+        ),
     ]
     return cases
 
@@ -151,8 +223,9 @@ def _plan_summary(plan: dict[str, Any], depth: int = 0) -> str:
     return parts[0] + (" <- " + " | ".join(parts[1:]) if len(parts) > 1 else "")
 
 
-def database_floor(engine: Engine, capture: StatementCapture, client: Any, headers: dict[str, str],
-                   case: Case, runs: int = 7) -> dict[str, Any]:
+def database_floor(
+    engine: Engine, capture: StatementCapture, client: Any, headers: dict[str, str], case: Case, runs: int = 7
+) -> dict[str, Any]:
     path = case.paths[0]
     client.get(path, headers=headers)  # warm: auth cache, compiled statement cache
     statements = capture.capture(lambda: client.get(path, headers=headers))
@@ -180,9 +253,19 @@ def run_wrk(url: str, token: str, paths: list[str], connections: int, seconds: f
         paths_file = f.name
     try:
         proc = subprocess.run(
-            [wrk_binary(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={timeout_s}s",
-             "-s", str(WRK_SCRIPT), url],
-            capture_output=True, text=True, timeout=seconds + timeout_s + 30,
+            [
+                wrk_binary(),
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                f"--timeout={timeout_s}s",
+                "-s",
+                str(WRK_SCRIPT),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + timeout_s + 30,
             env={"BENCH_TOKEN": token, "BENCH_PATHS": paths_file, "PATH": "/usr/bin:/bin"},
         )
     finally:
@@ -198,41 +281,65 @@ def run_wrk(url: str, token: str, paths: list[str], connections: int, seconds: f
         "requests": raw["requests"],
         "seconds": round(seconds_run, 2),
         "rps": round(raw["requests"] / seconds_run, 1) if seconds_run else 0.0,
-        "p50_ms": raw["p50"] / 1000, "p90_ms": raw["p90"] / 1000, "p95_ms": raw["p95"] / 1000,
-        "p99_ms": raw["p99"] / 1000, "mean_ms": round(raw["mean"] / 1000, 3), "max_ms": raw["max"] / 1000,
+        "p50_ms": raw["p50"] / 1000,
+        "p90_ms": raw["p90"] / 1000,
+        "p95_ms": raw["p95"] / 1000,
+        "p99_ms": raw["p99"] / 1000,
+        "mean_ms": round(raw["mean"] / 1000, 3),
+        "max_ms": raw["max"] / 1000,
         "errors": errors,
         "non_2xx": raw["errors_status"],
     }
 
 
-def measure_case(url: str, token: str, case: Case, seconds: float, concurrency: int, log: Callable[[str], None],
-                 warm_up: bool = True) -> dict[str, Any]:
+def measure_case(
+    url: str, token: str, case: Case, seconds: float, concurrency: int, log: Callable[[str], None], warm_up: bool = True
+) -> dict[str, Any]:
     if warm_up:
         run_wrk(url, token, case.paths, 1, 1)  # the first requests of a case are not its steady state
     sequential = run_wrk(url, token, case.paths, 1, seconds)
     concurrent = run_wrk(url, token, case.paths, concurrency, seconds)
-    log(f"  {case.name:32s} seq p50 {sequential['p50_ms']:7.2f} p95 {sequential['p95_ms']:7.2f} p99 {sequential['p99_ms']:7.2f} ms "
+    log(
+        f"  {case.name:32s} seq p50 {sequential['p50_ms']:7.2f} p95 {sequential['p95_ms']:7.2f} p99 {sequential['p99_ms']:7.2f} ms "
         f"{sequential['rps']:7.0f}/s | c{concurrency} p95 {concurrent['p95_ms']:7.2f} ms {concurrent['rps']:7.0f}/s"
-        + (f"  ERRORS {sequential['errors'] + concurrent['errors']}" if sequential["errors"] + concurrent["errors"] else ""))
+        + (f"  ERRORS {sequential['errors'] + concurrent['errors']}" if sequential["errors"] + concurrent["errors"] else "")
+    )
     return {"sequential": sequential, "concurrent": concurrent}
 
 
-def run_rest(url: str, token: str, cases: list[Case], floors: dict[str, dict[str, Any]], seconds: float,
-             concurrency: int, log: Callable[[str], None], warm_up: bool = True) -> list[dict[str, Any]]:
+def run_rest(
+    url: str,
+    token: str,
+    cases: list[Case],
+    floors: dict[str, dict[str, Any]],
+    seconds: float,
+    concurrency: int,
+    log: Callable[[str], None],
+    warm_up: bool = True,
+) -> list[dict[str, Any]]:
     out = []
     for case in cases:
         started = time.monotonic()
         figures = measure_case(url, token, case, seconds, concurrency, log, warm_up)
         floor = floors.get(case.name, {"ms": None})
         seq_p50 = figures["sequential"]["p50_ms"]
-        out.append({
-            "case": case.name, "group": case.group, "note": case.note, "path": case.paths[0],
-            "paths": len(case.paths), "budget_p95_ms": case.budget_p95_ms, "budget": case.budget_label,
-            **figures,
-            "db_ms": floor.get("ms"), "db_statements": floor.get("statements"), "db_plans": floor.get("plans", []),
-            "overhead_ratio": round(seq_p50 / floor["ms"], 1) if floor.get("ms") else None,
-            "wall_s": round(time.monotonic() - started, 1),
-            # 1-minute load average after the case: above ~2 means other work shared the 2 cores.
-            "loadavg_1m": round(os.getloadavg()[0], 2),
-        })
+        out.append(
+            {
+                "case": case.name,
+                "group": case.group,
+                "note": case.note,
+                "path": case.paths[0],
+                "paths": len(case.paths),
+                "budget_p95_ms": case.budget_p95_ms,
+                "budget": case.budget_label,
+                **figures,
+                "db_ms": floor.get("ms"),
+                "db_statements": floor.get("statements"),
+                "db_plans": floor.get("plans", []),
+                "overhead_ratio": round(seq_p50 / floor["ms"], 1) if floor.get("ms") else None,
+                "wall_s": round(time.monotonic() - started, 1),
+                # 1-minute load average after the case: above ~2 means other work shared the 2 cores.
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+            }
+        )
     return out

@@ -85,10 +85,14 @@ def open_database(stack: ExitStack, given_url: str | None, workdir: Path) -> tup
 def machine_info(engine: Any, load_generator: str | None = None) -> dict[str, Any]:
     with engine.connect() as conn:
         pg = conn.execute(text("SELECT version()")).scalar_one()
-        settings = {name: conn.execute(text(f"SHOW {name}")).scalar_one()
-                    for name in ("shared_buffers", "work_mem", "max_parallel_workers_per_gather", "jit")}
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+        settings = {
+            name: conn.execute(text(f"SHOW {name}")).scalar_one()
+            for name in ("shared_buffers", "work_mem", "max_parallel_workers_per_gather", "jit")
+        }
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
+        platform.processor(),
+    )
     mem = next((int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")), 0)
     from importlib.metadata import PackageNotFoundError, version
 
@@ -99,9 +103,15 @@ def machine_info(engine: Any, load_generator: str | None = None) -> dict[str, An
         except PackageNotFoundError:
             versions[dist] = "?"
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**20, 1),
-        "os": platform.platform(), "python": platform.python_version(), "postgresql": pg.split(" on ")[0],
-        "postgresql_settings": settings, "packages": versions, "load_generator": load_generator or rest.wrk_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**20, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": pg.split(" on ")[0],
+        "postgresql_settings": settings,
+        "packages": versions,
+        "load_generator": load_generator or rest.wrk_version(),
         "loadavg_start": os.getloadavg(),
     }
 
@@ -118,8 +128,14 @@ def admin_token(engine: Any) -> str:
 
 def install_indexes(database_url: str, drop: bool = False) -> str:
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": BENCH_SECRET}
-    proc = subprocess.run([sys.executable, "-m", "admin_service", "db", "install-indexes", *(["--drop"] if drop else [])],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-m", "admin_service", "db", "install-indexes", *(["--drop"] if drop else [])],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"install-indexes failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -132,9 +148,16 @@ def rest_phase(label: str, database_url: str, engine: Any, token: str, args: arg
     # The in-process app only finds each case's statements. Its shared figures and auth lookups
     # are kept long enough that a captured request runs what a request runs in the steady state
     # (not, now and then, a stats computation or a user lookup too).
-    settings = load_settings({"JWT_SECRET": BENCH_SECRET, "RATE_LIMIT": "100000000 per minute", "LOG_LEVEL": "WARNING",
-                              "JOB_STATS_INTERVAL_MS": "3600000", "AUTH_CACHE_SECONDS": "300"},
-                             database_url=database_url)
+    settings = load_settings(
+        {
+            "JWT_SECRET": BENCH_SECRET,
+            "RATE_LIMIT": "100000000 per minute",
+            "LOG_LEVEL": "WARNING",
+            "JOB_STATS_INTERVAL_MS": "3600000",
+            "AUTH_CACHE_SECONDS": "300",
+        },
+        database_url=database_url,
+    )
     app = create_app(settings, engine)
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
@@ -152,15 +175,17 @@ def rest_phase(label: str, database_url: str, engine: Any, token: str, args: arg
     log(f"[{label}] service under gunicorn (default workers), wrk -t1, {args.seconds:g} s per run")
     with run_service(database_url, workdir) as service:
         workers = len(service.workers())
-        results = rest.run_rest(service.url, token, cases, floors, args.seconds, args.concurrency, log,
-                                warm_up=not args.smoke)
+        results = rest.run_rest(service.url, token, cases, floors, args.seconds, args.concurrency, log, warm_up=not args.smoke)
     return {"label": label, "workers": workers, "concurrency": args.concurrency, "seconds": args.seconds, "cases": results}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"),
-                        help="a database of its own (default: a fresh embedded PostgreSQL in a temp dir)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL"),
+        help="a database of its own (default: a fresh embedded PostgreSQL in a temp dir)",
+    )
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=8, help="wrk duration of each run")
@@ -171,8 +196,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--updates", type=int, default=20, help="job updates per latency run")
     parser.add_argument("--no-indexes-phase", action="store_true", help="skip the run with db install-indexes")
     parser.add_argument("--only", nargs="*", help="only REST cases whose name contains one of these")
-    parser.add_argument("--smoke", action="store_true",
-                        help="quick run for the test suite: 3 REST cases, no warm-up runs, no report files unless --out")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="quick run for the test suite: 3 REST cases, no warm-up runs, no report files unless --out",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where results.json, RESULTS.md, latency.png go")
     args = parser.parse_args(argv)
 
@@ -223,8 +251,10 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     report.write_markdown(results, args.out / "RESULTS.md")
     report.write_chart(results, args.out / "latency.png")
-    log(f"\nwrote {args.out / 'results.json'}, {args.out / 'RESULTS.md'}, {args.out / 'latency.png'} "
-        f"in {results['total_seconds']} s")
+    log(
+        f"\nwrote {args.out / 'results.json'}, {args.out / 'RESULTS.md'}, {args.out / 'latency.png'} "
+        f"in {results['total_seconds']} s"
+    )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,10 @@ def run_service(database_url: str, log_dir: Path, extra_env: dict[str, str] | No
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-            cwd=ROOT, env=service_env(database_url, port, extra_env), stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=service_env(database_url, port, extra_env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     service = Service(process, port, log_path)
     try:

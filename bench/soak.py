@@ -78,10 +78,16 @@ def libpq(url: str) -> str:
 def code_version() -> str:
     """The commit the service ran from, and whether its code had uncommitted changes."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "admin_service", "gunicorn.conf.py", "wsgi.py"],
-                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "admin_service", "gunicorn.conf.py", "wsgi.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     changed = [line[3:] for line in dirty if line.strip()]
@@ -97,8 +103,23 @@ def ensure_redis(url: str) -> str:
     parts = urlsplit(url)
     if parts.hostname not in ("127.0.0.1", "localhost") or not shutil.which("redis-server"):
         raise SystemExit(f"Redis at {url} does not answer (and is not a local one this can start)")
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(parts.port or 6379),
-                    "--save", "", "--appendonly", "no"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(parts.port or 6379),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        check=True,
+        capture_output=True,
+    )
     deadline = time.monotonic() + 10
     while not answers(url):
         if time.monotonic() > deadline:
@@ -170,9 +191,16 @@ class RestLoad:
             self.by_instance[instance][status] += 1
             self.latency_ms[case.name].append(elapsed_ms)
             if body and len(self.errors) < 20:
-                self.errors.append({"at": datetime.now(UTC).isoformat(timespec="seconds"), "instance": instance,
-                                    "path": path, "status": status, "body": body,
-                                    "connection_idle_s": None if idle is None else round(idle, 3)})
+                self.errors.append(
+                    {
+                        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "instance": instance,
+                        "path": path,
+                        "status": status,
+                        "body": body,
+                        "connection_idle_s": None if idle is None else round(idle, 3),
+                    }
+                )
 
     def run(self, stop: threading.Event) -> None:
         interval = 1 / self.rate
@@ -193,12 +221,24 @@ class RestLoad:
         cases = []
         for case in self.cases:
             values = self.latency_ms[case.name]
-            cases.append({"case": case.name, "requests": len(values),
-                          **{f"p{q}_ms": round(percentile(values, q / 100) or 0, 1) for q in (50, 95, 99)},
-                          "max_ms": round(max(values), 1) if values else None})
-        return {"rate_per_s": self.rate, "requests": total, "failures": self.failures,
-                "error_rate": self.failures / total if total else None, "statuses": dict(self.statuses),
-                "by_instance": [dict(c) for c in self.by_instance], "cases": cases, "first_errors": self.errors}
+            cases.append(
+                {
+                    "case": case.name,
+                    "requests": len(values),
+                    **{f"p{q}_ms": round(percentile(values, q / 100) or 0, 1) for q in (50, 95, 99)},
+                    "max_ms": round(max(values), 1) if values else None,
+                }
+            )
+        return {
+            "rate_per_s": self.rate,
+            "requests": total,
+            "failures": self.failures,
+            "error_rate": self.failures / total if total else None,
+            "statuses": dict(self.statuses),
+            "by_instance": [dict(c) for c in self.by_instance],
+            "cases": cases,
+            "first_errors": self.errors,
+        }
 
 
 # --- job changes ----------------------------------------------------------------------------
@@ -308,7 +348,7 @@ def missing_changes(database_url: str, schema: str, changes: list[Change]) -> tu
         with conn.cursor() as cur:
             cur.execute(
                 f"SELECT job_row_id::text, status, extract(epoch FROM (payload->'job'->>'updated_at')::timestamptz)::float8 "
-                f'FROM "{schema}".job_events WHERE event = \'job-update\' AND job_row_id = ANY(%s::uuid[])',
+                f"FROM \"{schema}\".job_events WHERE event = 'job-update' AND job_row_id = ANY(%s::uuid[])",
                 (sorted({c.job for c in changes}),),
             )
             logged = Counter((job, status, round(at, 6)) for job, status, at in cur.fetchall())
@@ -322,7 +362,7 @@ def logged_ids(database_url: str, schema: str) -> list[int]:
     conn = psycopg2.connect(libpq(database_url))
     try:
         with conn.cursor() as cur:
-            cur.execute(f'SELECT id FROM "{schema}".job_events WHERE event IN (\'job-update\', \'job-alert\') ORDER BY id')
+            cur.execute(f"SELECT id FROM \"{schema}\".job_events WHERE event IN ('job-update', 'job-alert') ORDER BY id")
             return [row[0] for row in cur.fetchall()]
     finally:
         conn.close()
@@ -352,8 +392,15 @@ class MemorySampler:
                     self.restarted.append({"t": round(t, 1), "instance": instance, "new_pid": pid})
                     self.workers[instance].append(pid)
                 try:
-                    self.samples.append({"t": round(t, 1), "instance": instance, "pid": pid, "rss_mib": round(rss_mib(pid), 1),
-                                         "cpu_s": round(cpu_seconds(pid), 2)})
+                    self.samples.append(
+                        {
+                            "t": round(t, 1),
+                            "instance": instance,
+                            "pid": pid,
+                            "rss_mib": round(rss_mib(pid), 1),
+                            "cpu_s": round(cpu_seconds(pid), 2),
+                        }
+                    )
                 except (OSError, RuntimeError):
                     pass  # exited between the listing and the read: the next sample says so
 
@@ -372,12 +419,21 @@ class MemorySampler:
                 span = own[-1]["t"] - own[0]["t"]
                 warm = next((rss for t, rss in series if t >= warm_up), series[-1][1])
                 last = [rss for t, rss in series if t >= duration - last_window] or [series[-1][1]]
-                rows.append({
-                    "instance": instance, "pid": pid, "start_mib": series[0][1], "warm_mib": warm,
-                    "last_max_mib": max(last), "end_mib": series[-1][1], "max_mib": max(r for _, r in series),
-                    "growth": (max(last) - warm) / warm, "samples": len(series), "exited": pid not in self.alive,
-                    "cpu_percent": round(100 * (own[-1]["cpu_s"] - own[0]["cpu_s"]) / span, 1) if span else None,
-                })
+                rows.append(
+                    {
+                        "instance": instance,
+                        "pid": pid,
+                        "start_mib": series[0][1],
+                        "warm_mib": warm,
+                        "last_max_mib": max(last),
+                        "end_mib": series[-1][1],
+                        "max_mib": max(r for _, r in series),
+                        "growth": (max(last) - warm) / warm,
+                        "samples": len(series),
+                        "exited": pid not in self.alive,
+                        "cpu_percent": round(100 * (own[-1]["cpu_s"] - own[0]["cpu_s"]) / span, 1) if span else None,
+                    }
+                )
         return rows
 
 
@@ -413,24 +469,43 @@ def delivery(reports: list[dict[str, Any]], ids: list[int], counts: list[int]) -
         streams = report["streams"]
         expected = [len(ids) - bisect.bisect_right(ids, st["base"] or 0) for st in streams]
         received = [st["count"] for st in streams]
-        complete = sum(1 for st, e in zip(streams, expected, strict=True)
-                       if st["count"] == e and (st["last"] or st["base"] or 0) == newest and not st["disorder"])
-        per_instance.append({
-            "streams": count, "reported": len(streams), "open_at_end": report["open"], "complete": complete,
-            "expected_min": min(expected, default=0), "expected_max": max(expected, default=0),
-            "received_min": min(received, default=0), "received_max": max(received, default=0),
-            "expected_total": sum(expected), "received_total": sum(received),
-            "short_streams": sum(1 for r, e in zip(received, expected, strict=True) if r < e),
-            "out_of_order": sum(st["disorder"] for st in streams), "ended_by_server": sum(st["ends"] for st in streams),
-            "failed_resumes": sum(st["failed_resumes"] for st in streams), "error_events": sum(st["errors"] for st in streams),
-            "reset_events": sum(st["resets"] for st in streams), "without_base_id": sum(1 for st in streams if st["base"] is None),
-        })
-    return {"newest_id": newest, "events_logged": len(ids), "instances": per_instance,
-            "lag": lag_summary([r["lag_ms"] for r in reports])}
+        complete = sum(
+            1
+            for st, e in zip(streams, expected, strict=True)
+            if st["count"] == e and (st["last"] or st["base"] or 0) == newest and not st["disorder"]
+        )
+        per_instance.append(
+            {
+                "streams": count,
+                "reported": len(streams),
+                "open_at_end": report["open"],
+                "complete": complete,
+                "expected_min": min(expected, default=0),
+                "expected_max": max(expected, default=0),
+                "received_min": min(received, default=0),
+                "received_max": max(received, default=0),
+                "expected_total": sum(expected),
+                "received_total": sum(received),
+                "short_streams": sum(1 for r, e in zip(received, expected, strict=True) if r < e),
+                "out_of_order": sum(st["disorder"] for st in streams),
+                "ended_by_server": sum(st["ends"] for st in streams),
+                "failed_resumes": sum(st["failed_resumes"] for st in streams),
+                "error_events": sum(st["errors"] for st in streams),
+                "reset_events": sum(st["resets"] for st in streams),
+                "without_base_id": sum(1 for st in streams if st["base"] is None),
+            }
+        )
+    return {
+        "newest_id": newest,
+        "events_logged": len(ids),
+        "instances": per_instance,
+        "lag": lag_summary([r["lag_ms"] for r in reports]),
+    }
 
 
-def settle(clients: list[Clients], database_url: str, schema: str, writer: Writer,
-           deadline_s: float) -> tuple[list[dict[str, Any]], list[int], list[Change], float]:
+def settle(
+    clients: list[Clients], database_url: str, schema: str, writer: Writer, deadline_s: float
+) -> tuple[list[dict[str, Any]], list[int], list[Change], float]:
     """Wait until every change is logged and every stream holds the newest event (or time is up)."""
     started = time.monotonic()
     while True:
@@ -502,11 +577,21 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
     workers = [len(s.workers()) for s in services]
     log(f"two instances: {', '.join(s.url for s in services)}; gunicorn gevent workers per instance: {workers}")
     results["settings"] = {
-        "minutes": args.minutes, "streams": args.streams, "stream_events": STREAM_EVENTS, "rest_rate_per_s": args.rest_rate,
-        "change_rate_per_s": args.change_rate, "change_spacing_s": CHANGE_SPACING_S, "instances": 2,
-        "workers_per_instance": workers, "workers_source": "--workers" if args.workers else "gunicorn.conf.py default",
-        "notify_trigger": "installed (db install-notify-trigger)", "rate_limit": "100000000 per minute per admin, Redis storage",
-        "warm_up_s": warm_up, "last_window_s": last_window, "sample_s": sample_s, "settle_max_s": SETTLE_S,
+        "minutes": args.minutes,
+        "streams": args.streams,
+        "stream_events": STREAM_EVENTS,
+        "rest_rate_per_s": args.rest_rate,
+        "change_rate_per_s": args.change_rate,
+        "change_spacing_s": CHANGE_SPACING_S,
+        "instances": 2,
+        "workers_per_instance": workers,
+        "workers_source": "--workers" if args.workers else "gunicorn.conf.py default",
+        "notify_trigger": "installed (db install-notify-trigger)",
+        "rate_limit": "100000000 per minute per admin, Redis storage",
+        "warm_up_s": warm_up,
+        "last_window_s": last_window,
+        "sample_s": sample_s,
+        "settle_max_s": SETTLE_S,
         "max_growth": MAX_GROWTH,
     }
 
@@ -515,15 +600,22 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
     clients = []
     connect_started = time.monotonic()
     for service, count in zip(services, split, strict=True):
-        client = Clients(["node", str(BENCH / "sse_clients.js"), service.url, token, str(count),
-                          f"--events={STREAM_EVENTS}", "--count"])
+        client = Clients(
+            ["node", str(BENCH / "sse_clients.js"), service.url, token, str(count), f"--events={STREAM_EVENTS}", "--count"]
+        )
         stack.callback(client.close)
         clients.append(client)
     ready = [c.next_json(timeout=120 + count / 20) for c, count in zip(clients, split, strict=True)]
-    results["streams_connect"] = {"split": split, "ready": [r["ready"] for r in ready], "failed": [r["failed"] for r in ready],
-                                  "seconds": round(time.monotonic() - connect_started, 1)}
-    log(f"{sum(r['ready'] for r in ready)} streams connected ({sum(r['failed'] for r in ready)} refused) "
-        f"in {results['streams_connect']['seconds']} s")
+    results["streams_connect"] = {
+        "split": split,
+        "ready": [r["ready"] for r in ready],
+        "failed": [r["failed"] for r in ready],
+        "seconds": round(time.monotonic() - connect_started, 1),
+    }
+    log(
+        f"{sum(r['ready'] for r in ready)} streams connected ({sum(r['failed'] for r in ready)} refused) "
+        f"in {results['streams_connect']['seconds']} s"
+    )
 
     load = RestLoad([s.url for s in services], token, cases, args.rest_rate)
     writer = Writer(database_url, args.change_rate, args.users)
@@ -532,20 +624,29 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
     t0 = time.monotonic()
     memory.sample(0.0)
     machine_at_start, clients_at_start = machine_cpu(), [cpu_seconds(c.proc.pid) for c in clients]
-    threads = [threading.Thread(target=target, args=extra, name=name, daemon=True)
-               for name, target, extra in (("rest", load.run, (stop,)), ("writer", writer.run, (stop,)),
-                                           ("memory", memory.run, (stop, t0)))]
+    threads = [
+        threading.Thread(target=target, args=extra, name=name, daemon=True)
+        for name, target, extra in (
+            ("rest", load.run, (stop,)),
+            ("writer", writer.run, (stop,)),
+            ("memory", memory.run, (stop, t0)),
+        )
+    ]
     for thread in threads:
         thread.start()
-    log(f"load for {args.minutes:g} min: {args.rest_rate:g} REST req/s, {args.change_rate:g} job changes/s, "
-        f"{args.streams} streams; warm-up {warm_up:.0f} s, RSS every {sample_s:.0f} s")
+    log(
+        f"load for {args.minutes:g} min: {args.rest_rate:g} REST req/s, {args.change_rate:g} job changes/s, "
+        f"{args.streams} streams; warm-up {warm_up:.0f} s, RSS every {sample_s:.0f} s"
+    )
     progress_s = max(10.0, min(60.0, duration / 10))
     while (elapsed := time.monotonic() - t0) < duration:
         time.sleep(min(progress_s, duration - elapsed))
         latest = {s["pid"]: s["rss_mib"] for s in memory.samples}
-        log(f"  {time.monotonic() - t0:5.0f} s: {sum(load.statuses.values()):,} requests ({load.failures} failed), "
+        log(
+            f"  {time.monotonic() - t0:5.0f} s: {sum(load.statuses.values()):,} requests ({load.failures} failed), "
             f"{len(writer.changes):,} changes, RSS {' / '.join(f'{v:.0f}' for v in latest.values())} MiB, "
-            f"load avg {os.getloadavg()[0]:.2f}")
+            f"load avg {os.getloadavg()[0]:.2f}"
+        )
     stop.set()
     for thread in threads:
         thread.join(60)
@@ -565,16 +666,23 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
     _, events_for_changes = missing_changes(database_url, schema, writer.changes)
     results["rest"] = load.summary()
     results["changes"] = {
-        "total": len(writer.changes), "inserts": sum(1 for c in writer.changes if c.kind == "insert"),
+        "total": len(writer.changes),
+        "inserts": sum(1 for c in writer.changes if c.kind == "insert"),
         "updates": sum(1 for c in writer.changes if c.kind == "update"),
-        "by_status": dict(Counter(c.status for c in writer.changes)), "writer_errors": len(writer.errors),
+        "by_status": dict(Counter(c.status for c in writer.changes)),
+        "writer_errors": len(writer.errors),
         "writer_errors_first": writer.errors[:10],
-        "events_logged_for_them": events_for_changes, "missing": len(missing),
-        "missing_first": [c.__dict__ for c in missing[:10]], "settle_seconds": waited,
+        "events_logged_for_them": events_for_changes,
+        "missing": len(missing),
+        "missing_first": [c.__dict__ for c in missing[:10]],
+        "settle_seconds": waited,
     }
     results["delivery"] = delivery(reports, ids, [r["ready"] for r in ready])
-    results["memory"] = {"workers": memory.growth(duration, warm_up, last_window), "restarted": memory.restarted,
-                         "samples": memory.samples}
+    results["memory"] = {
+        "workers": memory.growth(duration, warm_up, last_window),
+        "restarted": memory.restarted,
+        "samples": memory.samples,
+    }
     results["service_logs"] = service_log_lines(services)
     results["client_stderr"] = [line for c in clients for line in c.errors[:5]]
 
@@ -589,25 +697,39 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
     worst = max(memory["workers"], key=lambda w: w["growth"], default=None)
     delivered = all(s["complete"] == s["streams"] == s["reported"] for s in streams)
     return [
-        {"criterion": "error rate 0 (REST: every answer 2xx, no connection error)",
-         "measured": f"{rest_['failures']} of {rest_['requests']:,} requests failed", "pass": rest_["failures"] == 0},
-        {"criterion": "every stream connects and is never ended by the server",
-         "measured": f"{sum(connect['ready']):,} of {sum(connect['split']):,} connected; {ended} ended by the server",
-         "pass": sum(connect["ready"]) == sum(connect["split"]) and ended == 0},
-        {"criterion": "no worker restarted", "measured": f"{len(memory['restarted'])} restarts",
-         "pass": not memory["restarted"]},
-        {"criterion": "every job change is in the event log",
-         "measured": f"{changes['total'] - changes['missing']:,} of {changes['total']:,} logged"
-                     + (f"; writer errors: {changes['writer_errors']}" if changes["writer_errors"] else ""),
-         "pass": changes["missing"] == 0 and changes["total"] > 0 and not changes["writer_errors"]},
-        {"criterion": "every stream received every event logged after its first id",
-         "measured": f"{sum(s['complete'] for s in streams):,} of {sum(s['streams'] for s in streams):,} streams complete; "
-                     f"received {sum(s['received_total'] for s in streams):,} of {sum(s['expected_total'] for s in streams):,}",
-         "pass": delivered and results["delivery"]["events_logged"] > 0},
-        {"criterion": f"memory: no worker grows more than {MAX_GROWTH:.0%} after warm-up",
-         "measured": (f"worst {worst['growth']:+.1%} (instance {worst['instance']}, pid {worst['pid']}: "
-                      f"{worst['warm_mib']:.1f} → {worst['last_max_mib']:.1f} MiB)") if worst else "no samples",
-         "pass": worst is not None and all(w["growth"] <= MAX_GROWTH for w in memory["workers"])},
+        {
+            "criterion": "error rate 0 (REST: every answer 2xx, no connection error)",
+            "measured": f"{rest_['failures']} of {rest_['requests']:,} requests failed",
+            "pass": rest_["failures"] == 0,
+        },
+        {
+            "criterion": "every stream connects and is never ended by the server",
+            "measured": f"{sum(connect['ready']):,} of {sum(connect['split']):,} connected; {ended} ended by the server",
+            "pass": sum(connect["ready"]) == sum(connect["split"]) and ended == 0,
+        },
+        {"criterion": "no worker restarted", "measured": f"{len(memory['restarted'])} restarts", "pass": not memory["restarted"]},
+        {
+            "criterion": "every job change is in the event log",
+            "measured": f"{changes['total'] - changes['missing']:,} of {changes['total']:,} logged"
+            + (f"; writer errors: {changes['writer_errors']}" if changes["writer_errors"] else ""),
+            "pass": changes["missing"] == 0 and changes["total"] > 0 and not changes["writer_errors"],
+        },
+        {
+            "criterion": "every stream received every event logged after its first id",
+            "measured": f"{sum(s['complete'] for s in streams):,} of {sum(s['streams'] for s in streams):,} streams complete; "
+            f"received {sum(s['received_total'] for s in streams):,} of {sum(s['expected_total'] for s in streams):,}",
+            "pass": delivered and results["delivery"]["events_logged"] > 0,
+        },
+        {
+            "criterion": f"memory: no worker grows more than {MAX_GROWTH:.0%} after warm-up",
+            "measured": (
+                f"worst {worst['growth']:+.1%} (instance {worst['instance']}, pid {worst['pid']}: "
+                f"{worst['warm_mib']:.1f} → {worst['last_max_mib']:.1f} MiB)"
+            )
+            if worst
+            else "no samples",
+            "pass": worst is not None and all(w["growth"] <= MAX_GROWTH for w in memory["workers"]),
+        },
     ]
 
 
@@ -615,8 +737,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--streams", type=int, default=1000, help="SSE streams, split over the two instances")
-    parser.add_argument("--database-url", default=os.environ.get("SOAK_DATABASE_URL"),
-                        help="a database of its own (default: a fresh embedded PostgreSQL in a temp dir)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("SOAK_DATABASE_URL"),
+        help="a database of its own (default: a fresh embedded PostgreSQL in a temp dir)",
+    )
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--rest-rate", type=float, default=30.0, help="REST requests per second, both instances together")
@@ -630,8 +755,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("node is not installed (make soak installs it)")
 
     command = " ".join(["python -m bench.soak", *(argv if argv is not None else sys.argv[1:])])
-    results: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
-                               "code": code_version(), "fd_limit": raise_fd_limit(), "loadavg_start": os.getloadavg()}
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "code": code_version(),
+        "fd_limit": raise_fd_limit(),
+        "loadavg_start": os.getloadavg(),
+    }
     started = time.monotonic()
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="admin-service-soak-")))
@@ -653,8 +783,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(str(v) for v in row) + " |" for row in rows), ""]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(v) for v in row) + " |" for row in rows),
+        "",
+    ]
 
 
 def rss_series(results: dict[str, Any], points: int = 11) -> tuple[list[str], list[list[Any]]]:
@@ -686,8 +820,10 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         "## Criteria",
         "",
-        *_table(["criterion", "measured", "verdict"],
-                [[c["criterion"], c["measured"], "**PASS**" if c["pass"] else "**FAIL**"] for c in results["criteria"]]),
+        *_table(
+            ["criterion", "measured", "verdict"],
+            [[c["criterion"], c["measured"], "**PASS**" if c["pass"] else "**FAIL**"] for c in results["criteria"]],
+        ),
         "## Set-up",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['os']}; Python {m['python']}; "
@@ -713,11 +849,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "",
         f"{r['requests']:,} requests, {r['failures']} failed (error rate {r['error_rate'] or 0:.4%}). "
         f"Statuses: {', '.join(f'{k}: {v:,}' for k, v in sorted(r['statuses'].items()))}; per instance: "
-        + "; ".join(f"instance {i} {', '.join(f'{k}: {v:,}' for k, v in sorted(c.items()))}" for i, c in enumerate(r["by_instance"]))
+        + "; ".join(
+            f"instance {i} {', '.join(f'{k}: {v:,}' for k, v in sorted(c.items()))}" for i, c in enumerate(r["by_instance"])
+        )
         + ".",
         "",
-        *_table(["case", "requests", "p50 ms", "p95 ms", "p99 ms", "max ms"],
-                [[c["case"], c["requests"], c["p50_ms"], c["p95_ms"], c["p99_ms"], c["max_ms"]] for c in r["cases"]]),
+        *_table(
+            ["case", "requests", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+            [[c["case"], c["requests"], c["p50_ms"], c["p95_ms"], c["p99_ms"], c["max_ms"]] for c in r["cases"]],
+        ),
         "Latency is counted from each request's slot in the schedule (open loop), so queueing in the load generator counts too.",
         "",
     ]
@@ -725,9 +865,11 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         lines += ["First failures:", ""]
         for e in r["first_errors"][:10]:
             idle = e.get("connection_idle_s")
-            lines.append(f"- {e['at']}, instance {e['instance']}, `{e['path']}`: {e['status']}"
-                         + (f" on a keep-alive connection idle for {idle} s" if idle is not None else "")
-                         + f": `{e['body'][:200]}`")
+            lines.append(
+                f"- {e['at']}, instance {e['instance']}, `{e['path']}`: {e['status']}"
+                + (f" on a keep-alive connection idle for {idle} s" if idle is not None else "")
+                + f": `{e['body'][:200]}`"
+            )
         lines.append("")
     lag = d["lag"]
     lines += [
@@ -739,24 +881,63 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"job-update/job-alert events (newest id {d['newest_id']:,}); capture and delivery caught up {ch['settle_seconds']} s "
         "after the load stopped.",
         "",
-        *_table(["instance", "streams", "complete", "expected min / max", "received min / max", "received / expected",
-                 "out of order", "ended by server", "error / reset events"],
-                [[i, f"{x['streams']:,}", f"{x['complete']:,}", f"{x['expected_min']:,} / {x['expected_max']:,}",
-                  f"{x['received_min']:,} / {x['received_max']:,}", f"{x['received_total']:,} / {x['expected_total']:,}",
-                  x["out_of_order"], x["ended_by_server"], f"{x['error_events']} / {x['reset_events']}"]
-                 for i, x in enumerate(d["instances"])]),
+        *_table(
+            [
+                "instance",
+                "streams",
+                "complete",
+                "expected min / max",
+                "received min / max",
+                "received / expected",
+                "out of order",
+                "ended by server",
+                "error / reset events",
+            ],
+            [
+                [
+                    i,
+                    f"{x['streams']:,}",
+                    f"{x['complete']:,}",
+                    f"{x['expected_min']:,} / {x['expected_max']:,}",
+                    f"{x['received_min']:,} / {x['received_max']:,}",
+                    f"{x['received_total']:,} / {x['expected_total']:,}",
+                    x["out_of_order"],
+                    x["ended_by_server"],
+                    f"{x['error_events']} / {x['reset_events']}",
+                ]
+                for i, x in enumerate(d["instances"])
+            ],
+        ),
         "Expected per stream = events in `admin.job_events` with an id above the one the server declared when the "
         "stream connected; a stream is complete when it received exactly those, in increasing id order, up to the newest.",
         "",
         f"Delivery lag (arrival at the client − the job's `updated_at`, over {lag['events']:,} deliveries): "
-        + (f"p50 {lag['p50_ms']} ms, p95 {lag['p95_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms." if lag["events"] else "—"),
+        + (
+            f"p50 {lag['p50_ms']} ms, p95 {lag['p95_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms."
+            if lag["events"]
+            else "—"
+        ),
         "",
         "## Memory (VmRSS per worker, MiB)",
         "",
-        *_table(["instance", "pid", "start", "end of warm-up", "max, last window", "end", "max", "growth", "verdict", "CPU"],
-                [[w["instance"], f"{w['pid']}{' (exited)' if w['exited'] else ''}", w["start_mib"], w["warm_mib"],
-                  w["last_max_mib"], w["end_mib"], w["max_mib"], f"{w['growth']:+.1%}",
-                  "PASS" if w["growth"] <= MAX_GROWTH else "FAIL", f"{w['cpu_percent']} %"] for w in results["memory"]["workers"]]),
+        *_table(
+            ["instance", "pid", "start", "end of warm-up", "max, last window", "end", "max", "growth", "verdict", "CPU"],
+            [
+                [
+                    w["instance"],
+                    f"{w['pid']}{' (exited)' if w['exited'] else ''}",
+                    w["start_mib"],
+                    w["warm_mib"],
+                    w["last_max_mib"],
+                    w["end_mib"],
+                    w["max_mib"],
+                    f"{w['growth']:+.1%}",
+                    "PASS" if w["growth"] <= MAX_GROWTH else "FAIL",
+                    f"{w['cpu_percent']} %",
+                ]
+                for w in results["memory"]["workers"]
+            ],
+        ),
         "CPU: the worker's CPU time over the run, in % of one core.",
         "",
     ]

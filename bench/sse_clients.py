@@ -60,7 +60,7 @@ class Streams:
                     end = buf.find(b"\n\n")
                     if end < 0:
                         break
-                    block, buf = buf[:end], buf[end + 2:]
+                    block, buf = buf[:end], buf[end + 2 :]
                     if EVENT in block:
                         match = JOB_ID.search(block)
                         if match:

@@ -90,7 +90,12 @@ def table_locked(engine: Engine, table: str) -> Iterator[None]:
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     # Generous limits: the suites send many requests and bad tokens from one address; the
     # tests of the limits set their own.
-    env = {"JWT_SECRET": TEST_SECRET, "RATE_LIMIT": "100000 per minute", "AUTH_FAILURE_LIMIT": "100000 per minute", "LOG_LEVEL": "WARNING"}
+    env = {
+        "JWT_SECRET": TEST_SECRET,
+        "RATE_LIMIT": "100000 per minute",
+        "AUTH_FAILURE_LIMIT": "100000 per minute",
+        "LOG_LEVEL": "WARNING",
+    }
     env.update({k: str(v) for k, v in overrides.pop("env", {}).items()})
     return load_settings(env, database_url=database_url, **overrides)
 
@@ -176,8 +181,12 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.now(UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
         .not_valid_after(now + timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False)
         .sign(key, hashes.SHA256())
@@ -191,8 +200,14 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def run_service(database_url: str, tmp_path: Path, *, workers: int = 1, env: dict[str, str] | None = None,
-                tls: tuple[Path, Path] | None = None) -> Iterator[RunningService]:
+def run_service(
+    database_url: str,
+    tmp_path: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
+) -> Iterator[RunningService]:
     """The service as production runs it: gunicorn, gevent workers, a real port; with `tls`
     (certificate, key) gunicorn serves HTTPS itself."""
     port = free_port()
@@ -213,7 +228,10 @@ def run_service(database_url: str, tmp_path: Path, *, workers: int = 1, env: dic
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-            cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     service = RunningService(process, port, log_path)
     if tls:

@@ -30,8 +30,15 @@ class Data:
         self._n += 1
         return self._n
 
-    def user(self, *, user_type: str = "user", is_active: bool = True, email: str | None = None,
-             username: str | None = None, id: str | None = None) -> dict[str, Any]:
+    def user(
+        self,
+        *,
+        user_type: str = "user",
+        is_active: bool = True,
+        email: str | None = None,
+        username: str | None = None,
+        id: str | None = None,
+    ) -> dict[str, Any]:
         n = self._next()
         row = {
             "id": id or str(uuid.uuid4()),
@@ -42,13 +49,22 @@ class Data:
         }
         with self.engine.begin() as conn:
             conn.execute(
-                text("INSERT INTO auth.users (id, email, username, user_type, is_active) VALUES (:id, :email, :username, :user_type, :is_active)"),
+                text(
+                    "INSERT INTO auth.users (id, email, username, user_type, is_active) VALUES (:id, :email, :username, :user_type, :is_active)"
+                ),
                 row,
             )
         return row
 
-    def job(self, *, user: dict[str, Any] | None = None, user_id: str | None = None, status: str = "queued",
-            created_at: datetime | None = None, **fields: Any) -> dict[str, Any]:
+    def job(
+        self,
+        *,
+        user: dict[str, Any] | None = None,
+        user_id: str | None = None,
+        status: str = "queued",
+        created_at: datetime | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         n = self._next()
         created = created_at or utcnow() - timedelta(minutes=n)
         row: dict[str, Any] = {
@@ -71,8 +87,7 @@ class Data:
         with self.engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO archive.analysis_jobs (" + ", ".join(row) + ") VALUES ("
-                    + ", ".join(f":{k}" for k in row) + ")"
+                    "INSERT INTO archive.analysis_jobs (" + ", ".join(row) + ") VALUES (" + ", ".join(f":{k}" for k in row) + ")"
                 ),
                 row,
             )

@@ -222,7 +222,11 @@ class SSEClient:
             left = deadline - time.monotonic()
             got = self._recv(left) if left > 0 else None
             if not got:
-                raise StreamTimeout(f"no response head within {timeout}s") if got is None else StreamEnded("closed before a response")
+                raise (
+                    StreamTimeout(f"no response head within {timeout}s")
+                    if got is None
+                    else StreamEnded("closed before a response")
+                )
             self._raw += got
         head, self._raw = self._raw.split(b"\r\n\r\n", 1)
         status_line, *lines = head.decode("latin-1").split("\r\n")

@@ -111,9 +111,9 @@ def routes(job: dict[str, Any]) -> list[str]:
 
 def rsa_keys() -> tuple[Any, str]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    )
     return private, public_pem
 
 
@@ -125,9 +125,9 @@ def rsa_pair() -> tuple[Any, str]:
 @pytest.fixture(scope="module")
 def ec_pair() -> tuple[Any, str]:
     private = ec.generate_private_key(ec.SECP256R1())
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public_pem = (
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    )
     return private, public_pem
 
 
@@ -170,7 +170,9 @@ UNAUTHORIZED_CASES: dict[str, HeaderMaker] = {
     "tampered payload": _tampered,
     "alg none": _alg_none,
     "rs256 to hs256 deployment": _rs256_to_hs_deployment,
-    "expired": lambda admin, data: bearer(hs_token(claims_for(admin["id"], iat=int(time.time()) - 7200, exp=int(time.time()) - 60))),
+    "expired": lambda admin, data: bearer(
+        hs_token(claims_for(admin["id"], iat=int(time.time()) - 7200, exp=int(time.time()) - 60))
+    ),
     "missing exp": lambda admin, data: bearer(hs_token(claims_for(admin["id"], exp=None))),
     "not yet valid": lambda admin, data: bearer(hs_token(claims_for(admin["id"], nbf=int(time.time()) + 3600))),
     "id not a uuid": lambda admin, data: bearer(hs_token(claims_for("1", sub=None))),
@@ -227,7 +229,9 @@ def test_non_admins_are_403_on_every_route(client: FlaskClient, data: Data, rout
 
 
 @pytest.mark.parametrize("user_type", ["admin", "superadmin"])
-def test_admins_and_superadmins_are_served_on_every_route(client: FlaskClient, data: Data, job: dict[str, Any], routes: list[str], user_type: str) -> None:
+def test_admins_and_superadmins_are_served_on_every_route(
+    client: FlaskClient, data: Data, job: dict[str, Any], routes: list[str], user_type: str
+) -> None:
     person = data.user(user_type=user_type)
     headers = bearer(hs_token(claims_for(person["id"])))
     stats, listing, details, results = (assert_ok(client.get(route, headers=headers)) for route in routes)
@@ -278,7 +282,9 @@ def test_rs256_deployment_accepts_rs256_and_refuses_key_confusion(
     assert_error(client.get("/admin/jobs/stats", headers=bearer(hs_token(claims))), 401, "UNAUTHORIZED")
     # Signed by some other RSA key.
     other_private, _ = rsa_keys()
-    assert_error(client.get("/admin/jobs/stats", headers=bearer(jwt.encode(claims, other_private, algorithm="RS256"))), 401, "UNAUTHORIZED")
+    assert_error(
+        client.get("/admin/jobs/stats", headers=bearer(jwt.encode(claims, other_private, algorithm="RS256"))), 401, "UNAUTHORIZED"
+    )
     # alg none against a public-key deployment.
     none_token = f"{b64json({'alg': 'none', 'typ': 'JWT'})}.{b64json(claims)}."
     assert_error(client.get("/admin/jobs/stats", headers=bearer(none_token)), 401, "UNAUTHORIZED")
@@ -305,7 +311,9 @@ def test_es256_deployment_accepts_es256(
     assert_error(client.get("/admin/jobs", headers=bearer(raw_hs256(claims, public_pem.encode()))), 401, "UNAUTHORIZED")
     other = ec.generate_private_key(ec.SECP256R1())
     assert_error(client.get("/admin/jobs", headers=bearer(jwt.encode(claims, other, algorithm="ES256"))), 401, "UNAUTHORIZED")
-    assert_error(client.get("/admin/jobs", headers=bearer(jwt.encode(claims, rsa_pair[0], algorithm="RS256"))), 401, "UNAUTHORIZED")
+    assert_error(
+        client.get("/admin/jobs", headers=bearer(jwt.encode(claims, rsa_pair[0], algorithm="RS256"))), 401, "UNAUTHORIZED"
+    )
 
 
 # --- issuer and audience ---------------------------------------------------------------------
@@ -341,9 +349,7 @@ def test_issuer_and_audience_are_checked_when_configured(
 # --- the cached user lookup ------------------------------------------------------------------
 
 
-def test_deactivated_or_demoted_admin_is_refused_once_the_cache_expires(
-    database_url: str, engine: Engine, data: Data
-) -> None:
+def test_deactivated_or_demoted_admin_is_refused_once_the_cache_expires(database_url: str, engine: Engine, data: Data) -> None:
     client = app_with(database_url, engine, AUTH_CACHE_SECONDS="1").test_client()
     leaving = data.user(user_type="admin")
     demoted = data.user(user_type="superadmin")
@@ -473,7 +479,9 @@ def test_auth_service_answers_are_cached(database_url: str, engine: Engine, data
     assert auth_stub.calls == [first, second]
 
 
-def test_auth_service_is_asked_again_after_the_cache_time(database_url: str, engine: Engine, data: Data, auth_stub: AuthStub) -> None:
+def test_auth_service_is_asked_again_after_the_cache_time(
+    database_url: str, engine: Engine, data: Data, auth_stub: AuthStub
+) -> None:
     client = remote_client(database_url, engine, auth_stub.url, AUTH_CACHE_SECONDS="1")
     token = auth_stub.add("admin")
     assert_ok(client.get("/admin/jobs/stats", headers=bearer(token)))

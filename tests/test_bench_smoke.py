@@ -29,10 +29,37 @@ def test_bench_harness_smoke(server_url: str, tmp_path: Path) -> None:
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.run", "--database-url", url, "--jobs", "3000", "--users", "300",
-             "--seconds", "1", "--concurrency", "4", "--explain-runs", "1", "--sse", "20", "--sockets", "",
-             "--updates", "2", "--smoke", "--out", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=280, env={**os.environ, "LOG_LEVEL": "WARNING"},
+            [
+                sys.executable,
+                "-m",
+                "bench.run",
+                "--database-url",
+                url,
+                "--jobs",
+                "3000",
+                "--users",
+                "300",
+                "--seconds",
+                "1",
+                "--concurrency",
+                "4",
+                "--explain-runs",
+                "1",
+                "--sse",
+                "20",
+                "--sockets",
+                "",
+                "--updates",
+                "2",
+                "--smoke",
+                "--out",
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=280,
+            env={**os.environ, "LOG_LEVEL": "WARNING"},
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     finally:

@@ -15,7 +15,14 @@ GOOD = {"JWT_SECRET": "a-long-enough-test-secret-0123456789"}
 
 
 def test_good_environment_loads() -> None:
-    settings = load_settings({**GOOD, "PORT": "8080", "STATS_TIMEZONE": "Europe/Berlin", "ALLOWED_ORIGINS": "https://a.example.com, http://localhost:3000"})
+    settings = load_settings(
+        {
+            **GOOD,
+            "PORT": "8080",
+            "STATS_TIMEZONE": "Europe/Berlin",
+            "ALLOWED_ORIGINS": "https://a.example.com, http://localhost:3000",
+        }
+    )
 
     assert settings.port == 8080
     assert settings.stats_timezone == "Europe/Berlin"
@@ -82,7 +89,11 @@ def run_serve(extra_env: dict[str, str], *args: str) -> subprocess.CompletedProc
     }
     return subprocess.run(
         [sys.executable, "-m", "admin_service", "serve", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -203,7 +203,9 @@ def change_job(data: Data, job_id: str, status: str, **extra: Any) -> None:
     completed = ", completed_at = now()" if status in ("completed", "failed") else ""
     data.execute(
         f"UPDATE archive.analysis_jobs SET status = :status, updated_at = now(){completed}{', ' + sets if sets else ''} WHERE id = :id",
-        status=status, id=job_id, **extra,
+        status=status,
+        id=job_id,
+        **extra,
     )
 
 
@@ -294,7 +296,9 @@ def test_job_changed_in_the_database_reaches_feed_table_and_cards_within_2_s(
     sign_in(page, service.url, seeded["token"])
     row = page.locator(f'#jobs-body tr[data-job-id="{job["id"]}"]')
     expect(row).to_have_attribute("data-status", "queued")
-    expect(card(page, "queued")).to_have_attribute("data-value", str(api(service, seeded["token"], "/jobs/stats")["overview"]["queued"]))
+    expect(card(page, "queued")).to_have_attribute(
+        "data-value", str(api(service, seeded["token"], "/jobs/stats")["overview"]["queued"])
+    )
     queued, completed = card_value(page, "queued"), card_value(page, "completed")
     page.evaluate("window.__sameDocument = true")
 
@@ -319,7 +323,9 @@ def test_job_changed_in_the_database_reaches_feed_table_and_cards_within_2_s(
     expect(row).to_have_attribute("data-status", "completed")  # the table row changed in place
 
     # The newest update comes first, and a failed job that used up its retries raises the banner.
-    other = data.job(user=seeded["admin"], status="processing", created_at=utcnow() - timedelta(minutes=5), retry_count=3, max_retries=3)
+    other = data.job(
+        user=seeded["admin"], status="processing", created_at=utcnow() - timedelta(minutes=5), retry_count=3, max_retries=3
+    )
     change_job(data, other["id"], "failed", error_message="worker crashed")
     expect(page.locator("#feed li").first).to_have_attribute("data-job-id", other["id"], timeout=3000)
     banner = page.locator('#alerts .alert[data-type="retries_exhausted"]')
@@ -564,7 +570,7 @@ def event_logged(data: Data, settings: Settings, job_row_id: str) -> int | None:
     """The log id of the job's `completed` event, once capture has logged it."""
     with data.engine.connect() as conn:
         return conn.execute(
-            text(f'SELECT max(id) FROM "{settings.admin_schema}".job_events WHERE job_row_id = :id AND status = \'completed\''),
+            text(f"SELECT max(id) FROM \"{settings.admin_schema}\".job_events WHERE job_row_id = :id AND status = 'completed'"),
             {"id": job_row_id},
         ).scalar()
 

@@ -77,7 +77,7 @@ class Answer:
 
 
 def outage_problem(response: requests.Response) -> str:
-    """"" for an answer a client may get while a dependency is down: 200 in the envelope, or
+    """ "" for an answer a client may get while a dependency is down: 200 in the envelope, or
     503 SERVICE_UNAVAILABLE in it with Retry-After; otherwise what is wrong with it."""
     try:
         body = response.json()
@@ -88,7 +88,12 @@ def outage_problem(response: requests.Response) -> str:
     if response.status_code == 503:
         error = body.get("error") or {}
         retry_after = response.headers.get("Retry-After", "")
-        if body.get("success") is False and error.get("code") == "SERVICE_UNAVAILABLE" and retry_after.isdigit() and int(retry_after) > 0:
+        if (
+            body.get("success") is False
+            and error.get("code") == "SERVICE_UNAVAILABLE"
+            and retry_after.isdigit()
+            and int(retry_after) > 0
+        ):
             return ""
         return f"503 outside the envelope or without Retry-After: {dict(response.headers)} {body}"
     return f"unexpected answer: {body}"
@@ -384,12 +389,18 @@ def test_postgresql_restart_under_load(private_server: PrivateServer, private_en
             wait_log(svc, LEADER, timeout=30, count=2)
             leader_back = time.monotonic() - restarted
             late_ids = wait_until(
-                lambda: [i for i, c in logged_changes(private_engine, schema) if c in set(late)][UNCAPTURED - 1:] and
-                [i for i, c in logged_changes(private_engine, schema) if c in set(late)], 20,
+                lambda: (
+                    [i for i, c in logged_changes(private_engine, schema) if c in set(late)][UNCAPTURED - 1 :]
+                    and [i for i, c in logged_changes(private_engine, schema) if c in set(late)]
+                ),
+                20,
                 "the changes from before the stop in the log",
             )
-            wait_until(lambda: all(set(late_ids) <= set(ids) for ids in fleet.received()), 20,  # type: ignore[union-attr]
-                       "every stream to receive the changes from before the stop")
+            wait_until(
+                lambda: all(set(late_ids) <= set(ids) for ids in fleet.received()),
+                20,  # type: ignore[union-attr]
+                "every stream to receive the changes from before the stop",
+            )
             late_on_streams = time.monotonic() - restarted
             time.sleep(3)  # load and changes go on after the recovery
             writer.stop()
@@ -400,8 +411,11 @@ def test_postgresql_restart_under_load(private_server: PrivateServer, private_en
             wait_until(lambda: expected <= {c for _, c in logged_changes(private_engine, schema)}, 20, "every change in the log")
             logged = logged_changes(private_engine, schema)
             logged_ids = [i for i, _ in logged]
-            wait_until(lambda: all(ids[-1:] == logged_ids[-1:] for ids in fleet.received()), 20,  # type: ignore[union-attr]
-                       "every stream to catch up")
+            wait_until(
+                lambda: all(ids[-1:] == logged_ids[-1:] for ids in fleet.received()),
+                20,  # type: ignore[union-attr]
+                "every stream to catch up",
+            )
             time.sleep(1)  # anything delivered twice would come now
             fleet.stop()
             received = fleet.received()
@@ -566,11 +580,15 @@ def test_rate_limit_store_down_fails_open_and_its_return_shares_the_budget_again
             load.halt.set()
         server.stop()
     assert "Traceback" not in log
-    print(f"\nRedis down: {len(load.answers)} requests all 200 (slowest {slowest:.2f}s, {len(after_kill)} after the kill); "
-          f"both instances back on Redis {returned:.1f}s after it returned")
+    print(
+        f"\nRedis down: {len(load.answers)} requests all 200 (slowest {slowest:.2f}s, {len(after_kill)} after the kill); "
+        f"both instances back on Redis {returned:.1f}s after it returned"
+    )
 
 
-def test_rate_limit_store_down_fails_closed_when_configured(database_url: str, engine: Engine, data: Data, tmp_path: Path) -> None:
+def test_rate_limit_store_down_fails_closed_when_configured(
+    database_url: str, engine: Engine, data: Data, tmp_path: Path
+) -> None:
     admins = [data.user(user_type="admin") for _ in range(20)]
     job = data.job(status="queued")
     server = RedisServer(free_port())
@@ -602,8 +620,11 @@ def test_rate_limit_store_down_fails_closed_when_configured(database_url: str, e
             restarting = time.monotonic()
             server = RedisServer(server.port)
             back = time.monotonic()
-            wait_until(lambda: load.answers[-1].sent > back and load.answers[-1].status == 200, 15,  # type: ignore[union-attr]
-                       "admin requests served again")
+            wait_until(
+                lambda: load.answers[-1].sent > back and load.answers[-1].status == 200,
+                15,  # type: ignore[union-attr]
+                "admin requests served again",
+            )
             time.sleep(1.0)
             load.stop()
             log = svc.log()
@@ -624,8 +645,10 @@ def test_rate_limit_store_down_fails_closed_when_configured(database_url: str, e
     recovered = max((a.done for a in failing_after), default=back) - back
     assert all(a.status == 200 for a in answers if a.sent >= back + recovered)
     assert "rate-limit storage unreachable" in log
-    print(f"\nRedis down, fail closed: {len(down)} requests refused with 503 (slowest {max(a.seconds for a in down):.2f}s), "
-          f"the one in flight too; served again {recovered:.2f}s after Redis returned")
+    print(
+        f"\nRedis down, fail closed: {len(down)} requests refused with 503 (slowest {max(a.seconds for a in down):.2f}s), "
+        f"the one in flight too; served again {recovered:.2f}s after Redis returned"
+    )
 
 
 # --- SIGTERM with a request in flight ---------------------------------------------------------------
@@ -646,9 +669,11 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
     env = {**ENV, "GRACEFUL_TIMEOUT": "20"}
     with run_service(database_url, tmp_path, env=env) as a:
         wait_log(a, LEADER)
-        with run_service(database_url, tmp_path, env=env) as b, \
-                SSEClient(a.url, token=token, params=UPDATES_ONLY) as on_a, \
-                SSEClient(b.url, token=token, params=UPDATES_ONLY) as on_b:
+        with (
+            run_service(database_url, tmp_path, env=env) as b,
+            SSEClient(a.url, token=token, params=UPDATES_ONLY) as on_a,
+            SSEClient(b.url, token=token, params=UPDATES_ONLY) as on_b,
+        ):
             url = f"{a.url}/admin/jobs/{job['id']}"
             # A browser's idle keep-alive connection (KEEPALIVE_S is 75 s, longer than GRACEFUL_TIMEOUT).
             idle = requests.Session()
@@ -701,8 +726,10 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
             idle.close()
             after = jobs.insert()
             on_b.wait_for(for_job(after), 5, "a change captured by the new leader")
-    print(f"\nSIGTERM with a request in flight: answered 200 after {answer['seconds']:.2f}s (lock held 1.5s after the signal); "
-          f"instance exited {exited:.2f}s after SIGTERM; the other instance led capture {took_over:.2f}s after the lock was released")
+    print(
+        f"\nSIGTERM with a request in flight: answered 200 after {answer['seconds']:.2f}s (lock held 1.5s after the signal); "
+        f"instance exited {exited:.2f}s after SIGTERM; the other instance led capture {took_over:.2f}s after the lock was released"
+    )
 
 
 # --- clients that vanish or stop reading --------------------------------------------------------
@@ -798,14 +825,21 @@ def test_clients_that_vanish_or_stop_reading_are_dropped_without_memory_growth(
                     written += BURSTS * PER_BURST
                 wrote = time.monotonic()
                 ports = [sock.getsockname()[1] for sock in stalled]
-                wait_until(lambda: all(server_side_state(svc.port, port) != ESTABLISHED for port in ports), 30,  # noqa: B023
-                           f"the server to drop every stalled client of round {round_}", every=0.5)
+                wait_until(
+                    lambda: all(server_side_state(svc.port, port) != ESTABLISHED for port in ports),  # noqa: B023
+                    30,
+                    f"the server to drop every stalled client of round {round_}",
+                    every=0.5,
+                )
                 for sock in stalled:
                     sock.close()
                 wait_until(lambda n=live: gauges() == (n, n), 15, "the gauges back to the live readers")  # type: ignore[misc]
                 if readers is not None:
-                    wait_until(lambda n=written, fleet=readers: all(len(ids) == n for ids in fleet.received()), 20,  # type: ignore[misc]
-                               "the readers to receive every event")
+                    wait_until(
+                        lambda n=written, fleet=readers: all(len(ids) == n for ids in fleet.received()),
+                        20,  # type: ignore[misc]
+                        "the readers to receive every event",
+                    )
                 # Measured once capture has stopped re-reading this round's rows (its overlap window):
                 # each pass holds them all in memory for a moment.
                 time.sleep(max(0.5, wrote + OVERLAP_S + 1 - time.monotonic()))
@@ -829,7 +863,9 @@ def test_clients_that_vanish_or_stop_reading_are_dropped_without_memory_growth(
     # round (20,000 and 50,000 entries), within the margin.
     warm = max(rss[:WARM_UP])
     assert max(rss[WARM_UP:]) <= warm * 1.10, f"worker RSS grew from {warm:.1f} MB after the warm-up: {rss}"
-    print(f"\nslow and vanishing clients: {ROUNDS} rounds x ({VANISHING} vanishing + {STALLED} stalled) with "
-          f"{READERS} live readers; {ROUNDS * BURSTS * PER_BURST} events of {BIG // 1000} KB ({written} to each reader); drops logged {log.count('dropped a slow subscriber')}; "
-          f"worker RSS {started_rss:.1f} MB at start, after each round {[round(r, 1) for r in rss]} MB "
-          f"(highest after the warm-up: {(max(rss[WARM_UP:]) / warm - 1) * 100:+.1f}% of its high-water mark)")
+    print(
+        f"\nslow and vanishing clients: {ROUNDS} rounds x ({VANISHING} vanishing + {STALLED} stalled) with "
+        f"{READERS} live readers; {ROUNDS * BURSTS * PER_BURST} events of {BIG // 1000} KB ({written} to each reader); drops logged {log.count('dropped a slow subscriber')}; "
+        f"worker RSS {started_rss:.1f} MB at start, after each round {[round(r, 1) for r in rss]} MB "
+        f"(highest after the warm-up: {(max(rss[WARM_UP:]) / warm - 1) * 100:+.1f}% of its high-water mark)"
+    )

@@ -61,7 +61,9 @@ def error_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(engine: Engine, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningService, str]]:
+def fuzz_target(
+    engine: Engine, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningService, str]]:
     """The service with a few jobs (so lists, details and results answer 200 too) and an admin token."""
     data = Data(engine)
     data.clear()
@@ -69,7 +71,9 @@ def fuzz_target(engine: Engine, database_url: str, tmp_path_factory: pytest.Temp
     now = utcnow()
     for i, status in enumerate(("queued", "processing", "completed", "failed", "cancelled", "completed")):
         job = data.job(
-            user=admin, status=status, created_at=now - timedelta(hours=i),
+            user=admin,
+            status=status,
+            created_at=now - timedelta(hours=i),
             completed_at=now if status in ("completed", "failed") else None,
             processing_started_at=now - timedelta(minutes=30) if status != "queued" else None,
         )

@@ -20,8 +20,20 @@ from tests.conftest import make_settings, scratch_database, token_for
 from tests.factories import Data
 
 JOB_COLUMNS = (
-    "id", "job_id", "user_id", "status", "result_id", "error_message", "completed_at", "created_at", "updated_at",
-    "assessment_name", "priority", "retry_count", "max_retries", "processing_started_at",
+    "id",
+    "job_id",
+    "user_id",
+    "status",
+    "result_id",
+    "error_message",
+    "completed_at",
+    "created_at",
+    "updated_at",
+    "assessment_name",
+    "priority",
+    "retry_count",
+    "max_retries",
+    "processing_started_at",
 )
 RESULT_JOB_KEYS = {"id", "job_id", "status", "assessment_name", "completed_at", "user_id", "created_at"}
 
@@ -65,9 +77,15 @@ def test_details_by_row_id_and_by_job_id(client: FlaskClient, auth: dict[str, st
     owner = data.user(username="marta")
     created = datetime.now(UTC) - timedelta(hours=2)
     job = data.job(
-        user=owner, status="completed", created_at=created, updated_at=created + timedelta(seconds=300),
+        user=owner,
+        status="completed",
+        created_at=created,
+        updated_at=created + timedelta(seconds=300),
         processing_started_at=created + timedelta(seconds=12, milliseconds=500),
-        completed_at=created + timedelta(seconds=300), assessment_name="AI-Based IQ Test", priority=7, retry_count=1,
+        completed_at=created + timedelta(seconds=300),
+        assessment_name="AI-Based IQ Test",
+        priority=7,
+        retry_count=1,
     )
     data.job(user=owner, status="queued")  # a neighbour that must not be returned
 
@@ -112,7 +130,9 @@ def test_processing_job_reports_time_so_far(client: FlaskClient, auth: dict[str,
     details = get_ok(client, f"/admin/jobs/{job['id']}", auth)
     after = datetime.now(UTC)
 
-    assert (before - started).total_seconds() - 0.01 <= details["processingTimeSeconds"] <= (after - started).total_seconds() + 0.01
+    assert (
+        (before - started).total_seconds() - 0.01 <= details["processingTimeSeconds"] <= (after - started).total_seconds() + 0.01
+    )
     assert details["queueWaitSeconds"] == pytest.approx(45)
     assert details["completed_at"] is None
 
@@ -183,8 +203,13 @@ def test_details_need_an_admin(client: FlaskClient, data: Data) -> None:
 def test_results_give_the_job_summary_and_every_result_column(client: FlaskClient, auth: dict[str, str], data: Data) -> None:
     owner = data.user()
     created = datetime.now(UTC) - timedelta(minutes=20)
-    job = data.job(user=owner, status="completed", created_at=created, completed_at=created + timedelta(minutes=4),
-                   assessment_name="Custom Assessment")
+    job = data.job(
+        user=owner,
+        status="completed",
+        created_at=created,
+        completed_at=created + timedelta(minutes=4),
+        assessment_name="Custom Assessment",
+    )
     result = data.result(
         job,
         test_data=json.dumps({"questions": 60, "language": "en"}),
@@ -193,7 +218,9 @@ def test_results_give_the_job_summary_and_every_result_column(client: FlaskClien
         is_public=True,
     )
     with data.engine.connect() as conn:
-        stored = conn.execute(text("SELECT * FROM archive.analysis_results WHERE id = :id"), {"id": result["id"]}).mappings().one()
+        stored = (
+            conn.execute(text("SELECT * FROM archive.analysis_results WHERE id = :id"), {"id": result["id"]}).mappings().one()
+        )
 
     for ref in (job["id"], job["job_id"]):
         payload = get_ok(client, f"/admin/jobs/{ref}/results", auth)
@@ -260,7 +287,12 @@ def test_results_from_the_older_layout(old_layout_url: str, admin: dict[str, Any
                     "INSERT INTO archive.analysis_results (id, user_id, assessment_data, persona_profile) "
                     "VALUES (:id, :user, CAST(:a AS jsonb), CAST(:p AS jsonb))"
                 ),
-                {"id": result_id, "user": user_id, "a": json.dumps({"riasec": {"R": 3}}), "p": json.dumps({"archetype": "The Explorer"})},
+                {
+                    "id": result_id,
+                    "user": user_id,
+                    "a": json.dumps({"riasec": {"R": 3}}),
+                    "p": json.dumps({"archetype": "The Explorer"}),
+                },
             )
             conn.execute(
                 text(
@@ -274,7 +306,15 @@ def test_results_from_the_older_layout(old_layout_url: str, admin: dict[str, Any
         payload = get_ok(client, "/admin/jobs/legacy-1/results", auth)
 
         assert payload["job"]["job_id"] == "legacy-1"
-        assert set(payload["result"]) == {"id", "user_id", "assessment_data", "persona_profile", "is_public", "created_at", "updated_at"}
+        assert set(payload["result"]) == {
+            "id",
+            "user_id",
+            "assessment_data",
+            "persona_profile",
+            "is_public",
+            "created_at",
+            "updated_at",
+        }
         assert payload["result"]["id"] == result_id
         assert payload["result"]["assessment_data"] == {"riasec": {"R": 3}}
         assert payload["result"]["persona_profile"] == {"archetype": "The Explorer"}

@@ -22,8 +22,20 @@ from tests.factories import Data
 
 URL = "/admin/jobs"
 JOB_COLUMNS = {
-    "id", "job_id", "user_id", "status", "result_id", "error_message", "completed_at", "created_at",
-    "updated_at", "assessment_name", "priority", "retry_count", "max_retries", "processing_started_at",
+    "id",
+    "job_id",
+    "user_id",
+    "status",
+    "result_id",
+    "error_message",
+    "completed_at",
+    "created_at",
+    "updated_at",
+    "assessment_name",
+    "priority",
+    "retry_count",
+    "max_retries",
+    "processing_started_at",
 }
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
 
@@ -142,7 +154,13 @@ class World:
             (self.alice, "batch-2026-A-002", "failed", DAY - timedelta(microseconds=1), "Big Five 100%"),
             (self.alice, "batch-2026-A-003", "queue", DAY, "big_five v2"),
             (self.alice, "batch-2026-B-001", "queued", DAY + timedelta(hours=12), "Bigfive"),
-            (self.bob, "batch-2026-B-002", "processing", DAY + timedelta(hours=23, minutes=59, seconds=59, microseconds=999999), "Riasec"),
+            (
+                self.bob,
+                "batch-2026-B-002",
+                "processing",
+                DAY + timedelta(hours=23, minutes=59, seconds=59, microseconds=999999),
+                "Riasec",
+            ),
             (self.bob, "batch-2026-B-003", "completed", DAY + timedelta(days=1), "Big Five 100%"),
             (self.bob, "other-77", "cancelled", DAY + timedelta(days=1, hours=6), "Path\\Test"),
             (self.carol, "other-78", "completed", DAY + timedelta(hours=8), "AI-Driven Talent Mapping"),
@@ -155,8 +173,13 @@ class World:
         for user, job_id, status, created, name in specs:
             self.jobs.append(
                 data.job(
-                    user=user, user_id=None if user else self.ghost_id, job_id=job_id, status=status,
-                    created_at=created, updated_at=created, assessment_name=name,
+                    user=user,
+                    user_id=None if user else self.ghost_id,
+                    job_id=job_id,
+                    status=status,
+                    created_at=created,
+                    updated_at=created,
+                    assessment_name=name,
                 )
             )
 
@@ -181,9 +204,17 @@ def test_envelope_and_every_column_of_a_job_row(client: FlaskClient, data: Data,
     user = data.user(email="shape@example.com", username="shape_user")
     created = datetime(2026, 1, 5, 9, 30, 15, 123456, tzinfo=UTC)
     job = data.job(
-        user=user, status="completed", created_at=created, updated_at=created + timedelta(minutes=9),
-        completed_at=created + timedelta(minutes=8), processing_started_at=created + timedelta(minutes=1),
-        error_message="warning: partial", assessment_name="Riasec", priority=7, retry_count=2, max_retries=5,
+        user=user,
+        status="completed",
+        created_at=created,
+        updated_at=created + timedelta(minutes=9),
+        completed_at=created + timedelta(minutes=8),
+        processing_started_at=created + timedelta(minutes=1),
+        error_message="warning: partial",
+        assessment_name="Riasec",
+        priority=7,
+        retry_count=2,
+        max_retries=5,
     )
     data.result(job)
 
@@ -214,8 +245,14 @@ def test_envelope_and_every_column_of_a_job_row(client: FlaskClient, data: Data,
     assert row["user"] == {"id": user["id"], "email": "shape@example.com", "username": "shape_user"}
 
     assert body["data"]["pagination"] == {
-        "total": 1, "countMode": "exact", "page": 1, "limit": 50, "totalPages": 1,
-        "hasNext": False, "hasPrev": False, "nextCursor": None,
+        "total": 1,
+        "countMode": "exact",
+        "page": 1,
+        "limit": 50,
+        "totalPages": 1,
+        "hasNext": False,
+        "hasPrev": False,
+        "nextCursor": None,
     }
 
 
@@ -268,7 +305,11 @@ def test_requires_a_token(client: FlaskClient, data: Data) -> None:
 FILTER_CASES: list[tuple[str, Params, Callable[[World, dict[str, Any], dict[str, Any] | None], bool]]] = [
     ("status single", {"status": "failed"}, lambda w, j, u: j["status"] == "failed"),
     ("status list", {"status": "completed,failed"}, lambda w, j, u: j["status"] in ("completed", "failed")),
-    ("status list with spaces and case", {"status": " Completed , CANCELLED"}, lambda w, j, u: j["status"] in ("completed", "cancelled")),
+    (
+        "status list with spaces and case",
+        {"status": " Completed , CANCELLED"},
+        lambda w, j, u: j["status"] in ("completed", "cancelled"),
+    ),
     ("status queued includes stored queue", {"status": "queued"}, lambda w, j, u: j["status"] in ("queue", "queued")),
     ("status alias queue", {"status": "queue"}, lambda w, j, u: j["status"] in ("queue", "queued")),
     ("status alias in list", {"status": "queue,processing"}, lambda w, j, u: j["status"] in ("queue", "queued", "processing")),
@@ -276,7 +317,11 @@ FILTER_CASES: list[tuple[str, Params, Callable[[World, dict[str, Any], dict[str,
     ("user_id upper case", lambda w: {"user_id": w.carol["id"].upper()}, lambda w, j, u: j["user_id"] == w.carol["id"]),
     ("user_id of nobody", {"user_id": str(uuid.UUID(int=1))}, lambda w, j, u: False),
     ("user_email partial", {"user_email": "example"}, lambda w, j, u: u is not None and has(u["email"], "example")),
-    ("user_email case-insensitive", {"user_email": "ALICE.smith"}, lambda w, j, u: u is not None and has(u["email"], "alice.smith")),
+    (
+        "user_email case-insensitive",
+        {"user_email": "ALICE.smith"},
+        lambda w, j, u: u is not None and has(u["email"], "alice.smith"),
+    ),
     ("user_username partial", {"user_username": "builder"}, lambda w, j, u: u is not None and has(u["username"], "builder")),
     ("user_username case-insensitive", {"user_username": "CAROL"}, lambda w, j, u: u is not None and has(u["username"], "carol")),
     ("assessment_name partial", {"assessment_name": "five"}, lambda w, j, u: has(j["assessment_name"], "five")),
@@ -288,13 +333,37 @@ FILTER_CASES: list[tuple[str, Params, Callable[[World, dict[str, Any], dict[str,
     ("search by username partial", {"search": "rol9"}, lambda w, j, u: u is not None and has(u["username"], "rol9")),
     ("search with no match", {"search": "zzz-nothing"}, lambda w, j, u: False),
     ("date_from date-time", {"date_from": "2026-03-10T12:00:00Z"}, lambda w, j, u: j["created_at"] >= DAY + timedelta(hours=12)),
-    ("date_to date-time inclusive", {"date_to": "2026-03-10T12:00:00Z"}, lambda w, j, u: j["created_at"] <= DAY + timedelta(hours=12)),
-    ("date-time with offset", {"date_from": "2026-03-10T14:00:00+02:00"}, lambda w, j, u: j["created_at"] >= DAY + timedelta(hours=12)),
-    ("naive date-time means UTC", {"date_to": "2026-03-10T08:00:00"}, lambda w, j, u: j["created_at"] <= DAY + timedelta(hours=8)),
+    (
+        "date_to date-time inclusive",
+        {"date_to": "2026-03-10T12:00:00Z"},
+        lambda w, j, u: j["created_at"] <= DAY + timedelta(hours=12),
+    ),
+    (
+        "date-time with offset",
+        {"date_from": "2026-03-10T14:00:00+02:00"},
+        lambda w, j, u: j["created_at"] >= DAY + timedelta(hours=12),
+    ),
+    (
+        "naive date-time means UTC",
+        {"date_to": "2026-03-10T08:00:00"},
+        lambda w, j, u: j["created_at"] <= DAY + timedelta(hours=8),
+    ),
     ("date_from plain date", {"date_from": "2026-03-10"}, lambda w, j, u: j["created_at"] >= DAY),
-    ("date_to plain date includes the whole day", {"date_to": "2026-03-10"}, lambda w, j, u: j["created_at"] < DAY + timedelta(days=1)),
-    ("date_to basic-format date is a whole day too", {"date_to": "20260310"}, lambda w, j, u: j["created_at"] < DAY + timedelta(days=1)),
-    ("one whole day", {"date_from": "2026-03-10", "date_to": "2026-03-10"}, lambda w, j, u: DAY <= j["created_at"] < DAY + timedelta(days=1)),
+    (
+        "date_to plain date includes the whole day",
+        {"date_to": "2026-03-10"},
+        lambda w, j, u: j["created_at"] < DAY + timedelta(days=1),
+    ),
+    (
+        "date_to basic-format date is a whole day too",
+        {"date_to": "20260310"},
+        lambda w, j, u: j["created_at"] < DAY + timedelta(days=1),
+    ),
+    (
+        "one whole day",
+        {"date_from": "2026-03-10", "date_to": "2026-03-10"},
+        lambda w, j, u: DAY <= j["created_at"] < DAY + timedelta(days=1),
+    ),
     (
         "date-time from, plain date to, same day",
         {"date_from": "2026-03-10T12:00:00Z", "date_to": "2026-03-10"},
@@ -303,14 +372,22 @@ FILTER_CASES: list[tuple[str, Params, Callable[[World, dict[str, Any], dict[str,
     (
         "status and user_email and date range",
         {"status": "completed,failed", "user_email": "EXAMPLE", "date_from": "2026-03-09", "date_to": "2026-03-12"},
-        lambda w, j, u: j["status"] in ("completed", "failed") and u is not None and has(u["email"], "example")
-        and DAY - timedelta(days=1) <= j["created_at"] < DAY + timedelta(days=3),
+        lambda w, j, u: (
+            j["status"] in ("completed", "failed")
+            and u is not None
+            and has(u["email"], "example")
+            and DAY - timedelta(days=1) <= j["created_at"] < DAY + timedelta(days=3)
+        ),
     ),
     (
         "assessment_name and user_username and status",
         {"assessment_name": "five", "user_username": "alice", "status": "queued"},
-        lambda w, j, u: has(j["assessment_name"], "five") and u is not None and has(u["username"], "alice")
-        and j["status"] in ("queue", "queued"),
+        lambda w, j, u: (
+            has(j["assessment_name"], "five")
+            and u is not None
+            and has(u["username"], "alice")
+            and j["status"] in ("queue", "queued")
+        ),
     ),
     (
         "user_id and search",
@@ -344,7 +421,9 @@ def test_without_filters_every_job_is_listed_newest_first(client: FlaskClient, d
     assert result["pagination"]["total"] == len(world.jobs) == 12
 
 
-def test_plain_date_to_is_the_whole_day_in_the_stats_time_zone(settings: Any, engine: Engine, data: Data, auth: dict[str, str]) -> None:
+def test_plain_date_to_is_the_whole_day_in_the_stats_time_zone(
+    settings: Any, engine: Engine, data: Data, auth: dict[str, str]
+) -> None:
     """With STATS_TIMEZONE=Asia/Tokyo (UTC+9), 2026-03-10 runs from 03-09T15:00Z to 03-10T15:00Z."""
     tokyo = create_app(make_settings(settings.database_url, env={"STATS_TIMEZONE": "Asia/Tokyo"}), engine).test_client()
     start = datetime(2026, 3, 9, 15, tzinfo=UTC)
@@ -364,7 +443,9 @@ def test_plain_date_to_is_the_whole_day_in_the_stats_time_zone(settings: Any, en
     assert_invalid(get(tokyo, auth, {"date_from": "2026-03-10T15:00:00Z", "date_to": "2026-03-10"}), "date_from")
 
 
-def test_a_plus_sign_sent_unencoded_in_a_date_time_still_means_an_offset(client: FlaskClient, data: Data, auth: dict[str, str]) -> None:
+def test_a_plus_sign_sent_unencoded_in_a_date_time_still_means_an_offset(
+    client: FlaskClient, data: Data, auth: dict[str, str]
+) -> None:
     early = data.job(created_at=DAY + timedelta(hours=9))
     late = data.job(created_at=DAY + timedelta(hours=11))
     # A raw "+" in a query string arrives as a space.
@@ -394,7 +475,9 @@ def test_extreme_dates_are_answered(client: FlaskClient, data: Data, auth: dict[
     [
         pytest.param({"assessment_name": "%"}, lambda j, u: "%" in j["assessment_name"], id="assessment_name percent"),
         pytest.param({"assessment_name": "_"}, lambda j, u: "_" in j["assessment_name"], id="assessment_name underscore"),
-        pytest.param({"assessment_name": "big_five"}, lambda j, u: has(j["assessment_name"], "big_five"), id="underscore inside a word"),
+        pytest.param(
+            {"assessment_name": "big_five"}, lambda j, u: has(j["assessment_name"], "big_five"), id="underscore inside a word"
+        ),
         pytest.param({"assessment_name": "0%"}, lambda j, u: "0%" in j["assessment_name"], id="percent at the end"),
         pytest.param({"assessment_name": "\\"}, lambda j, u: "\\" in j["assessment_name"], id="backslash"),
         pytest.param({"assessment_name": "h\\T"}, lambda j, u: has(j["assessment_name"], "h\\t"), id="backslash inside"),
@@ -405,7 +488,9 @@ def test_extreme_dates_are_answered(client: FlaskClient, data: Data, auth: dict[
         pytest.param({"search": "batch-2026-_-001"}, lambda j, u: False, id="search underscore in a job_id prefix"),
     ],
 )
-def test_like_metacharacters_match_only_themselves(client: FlaskClient, data: Data, auth: dict[str, str], params: Params, keep: Any) -> None:
+def test_like_metacharacters_match_only_themselves(
+    client: FlaskClient, data: Data, auth: dict[str, str], params: Params, keep: Any
+) -> None:
     world = World(data)
     expected = world.expect(keep)
     result = ok(get(client, auth, {**dict(params), "limit": 100}))
@@ -416,7 +501,14 @@ def test_like_metacharacters_match_only_themselves(client: FlaskClient, data: Da
 @pytest.mark.parametrize("field", ["assessment_name", "user_email", "user_username", "search"])
 @pytest.mark.parametrize(
     "attack",
-    ["' OR 1=1 --", "'; DROP TABLE archive.analysis_jobs; --", '" OR ""="', "1) OR (1=1", "x' UNION SELECT * FROM auth.users --", ":name"],
+    [
+        "' OR 1=1 --",
+        "'; DROP TABLE archive.analysis_jobs; --",
+        '" OR ""="',
+        "1) OR (1=1",
+        "x' UNION SELECT * FROM auth.users --",
+        ":name",
+    ],
 )
 def test_sql_metacharacters_are_harmless(client: FlaskClient, data: Data, auth: dict[str, str], field: str, attack: str) -> None:
     world = World(data)
@@ -499,7 +591,7 @@ def test_status_sort_keeps_both_spellings_of_queued_together_in_id_order(
         assert queued == sorted(queued, reverse=order == "DESC")
         assert [int(uuid.UUID(i)) for i in queued] == sorted([1, 6, 7, 12, 13, 18], reverse=order == "DESC")
         start = [r["status"] for r in rows].index("queued")
-        assert all(r["status"] == "queued" for r in rows[start:start + 6])
+        assert all(r["status"] == "queued" for r in rows[start : start + 6])
 
 
 def test_default_sort_is_created_at_descending(client: FlaskClient, data: Data, auth: dict[str, str]) -> None:
@@ -614,7 +706,14 @@ def test_cursor_pages_keep_counting(client: FlaskClient, data: Data, auth: dict[
     first = ok(get(client, auth, {"limit": 10}))
     second = ok(get(client, auth, {"limit": 10, "cursor": first["pagination"]["nextCursor"]}))
     p = second["pagination"]
-    assert (p["total"], p["totalPages"], p["page"], p["limit"], p["hasPrev"], p["hasNext"]) == (len(jobs), 3, None, 10, True, True)
+    assert (p["total"], p["totalPages"], p["page"], p["limit"], p["hasPrev"], p["hasNext"]) == (
+        len(jobs),
+        3,
+        None,
+        10,
+        True,
+        True,
+    )
     assert ids(second) == newest_first(jobs)[10:20]
 
 
@@ -779,7 +878,9 @@ def test_count_estimated(client: FlaskClient, data: Data, auth: dict[str, str]) 
     ],
     ids=["status", "user", "percent", "search", "dates", "colon", "bind-like"],
 )
-def test_count_estimated_with_filters_is_a_number(client: FlaskClient, data: Data, auth: dict[str, str], params: dict[str, str]) -> None:
+def test_count_estimated_with_filters_is_a_number(
+    client: FlaskClient, data: Data, auth: dict[str, str], params: dict[str, str]
+) -> None:
     World(data)
     data.execute("ANALYZE archive.analysis_jobs")
     with_id = {**params, "user_id": str(uuid.uuid4())} if params.get("search") == "batch-2026-A" else params
@@ -850,7 +951,9 @@ INVALID: list[tuple[str, Params, str]] = [
 
 
 @pytest.mark.parametrize(("params", "field"), [pytest.param(p, f, id=name) for name, p, f in INVALID])
-def test_invalid_parameter_is_a_400_naming_it(client: FlaskClient, data: Data, auth: dict[str, str], params: Params, field: str) -> None:
+def test_invalid_parameter_is_a_400_naming_it(
+    client: FlaskClient, data: Data, auth: dict[str, str], params: Params, field: str
+) -> None:
     data.job()
     body = assert_invalid(get(client, auth, params), field)
     assert "Traceback" not in json.dumps(body)
@@ -894,9 +997,12 @@ def test_regression_old_service_did_not_cap_limit(client: FlaskClient, data: Dat
 
 
 @pytest.mark.parametrize(
-    "params", [{"date_from": "not-a-date"}, {"date_to": "2026-13-45"}, {"date_from": "31/12/2026"}, {"date_to": "2026-03-10T99:99"}]
+    "params",
+    [{"date_from": "not-a-date"}, {"date_to": "2026-13-45"}, {"date_from": "31/12/2026"}, {"date_to": "2026-03-10T99:99"}],
 )
-def test_regression_old_service_answered_500_on_a_bad_date(client: FlaskClient, data: Data, auth: dict[str, str], params: dict[str, str]) -> None:
+def test_regression_old_service_answered_500_on_a_bad_date(
+    client: FlaskClient, data: Data, auth: dict[str, str], params: dict[str, str]
+) -> None:
     data.job()
     resp = get(client, auth, params)
     assert resp.status_code != 500

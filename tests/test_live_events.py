@@ -123,8 +123,15 @@ class Jobs:
         self.engine = engine
         self.committed_at = 0.0  # time.monotonic() right after the last commit
 
-    def insert(self, *, user_id: str | None = None, status: str = "queued", assessment_name: str = "AI-Driven Talent Mapping",
-               error_message: str | None = None, conn: Any = None) -> dict[str, Any]:
+    def insert(
+        self,
+        *,
+        user_id: str | None = None,
+        status: str = "queued",
+        assessment_name: str = "AI-Driven Talent Mapping",
+        error_message: str | None = None,
+        conn: Any = None,
+    ) -> dict[str, Any]:
         row = {
             "id": str(uuid.uuid4()),
             "job_id": f"live-{uuid.uuid4().hex[:12]}",
@@ -163,11 +170,7 @@ class Jobs:
 
 def for_job(job: dict[str, Any], kind: str | None = None) -> Callable[[SSEEvent], bool]:
     def match(event: SSEEvent) -> bool:
-        return (
-            event.name == JOB_UPDATE
-            and event.data["job"]["id"] == job["id"]
-            and (kind is None or event.data["event"] == kind)
-        )
+        return event.name == JOB_UPDATE and event.data["job"]["id"] == job["id"] and (kind is None or event.data["event"] == kind)
 
     return match
 
@@ -245,7 +248,9 @@ def worker_pids(svc: RunningService) -> list[int]:
 
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": TEST_SECRET}
-    proc = subprocess.run([sys.executable, "-m", "admin_service", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "admin_service", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -282,7 +287,7 @@ def test_sse_client_parses_by_the_whatwg_rules() -> None:
     server.listen(1)
     body = (
         "\ufeff: hello\r\nretry: 1500\r\nretry: soon\n\n"
-        "id: 7\revent: job-update\rdata: {\"a\":\rdata: 1}\r\r"
+        'id: 7\revent: job-update\rdata: {"a":\rdata: 1}\r\r'
         "data:no-space\n\n"
         "id\nevent: x\n\n"
         "data: tail without blank line"
@@ -318,8 +323,9 @@ def test_sse_client_parses_by_the_whatwg_rules() -> None:
 # --- the event stream (the shared instance) -------------------------------------------------
 
 
-def test_job_changes_reach_a_subscriber_as_job_update_events(service: RunningService, live: Data, admin: dict[str, Any],
-                                                            engine: Engine) -> None:
+def test_job_changes_reach_a_subscriber_as_job_update_events(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
     connected = time.monotonic()
@@ -365,7 +371,8 @@ def test_job_changes_reach_a_subscriber_as_job_update_events(service: RunningSer
         # Stats follow the changes, once per JOB_STATS_INTERVAL_MS.
         client.wait_for(
             lambda e: e.name == "job-stats" and e.data["overview"]["completed"] == 1 and e.data["overview"]["failed"] == 1,
-            3, "job-stats with the new counts",
+            3,
+            "job-stats with the new counts",
         )
 
         # Nothing but job-update on the filtered stream, so it idles: heartbeats keep it alive.
@@ -375,8 +382,9 @@ def test_job_changes_reach_a_subscriber_as_job_update_events(service: RunningSer
         assert len(quiet.heartbeats) >= 2, quiet.comments
 
 
-def test_an_http10_client_gets_the_stream_unchunked(service: RunningService, live: Data, admin: dict[str, Any],
-                                                   engine: Engine) -> None:
+def test_an_http10_client_gets_the_stream_unchunked(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine
+) -> None:
     # Under gunicorn an HTTP/1.1 stream is written by the publisher in chunked coding; an
     # HTTP/1.0 client cannot take chunks and is served the plain body, event by event.
     token = token_for(admin)
@@ -393,13 +401,14 @@ def test_an_http10_client_gets_the_stream_unchunked(service: RunningService, liv
         while job["id"].encode() not in body:
             assert time.monotonic() < deadline, f"no event for the job within 5 s: {body[-300:]!r}"
             body += raw.recv(65536)
-        event = body[body.rindex(b"id: ", 0, body.index(job["id"].encode())):]
+        event = body[body.rindex(b"id: ", 0, body.index(job["id"].encode())) :]
         assert event.startswith(b"id: ") and b"\nevent: job-update\ndata: {" in event
         assert b"\r\n" not in body, "no chunk framing in an HTTP/1.0 body"
 
 
-def test_a_stream_over_gunicorns_own_tls(database_url: str, alone: Data, admin: dict[str, Any], engine: Engine,
-                                        tmp_path: Path) -> None:
+def test_a_stream_over_gunicorns_own_tls(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, tmp_path: Path
+) -> None:
     # gunicorn serving HTTPS itself: the stream's bytes must go through TLS (the publisher's
     # direct socket writes would bypass it and corrupt the connection).
     cert, key = self_signed_certificate(tmp_path)
@@ -417,8 +426,9 @@ def test_a_stream_over_gunicorns_own_tls(database_url: str, alone: Data, admin: 
             assert_no_duplicates(client.events)
 
 
-def test_filters_choose_what_a_subscriber_receives(service: RunningService, live: Data, admin: dict[str, Any],
-                                                   engine: Engine) -> None:
+def test_filters_choose_what_a_subscriber_receives(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
     alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
@@ -461,8 +471,9 @@ def test_filters_choose_what_a_subscriber_receives(service: RunningService, live
     assert len(clients["stats"].events) >= 3, "job-stats every JOB_STATS_INTERVAL_MS"
 
 
-def test_a_late_committing_transaction_is_not_missed(service: RunningService, live: Data, admin: dict[str, Any], engine: Engine,
-                                                     settings: Settings) -> None:
+def test_a_late_committing_transaction_is_not_missed(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine, settings: Settings
+) -> None:
     jobs = Jobs(engine)
     with SSEClient(service.url, token=token_for(admin), params=UPDATES_ONLY) as client, engine.connect() as slow:
         with slow.begin() as transaction:
@@ -485,8 +496,9 @@ def test_a_late_committing_transaction_is_not_missed(service: RunningService, li
     assert sorted(e.data["job"]["id"] for e in updates(client.events)) == sorted(j["id"] for j in [late, *others])
 
 
-def test_a_burst_larger_than_a_capture_batch_is_captured_whole(service: RunningService, live: Data, admin: dict[str, Any],
-                                                               engine: Engine) -> None:
+def test_a_burst_larger_than_a_capture_batch_is_captured_whole(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine
+) -> None:
     from admin_service.live.capture import BATCH
 
     burst = BATCH + 500
@@ -514,8 +526,9 @@ def test_a_burst_larger_than_a_capture_batch_is_captured_whole(service: RunningS
 # --- resuming -------------------------------------------------------------------------------
 
 
-def test_resume_after_a_disconnect_with_last_event_id(service: RunningService, live: Data, admin: dict[str, Any], engine: Engine,
-                                                      settings: Settings) -> None:
+def test_resume_after_a_disconnect_with_last_event_id(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine, settings: Settings
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
     with SSEClient(service.url, token=token, params=UPDATES_ONLY) as client:
@@ -556,8 +569,9 @@ def test_resume_after_a_disconnect_with_last_event_id(service: RunningService, l
             assert len(client.events) == 4
 
 
-def test_resume_from_a_pruned_id_gets_a_reset_event(service: RunningService, live: Data, admin: dict[str, Any], engine: Engine,
-                                                    settings: Settings) -> None:
+def test_resume_from_a_pruned_id_gets_a_reset_event(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine, settings: Settings
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
     with SSEClient(service.url, token=token, params=UPDATES_ONLY) as client:
@@ -581,8 +595,9 @@ def test_resume_from_a_pruned_id_gets_a_reset_event(service: RunningService, liv
         assert ok.next_event(5).int_id == third
 
 
-def test_resume_from_an_id_this_log_never_had_gets_a_reset_event(service: RunningService, live: Data, admin: dict[str, Any],
-                                                                 engine: Engine) -> None:
+def test_resume_from_an_id_this_log_never_had_gets_a_reset_event(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine
+) -> None:
     """A Last-Event-ID beyond the log (the log was recreated or restored, or the id came from
     another environment): without a reset the client would skip every event up to that id."""
     token = token_for(admin)
@@ -623,8 +638,9 @@ def test_an_expired_token_ends_the_stream_with_an_error_event(service: RunningSe
         ({"colour": "blue"}, {}, "colour"),
     ],
 )
-def test_bad_input_is_a_400_before_any_stream(service: RunningService, live: Data, admin: dict[str, Any], params: dict[str, str],
-                                              headers: dict[str, str], field: str) -> None:
+def test_bad_input_is_a_400_before_any_stream(
+    service: RunningService, live: Data, admin: dict[str, Any], params: dict[str, str], headers: dict[str, str], field: str
+) -> None:
     with SSEClient(service.url, token=token_for(admin), params=params, headers=headers) as client:
         assert client.status == 400
         assert client.content_type.startswith("application/json")
@@ -634,8 +650,9 @@ def test_bad_input_is_a_400_before_any_stream(service: RunningService, live: Dat
     assert field in [d["field"] for d in body["error"]["details"]], body
 
 
-def test_stream_needs_an_admin_token_and_takes_it_from_the_query(service: RunningService, live: Data, admin: dict[str, Any],
-                                                                 engine: Engine) -> None:
+def test_stream_needs_an_admin_token_and_takes_it_from_the_query(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine
+) -> None:
     with SSEClient(service.url) as anonymous:
         assert anonymous.status == 401
         assert anonymous.json_body()["error"]["code"] == "UNAUTHORIZED"
@@ -660,8 +677,9 @@ def test_stream_needs_an_admin_token_and_takes_it_from_the_query(service: Runnin
 # --- the event log over REST ----------------------------------------------------------------
 
 
-def test_a_jobs_timeline_lists_its_events_oldest_first(service: RunningService, live: Data, admin: dict[str, Any],
-                                                       engine: Engine) -> None:
+def test_a_jobs_timeline_lists_its_events_oldest_first(
+    service: RunningService, live: Data, admin: dict[str, Any], engine: Engine
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
     with SSEClient(service.url, token=token, params=UPDATES_ONLY) as client:
@@ -693,23 +711,28 @@ def test_a_jobs_timeline_lists_its_events_oldest_first(service: RunningService, 
 def test_capture_by_polling_only(database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, tmp_path: Path) -> None:
     assert not trigger_installed(engine)
     jobs = Jobs(engine)
-    with run_service(database_url, tmp_path, env={**ENV, "CAPTURE_POLL_MS": "400"}) as svc, \
-            SSEClient(svc.url, token=token_for(admin), params=UPDATES_ONLY) as client:
+    with (
+        run_service(database_url, tmp_path, env={**ENV, "CAPTURE_POLL_MS": "400"}) as svc,
+        SSEClient(svc.url, token=token_for(admin), params=UPDATES_ONLY) as client,
+    ):
         polled = latencies(client, jobs, 10, 0.4)
     print(f"\ncommit-to-client latency, polling (CAPTURE_POLL_MS=400): {summary(polled)}")
     assert max(polled) < 3
 
 
-def test_capture_woken_by_the_notify_trigger(database_url: str, alone: Data, admin: dict[str, Any], engine: Engine,
-                                             tmp_path: Path) -> None:
+def test_capture_woken_by_the_notify_trigger(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, tmp_path: Path
+) -> None:
     # Capture polls only every 10 s here: quick delivery can only come from the trigger's NOTIFY.
     env = {**ENV, "CAPTURE_POLL_MS": "10000", "ALERT_INTERVAL_S": "60"}
     jobs = Jobs(engine)
     installed = cli(database_url, "db", "install-notify-trigger")
     assert "CREATE TRIGGER" in installed.stdout
     assert trigger_installed(engine)
-    with run_service(database_url, tmp_path, env=env) as svc, \
-            SSEClient(svc.url, token=token_for(admin), params=UPDATES_ONLY) as client:
+    with (
+        run_service(database_url, tmp_path, env=env) as svc,
+        SSEClient(svc.url, token=token_for(admin), params=UPDATES_ONLY) as client,
+    ):
         wait_log(svc, LEADER)
         time.sleep(0.5)  # the leader's first pass is done and it LISTENs
         woken = latencies(client, jobs, 10, 0.2)
@@ -759,8 +782,9 @@ def final_changes(engine: Engine, jobs: list[dict[str, Any]]) -> set[tuple[str, 
     return {(r[0], r[1], r[2]) for r in rows}
 
 
-def test_no_duplicates_when_the_capture_leader_restarts(database_url: str, alone: Data, admin: dict[str, Any], engine: Engine,
-                                                        settings: Settings, tmp_path: Path) -> None:
+def test_no_duplicates_when_the_capture_leader_restarts(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
     token = token_for(admin)
     writer = Writer(Jobs(engine))
     seen: list[SSEEvent] = []
@@ -778,8 +802,9 @@ def test_no_duplicates_when_the_capture_leader_restarts(database_url: str, alone
                 time.sleep(1.0)
                 writer.stop()
                 expected = final_changes(engine, writer.written)
-                client.wait_for(lambda _: expected <= {change_key(e) for e in seen + client.events}, 10,
-                                "every job's final state")
+                client.wait_for(
+                    lambda _: expected <= {change_key(e) for e in seen + client.events}, 10, "every job's final state"
+                )
                 client.collect(1.0)  # anything re-emitted would come now
                 seen += client.events
     finally:
@@ -796,12 +821,16 @@ def test_no_duplicates_when_the_capture_leader_restarts(database_url: str, alone
     assert [e.int_id for e in updates(seen)] == logged, "every logged change reached the client, across the restart"
 
 
-def test_two_instances_deliver_the_same_ids_and_a_client_can_move(database_url: str, alone: Data, admin: dict[str, Any],
-                                                                  engine: Engine, tmp_path: Path) -> None:
+def test_two_instances_deliver_the_same_ids_and_a_client_can_move(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, tmp_path: Path
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
-    with run_service(database_url, tmp_path, env=ENV) as a, run_service(database_url, tmp_path, env=ENV) as b, \
-            SSEClient(b.url, token=token, params=UPDATES_ONLY) as on_b:
+    with (
+        run_service(database_url, tmp_path, env=ENV) as a,
+        run_service(database_url, tmp_path, env=ENV) as b,
+        SSEClient(b.url, token=token, params=UPDATES_ONLY) as on_b,
+    ):
         with SSEClient(a.url, token=token, params=UPDATES_ONLY) as on_a:
             first = jobs.insert()
             got_a = on_a.wait_for(for_job(first), 5)
@@ -831,8 +860,9 @@ def hard_kill(svc: RunningService) -> None:
     svc.process.wait(5)
 
 
-def test_failover_when_the_capture_leader_dies(database_url: str, alone: Data, admin: dict[str, Any], engine: Engine,
-                                               tmp_path: Path) -> None:
+def test_failover_when_the_capture_leader_dies(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, tmp_path: Path
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
     with run_service(database_url, tmp_path, env=ENV) as a:
@@ -851,16 +881,19 @@ def test_failover_when_the_capture_leader_dies(database_url: str, alone: Data, a
             assert_no_duplicates(on_b.events)
 
 
-def test_sigterm_ends_streams_promptly_and_another_instance_takes_over(database_url: str, alone: Data, admin: dict[str, Any],
-                                                                       engine: Engine, tmp_path: Path) -> None:
+def test_sigterm_ends_streams_promptly_and_another_instance_takes_over(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, tmp_path: Path
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
     env = {**ENV, "GRACEFUL_TIMEOUT": "20"}
     with run_service(database_url, tmp_path, env=env) as a:
         wait_log(a, LEADER)
-        with run_service(database_url, tmp_path, env=env) as b, \
-                SSEClient(a.url, token=token, params=UPDATES_ONLY) as on_a, \
-                SSEClient(b.url, token=token, params=UPDATES_ONLY) as on_b:
+        with (
+            run_service(database_url, tmp_path, env=env) as b,
+            SSEClient(a.url, token=token, params=UPDATES_ONLY) as on_a,
+            SSEClient(b.url, token=token, params=UPDATES_ONLY) as on_b,
+        ):
             job = jobs.insert()
             on_a.wait_for(for_job(job), 5)
             sent = time.monotonic()
@@ -894,8 +927,9 @@ def server_side_state(server_port: int, client_port: int) -> str | None:
 ESTABLISHED = "01"
 
 
-def test_a_stalled_subscriber_is_dropped_and_others_get_everything(database_url: str, alone: Data, admin: dict[str, Any],
-                                                                   engine: Engine, tmp_path: Path) -> None:
+def test_a_stalled_subscriber_is_dropped_and_others_get_everything(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, tmp_path: Path
+) -> None:
     token = token_for(admin)
     # ~6 MB of events: more than the kernel buffers for the stalled connection (the server's
     # send buffer grows to 4 MB here), so its writes block and its queue of 5 fills.
@@ -940,8 +974,12 @@ def test_a_stalled_subscriber_is_dropped_and_others_get_everything(database_url:
 
             # The stalled one was dropped, and the server closed its end of the connection...
             client_port = stalled.getsockname()[1]
-            wait_until(lambda: server_side_state(svc.port, client_port) != ESTABLISHED, 10,
-                       "the server to close the stalled connection", every=0.2)
+            wait_until(
+                lambda: server_side_state(svc.port, client_port) != ESTABLISHED,
+                10,
+                "the server to close the stalled connection",
+                every=0.2,
+            )
             assert svc.log().count("dropped a slow subscriber") == 1
             # ...so what the stalled client finds, once it reads, ends short of the whole stream.
             stalled.settimeout(10)
@@ -958,12 +996,15 @@ def test_a_stalled_subscriber_is_dropped_and_others_get_everything(database_url:
         stalled.close()
 
 
-def test_alerts_are_streamed_and_listed(database_url: str, alone: Data, admin: dict[str, Any], engine: Engine,
-                                        tmp_path: Path) -> None:
+def test_alerts_are_streamed_and_listed(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, tmp_path: Path
+) -> None:
     token = token_for(admin)
     jobs = Jobs(engine)
-    with run_service(database_url, tmp_path, env={**ENV, "ALERT_QUEUE_MAX": "2"}) as svc, \
-            SSEClient(svc.url, token=token, params={"events": "job-alert"}) as client:
+    with (
+        run_service(database_url, tmp_path, env={**ENV, "ALERT_QUEUE_MAX": "2"}) as svc,
+        SSEClient(svc.url, token=token, params={"events": "job-alert"}) as client,
+    ):
         for _ in range(3):
             jobs.insert()
         alert = client.wait_for(lambda e: e.name == "job-alert", 8, "the queue_overflow alert")
@@ -978,8 +1019,9 @@ def test_alerts_are_streamed_and_listed(database_url: str, alone: Data, admin: d
             assert response.status_code == 200, response.text
             listed = response.json()["data"]["events"]
             assert [(e["id"], e["kind"], e["payload"]) for e in listed] == [(alert.int_id, "queue_overflow", alert.data)]
-        other = requests.get(f"{svc.url}/admin/jobs/alerts", params={"type": "processing_timeout"}, headers=auth_headers(token),
-                             timeout=5)
+        other = requests.get(
+            f"{svc.url}/admin/jobs/alerts", params={"type": "processing_timeout"}, headers=auth_headers(token), timeout=5
+        )
         assert other.json()["data"]["events"] == []
         bad = requests.get(f"{svc.url}/admin/jobs/alerts", params={"type": "bogus"}, headers=auth_headers(token), timeout=5)
         assert bad.status_code == 400

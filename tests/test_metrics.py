@@ -52,10 +52,18 @@ def wait_for(url: str, check: Callable[[Samples], bool], timeout: float = 15) ->
 
 
 @pytest.fixture(scope="module")
-def service(database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+def service(
+    database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningService]:
     reset_event_log(engine, settings)
-    env = {"DB_POOL_MAX": "4", "JOB_STATS_INTERVAL_MS": "250", "CAPTURE_POLL_MS": "100", "TAIL_POLL_MS": "100",
-           "SSE_HEARTBEAT_S": "0.5", "LOG_LEVEL": "WARNING"}
+    env = {
+        "DB_POOL_MAX": "4",
+        "JOB_STATS_INTERVAL_MS": "250",
+        "CAPTURE_POLL_MS": "100",
+        "TAIL_POLL_MS": "100",
+        "SSE_HEARTBEAT_S": "0.5",
+        "LOG_LEVEL": "WARNING",
+    }
     with run_service(database_url, tmp_path_factory.mktemp("metrics"), workers=2, env=env) as running:
         yield running
 
@@ -66,7 +74,9 @@ def admin_headers(data: Data) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_for(admin)}"}
 
 
-def test_requests_are_counted_per_route_and_status_across_workers(service: RunningService, data: Data, admin_headers: dict[str, str]) -> None:
+def test_requests_are_counted_per_route_and_status_across_workers(
+    service: RunningService, data: Data, admin_headers: dict[str, str]
+) -> None:
     job = data.job(status="failed")
     route = "/admin/jobs/<string:job_ref>"
     before = scrape(service.url)
@@ -97,7 +107,11 @@ def test_job_counts_come_from_the_shared_stats(service: RunningService, data: Da
         data.job(status=status)
     samples = wait_for(service.url, lambda s: value(s, f"{P}_jobs", status="queued") == 3)
     assert {s: value(samples, f"{P}_jobs", status=s) for s in ("queued", "processing", "completed", "failed", "cancelled")} == {
-        "queued": 3, "processing": 1, "completed": 1, "failed": 1, "cancelled": 1,
+        "queued": 3,
+        "processing": 1,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 1,
     }
     assert value(samples, f"{P}_jobs_total_count") == 7
     assert value(samples, f"{P}_job_stats_up") == 1
@@ -108,7 +122,10 @@ def test_capture_and_live_events_move(service: RunningService, data: Data) -> No
     assert value(samples, f"{P}_capture_leader") == 1, "exactly one worker leads capture"
     before = scrape(service.url)
     job = data.job(status="processing", created_at=utcnow())
-    data.execute("UPDATE archive.analysis_jobs SET status = 'completed', completed_at = now(), updated_at = now() WHERE id = :id", id=job["id"])
+    data.execute(
+        "UPDATE archive.analysis_jobs SET status = 'completed', completed_at = now(), updated_at = now() WHERE id = :id",
+        id=job["id"],
+    )
 
     def moved(s: Samples, name: str, **labels: str) -> float:
         return value(s, name, **labels) - value(before, name, **labels)
@@ -133,8 +150,13 @@ def test_connected_clients_are_gauges(service: RunningService, admin_headers: di
     assert value(wait_for(service.url, lambda s: value(s, f"{P}_sse_clients") == 0), f"{P}_sse_clients") == 0
 
     client = socketio.Client(reconnection=False, request_timeout=5)
-    client.connect(service.url, auth={"token": admin_headers["Authorization"][7:]}, transports=["websocket"],
-                   socketio_path="admin/socket.io", wait_timeout=10)
+    client.connect(
+        service.url,
+        auth={"token": admin_headers["Authorization"][7:]},
+        transports=["websocket"],
+        socketio_path="admin/socket.io",
+        wait_timeout=10,
+    )
     try:
         assert value(wait_for(service.url, lambda s: value(s, f"{P}_socketio_clients") == 1), f"{P}_socketio_clients") == 1
     finally:
@@ -170,7 +192,9 @@ def test_dropped_subscribers_are_counted() -> None:
 
 
 def test_a_configured_token_is_required(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    with run_service(database_url, tmp_path_factory.mktemp("metrics-token"), env={"METRICS_TOKEN": "scrape-secret-123"}) as service:
+    with run_service(
+        database_url, tmp_path_factory.mktemp("metrics-token"), env={"METRICS_TOKEN": "scrape-secret-123"}
+    ) as service:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic scrape-secret-123"}):
             response = requests.get(f"{service.url}/metrics", headers=headers, timeout=10)
             assert response.status_code == 401

@@ -20,10 +20,7 @@ ERROR_ENVELOPE = "#/components/schemas/ErrorEnvelope"
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [
-        (path, method, op)
-        for path, item in document["paths"].items()
-        for method, op in item.items()
-        if method in HTTP_METHODS
+        (path, method, op) for path, item in document["paths"].items() for method, op in item.items() if method in HTTP_METHODS
     ]
 
 
@@ -39,7 +36,10 @@ def resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 def test_export_check_passes() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "admin_service", "openapi", "export", "--check"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -56,7 +56,12 @@ def test_committed_document_equals_the_generated_one() -> None:
 def test_every_operation_documents_401_and_errors_use_the_envelope() -> None:
     document = generated_openapi()
     ops = operations(document)
-    assert {path for path, _, _ in ops} >= {"/admin/jobs/stats", "/admin/jobs", "/admin/jobs/{job_ref}", "/admin/jobs/{job_ref}/results"}
+    assert {path for path, _, _ in ops} >= {
+        "/admin/jobs/stats",
+        "/admin/jobs",
+        "/admin/jobs/{job_ref}",
+        "/admin/jobs/{job_ref}/results",
+    }
 
     for path, method, op in ops:
         responses = op["responses"]

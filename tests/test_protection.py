@@ -160,7 +160,12 @@ def test_health_probes_are_not_rate_limited(limited: FlaskClient) -> None:
 
 
 def test_instances_share_one_budget_through_redis(
-    database_url: str, engine: Engine, data: Data, redis_url: str, redis_client: redis.Redis, redis_keys: list[str]  # noqa: F811 - fixtures
+    database_url: str,
+    engine: Engine,
+    data: Data,
+    redis_url: str,  # noqa: F811 - fixtures
+    redis_client: redis.Redis,  # noqa: F811 - fixtures
+    redis_keys: list[str],  # noqa: F811 - fixtures
 ) -> None:
     one = app_with(database_url, engine, RATE_LIMIT="3 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
     two = app_with(database_url, engine, RATE_LIMIT="3 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
@@ -183,7 +188,9 @@ def test_instances_share_one_budget_through_redis(
     assert get(memory, headers=headers).status_code == 200
 
 
-def test_unreachable_store_fails_open_and_still_limits_per_process(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
+def test_unreachable_store_fails_open_and_still_limits_per_process(
+    database_url: str, engine: Engine, data: Data, admin: dict[str, Any]
+) -> None:
     down = f"redis://127.0.0.1:{free_port()}/0"
     client = app_with(database_url, engine, RATE_LIMIT="3 per minute", RATE_LIMIT_STORAGE_URI=down).test_client()
     headers = bearer(token_for(admin))
@@ -196,7 +203,9 @@ def test_unreachable_store_fails_open_and_still_limits_per_process(database_url:
 
 def test_store_coming_back_is_used_again(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
     port = free_port()
-    client = app_with(database_url, engine, RATE_LIMIT="100 per minute", RATE_LIMIT_STORAGE_URI=f"redis://127.0.0.1:{port}/0").test_client()
+    client = app_with(
+        database_url, engine, RATE_LIMIT="100 per minute", RATE_LIMIT_STORAGE_URI=f"redis://127.0.0.1:{port}/0"
+    ).test_client()
     headers = bearer(token_for(admin))
     assert get(client, headers=headers).status_code == 200  # store down: served from the fallback
     server = RedisServer(port)
@@ -212,7 +221,9 @@ def test_store_coming_back_is_used_again(database_url: str, engine: Engine, data
         server.stop()
 
 
-def test_unreachable_store_fails_closed_with_503_when_configured(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
+def test_unreachable_store_fails_closed_with_503_when_configured(
+    database_url: str, engine: Engine, data: Data, admin: dict[str, Any]
+) -> None:
     down = f"redis://127.0.0.1:{free_port()}/0"
     client = app_with(
         database_url, engine, RATE_LIMIT="3 per minute", RATE_LIMIT_STORAGE_URI=down, RATE_LIMIT_FAIL_OPEN="false"
@@ -251,7 +262,9 @@ def test_token_guessing_is_throttled_per_address(database_url: str, engine: Engi
     assert_error(get(client, ip=neighbour, headers=bearer(forged(admin["id"]))), 401, "UNAUTHORIZED")
 
 
-def test_requests_without_a_token_are_not_counted_as_guesses(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
+def test_requests_without_a_token_are_not_counted_as_guesses(
+    database_url: str, engine: Engine, data: Data, admin: dict[str, Any]
+) -> None:
     client = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute").test_client()
     address = an_address()
     for _ in range(5):
@@ -260,7 +273,12 @@ def test_requests_without_a_token_are_not_counted_as_guesses(database_url: str, 
 
 
 def test_failed_attempts_count_across_instances_through_redis(
-    database_url: str, engine: Engine, data: Data, admin: dict[str, Any], redis_url: str, redis_keys: list[str]  # noqa: F811 - fixtures
+    database_url: str,
+    engine: Engine,
+    data: Data,
+    admin: dict[str, Any],
+    redis_url: str,  # noqa: F811 - fixtures
+    redis_keys: list[str],  # noqa: F811 - fixtures
 ) -> None:
     one = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
     two = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
@@ -288,7 +306,9 @@ def test_stream_tokens_are_guarded_too(database_url: str, engine: Engine, data: 
 
 @pytest.fixture
 def cors(database_url: str, engine: Engine) -> FlaskClient:
-    return app_with(database_url, engine, ALLOWED_ORIGINS=f"{ALLOWED},http://localhost:3000", RATE_LIMIT="3 per minute").test_client()
+    return app_with(
+        database_url, engine, ALLOWED_ORIGINS=f"{ALLOWED},http://localhost:3000", RATE_LIMIT="3 per minute"
+    ).test_client()
 
 
 def test_allowed_origin_may_read_answers(cors: FlaskClient, data: Data, admin: dict[str, Any]) -> None:
@@ -304,7 +324,9 @@ def test_allowed_origin_may_read_answers(cors: FlaskClient, data: Data, admin: d
     assert refused.headers["Access-Control-Allow-Origin"] == ALLOWED
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example.com", "https://admin.example.com.evil.com", "null", "http://admin.example.com"])
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example.com", "https://admin.example.com.evil.com", "null", "http://admin.example.com"]
+)
 def test_other_origins_get_no_cors_grant(cors: FlaskClient, data: Data, admin: dict[str, Any], origin: str) -> None:
     response = get(cors, headers={**bearer(token_for(admin)), "Origin": origin})
     assert "Access-Control-Allow-Origin" not in response.headers
@@ -313,11 +335,17 @@ def test_other_origins_get_no_cors_grant(cors: FlaskClient, data: Data, admin: d
 
 
 @pytest.mark.parametrize("path", ["/admin/jobs", "/admin/jobs/stats", "/admin/jobs/some-job", "/admin/jobs/some-job/results"])
-def test_preflight_succeeds_without_credentials_and_costs_no_budget(cors: FlaskClient, data: Data, admin: dict[str, Any], path: str) -> None:
+def test_preflight_succeeds_without_credentials_and_costs_no_budget(
+    cors: FlaskClient, data: Data, admin: dict[str, Any], path: str
+) -> None:
     for _ in range(5):
         response = cors.options(
             path,
-            headers={"Origin": ALLOWED, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization, x-request-id"},
+            headers={
+                "Origin": ALLOWED,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization, x-request-id",
+            },
             environ_base={"REMOTE_ADDR": "10.4.4.4"},
         )
         assert 200 <= response.status_code < 300, response.get_data(as_text=True)
@@ -358,7 +386,9 @@ def test_json_answers_carry_security_headers_but_no_hsts_over_http(client: Flask
         assert "Strict-Transport-Security" not in response.headers
 
 
-def test_hsts_when_the_request_came_over_https(database_url: str, engine: Engine, data: Data, auth: dict[str, str], client: FlaskClient) -> None:
+def test_hsts_when_the_request_came_over_https(
+    database_url: str, engine: Engine, data: Data, auth: dict[str, str], client: FlaskClient
+) -> None:
     proxied = app_with(database_url, engine, TRUST_PROXY="true").test_client()
     for headers in (auth, {}):
         response = proxied.get("/admin/jobs", headers={**headers, "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"})
@@ -373,11 +403,17 @@ def test_hsts_when_the_request_came_over_https(database_url: str, engine: Engine
 
 def test_a_sane_request_id_is_echoed(client: FlaskClient, data: Data, auth: dict[str, str]) -> None:
     for sent in ("req-123.abc_DEF", "0f8e2c1a-9a3b-4d38-8f57-2a1d6e1d7c55", "x" * 128):
-        for response in (client.get("/admin/jobs", headers={**auth, "X-Request-ID": sent}), client.get("/nowhere", headers={"X-Request-ID": sent})):
+        for response in (
+            client.get("/admin/jobs", headers={**auth, "X-Request-ID": sent}),
+            client.get("/nowhere", headers={"X-Request-ID": sent}),
+        ):
             assert response.headers["X-Request-ID"] == sent
 
 
-@pytest.mark.parametrize("sent", ["<script>alert(1)</script>", "x" * 129, "two words", "../../etc/passwd", "a;b=c", "ünïcödé".encode().decode("latin-1"), ""])
+@pytest.mark.parametrize(
+    "sent",
+    ["<script>alert(1)</script>", "x" * 129, "two words", "../../etc/passwd", "a;b=c", "ünïcödé".encode().decode("latin-1"), ""],
+)
 def test_an_unsafe_request_id_is_replaced(client: FlaskClient, data: Data, auth: dict[str, str], sent: str) -> None:
     response = client.get("/admin/jobs", headers={**auth, "X-Request-ID": sent})
     assert response.status_code == 200
@@ -412,7 +448,9 @@ def access_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [r.fields for r in caplog.records if r.name == "admin_service.access"]  # type: ignore[attr-defined]
 
 
-def test_access_log_has_one_line_per_request(logged_client: FlaskClient, data: Data, auth: dict[str, str], admin: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_access_log_has_one_line_per_request(
+    logged_client: FlaskClient, data: Data, auth: dict[str, str], admin: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="admin_service.access")
     responses = [
         logged_client.get("/admin/jobs?limit=5", headers={**auth, "X-Request-ID": "trace-me-1"}),
@@ -441,7 +479,9 @@ def test_access_log_has_one_line_per_request(logged_client: FlaskClient, data: D
     assert json.loads(line)["request_id"] == "trace-me-1"
 
 
-def test_tokens_never_reach_the_log(logged_client: FlaskClient, data: Data, admin: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+def test_tokens_never_reach_the_log(
+    logged_client: FlaskClient, data: Data, admin: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     token = token_for(admin)
     forged_token = forged(admin["id"])
@@ -471,8 +511,13 @@ def test_unknown_routes_are_404_in_the_envelope(client: FlaskClient, data: Data,
         assert "Traceback" not in json.dumps(body)
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/admin/jobs"), ("PUT", "/admin/jobs"), ("DELETE", "/admin/jobs/stats"), ("PATCH", "/admin/jobs/x")])
-def test_wrong_methods_are_405_in_the_envelope(client: FlaskClient, data: Data, auth: dict[str, str], method: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/admin/jobs"), ("PUT", "/admin/jobs"), ("DELETE", "/admin/jobs/stats"), ("PATCH", "/admin/jobs/x")],
+)
+def test_wrong_methods_are_405_in_the_envelope(
+    client: FlaskClient, data: Data, auth: dict[str, str], method: str, path: str
+) -> None:
     for headers in (auth, {}):
         response = client.open(path, method=method, headers=headers, json={"status": "queued"})
         assert_error(response, 405, "METHOD_NOT_ALLOWED")

@@ -17,7 +17,10 @@ def test_smoke_command_passes_against_running_service(database_url: str, data, a
     with run_service(database_url, tmp_path) as service:
         proc = subprocess.run(
             [sys.executable, "-m", "admin_service", "smoke", "--url", service.url, "--token", token_for(admin)],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "11/11 checks passed" in proc.stdout
@@ -28,7 +31,10 @@ def test_smoke_command_fails_with_a_bad_token(database_url: str, data, tmp_path:
     with run_service(database_url, tmp_path) as service:
         proc = subprocess.run(
             [sys.executable, "-m", "admin_service", "smoke", "--url", service.url, "--token", "not-a-token"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert proc.returncode == 1
     assert "FAIL stats" in proc.stdout

@@ -28,10 +28,36 @@ def test_soak_smoke(server_url: str, redis_url: str, tmp_path: Path) -> None:  #
     out = tmp_path / "report"
     with scratch_database(server_url, f"admin_service_soak_smoke_{uuid.uuid4().hex[:8]}") as url:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.soak", "--database-url", url, "--minutes", "0.34", "--streams", "20",
-             "--jobs", "3000", "--users", "300", "--rest-rate", "10", "--change-rate", "5", "--workers", "1",
-             "--redis-url", redis_url, "--out", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=280, env={**os.environ, "LOG_LEVEL": "WARNING"},
+            [
+                sys.executable,
+                "-m",
+                "bench.soak",
+                "--database-url",
+                url,
+                "--minutes",
+                "0.34",
+                "--streams",
+                "20",
+                "--jobs",
+                "3000",
+                "--users",
+                "300",
+                "--rest-rate",
+                "10",
+                "--change-rate",
+                "5",
+                "--workers",
+                "1",
+                "--redis-url",
+                redis_url,
+                "--out",
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=280,
+            env={**os.environ, "LOG_LEVEL": "WARNING"},
         )
 
     output = proc.stdout[-3000:] + proc.stderr[-3000:]

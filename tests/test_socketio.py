@@ -61,7 +61,9 @@ def worker_pids(service: RunningService) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def service(database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+def service(
+    database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningService]:
     reset_event_log(engine, settings)
     with run_service(database_url, tmp_path_factory.mktemp("socketio"), workers=1, env=ENV) as running:
         yield running
@@ -113,8 +115,15 @@ class Probe:
     def _on_disconnect(self, *args: Any) -> None:
         self.disconnected.set()
 
-    def connect(self, token: str | None, *, transports: list[str] | None = None, query: str = "",
-                headers: dict[str, str] | None = None, use_auth: bool = True) -> Probe:
+    def connect(
+        self,
+        token: str | None,
+        *,
+        transports: list[str] | None = None,
+        query: str = "",
+        headers: dict[str, str] | None = None,
+        use_auth: bool = True,
+    ) -> Probe:
         self.sio.connect(
             self.url + query,
             auth={"token": token} if use_auth and token is not None else None,
@@ -137,8 +146,7 @@ class Probe:
         with self._cond:
             return [e.data for e in self.events[since:] if e.name == name and where(e.data)]
 
-    def wait_for(self, name: str, where: Callable[[Any], bool] = lambda _: True, *, since: int = 0,
-                 timeout: float = 10) -> Any:
+    def wait_for(self, name: str, where: Callable[[Any], bool] = lambda _: True, *, since: int = 0, timeout: float = 10) -> Any:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -225,8 +233,13 @@ def is_overflow(alert: Any) -> bool:
     ids=["polling-only", "websocket-only", "polling-then-upgrade"],
 )
 def test_transport_delivers_stats_updates_and_alerts(
-    probes: Callable[..., Probe], data: Data, admin: dict[str, Any], engine: Engine, settings: Settings,
-    transports: list[str] | None, expected: str,
+    probes: Callable[..., Probe],
+    data: Data,
+    admin: dict[str, Any],
+    engine: Engine,
+    settings: Settings,
+    transports: list[str] | None,
+    expected: str,
 ) -> None:
     job = fresh_job(data, status="queued")
     probe = probes().connect(token_for(admin), transports=transports)
@@ -323,7 +336,9 @@ def test_unsubscribe_stops_delivery(probes: Callable[..., Probe], data: Data, ad
     assert leaving.sio.connected
 
 
-def test_filtered_subscription_only_gets_matching_updates(probes: Callable[..., Probe], data: Data, admin: dict[str, Any]) -> None:
+def test_filtered_subscription_only_gets_matching_updates(
+    probes: Callable[..., Probe], data: Data, admin: dict[str, Any]
+) -> None:
     token = token_for(admin)
     failed_only, everything = probes().connect(token), probes().connect(token)
     assert failed_only.call("subscribe:jobs", {"status": "failed"}) == {"ok": True}
@@ -392,7 +407,8 @@ def test_request_job_stats_answers_only_the_asker(probes: Callable[..., Probe], 
 def raw_socketio(service: RunningService, token: str, origin: str | None = None) -> websocket.WebSocket:
     """A Socket.IO connection by hand over WebSocket: Engine.IO open, then CONNECT with auth."""
     ws = websocket.create_connection(
-        service.url.replace("http://", "ws://") + f"{PATH}/?EIO=4&transport=websocket", timeout=5,
+        service.url.replace("http://", "ws://") + f"{PATH}/?EIO=4&transport=websocket",
+        timeout=5,
         **({"origin": origin} if origin else {}),
     )
     opened = ws.recv()
@@ -415,7 +431,9 @@ def raw_next(ws: websocket.WebSocket) -> str:
         return frame
 
 
-def test_unknown_events_and_malformed_payloads_get_errors(probes: Callable[..., Probe], live: RunningService, data: Data, admin: dict[str, Any]) -> None:
+def test_unknown_events_and_malformed_payloads_get_errors(
+    probes: Callable[..., Probe], live: RunningService, data: Data, admin: dict[str, Any]
+) -> None:
     probe = probes().connect(token_for(admin), transports=["websocket"])
     mark = probe.mark()
     probe.sio.emit("drop:tables", {"all": True})
@@ -478,7 +496,9 @@ def users_table_locked(engine: Engine) -> Iterator[None]:
         yield
 
 
-def test_connect_during_database_trouble_is_refused_with_a_reason(probes: Callable[..., Probe], engine: Engine, data: Data) -> None:
+def test_connect_during_database_trouble_is_refused_with_a_reason(
+    probes: Callable[..., Probe], engine: Engine, data: Data
+) -> None:
     token = token_for(data.user(user_type="admin"))  # not in the service's auth cache yet
     with users_table_locked(engine):
         started = time.monotonic()

@@ -45,7 +45,9 @@ def node_client() -> Path:
 
 
 @pytest.fixture(scope="module")
-def service(database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+def service(
+    database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningService]:
     reset_event_log(engine, settings)
     with run_service(database_url, tmp_path_factory.mktemp("socketio-node"), workers=1, env=ENV) as running:
         yield running
@@ -57,7 +59,11 @@ class NodeClient:
     def __init__(self, script: Path, url: str, token: str | None) -> None:
         self.process = subprocess.Popen(
             ["node", str(script), url, token or ""],
-            cwd=script.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=script.parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.records: list[dict[str, Any]] = []
         self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -122,7 +128,9 @@ def clients(node_client: Path, service: RunningService, data: Data) -> Iterator[
     assert requests.get(f"{service.url}/health", timeout=5).status_code == 200
 
 
-def test_dashboard_client_receives_updates_from_the_database(clients: Callable[[str | None], NodeClient], data: Data, admin: dict[str, Any]) -> None:
+def test_dashboard_client_receives_updates_from_the_database(
+    clients: Callable[[str | None], NodeClient], data: Data, admin: dict[str, Any]
+) -> None:
     job = fresh_job(data, status="processing", assessment_name="AI-Based IQ Test")
     client = clients(token_for(admin))
     connected = client.wait_for(lambda r: r["type"] == "connect")
@@ -147,7 +155,9 @@ def test_dashboard_client_receives_updates_from_the_database(clients: Callable[[
     ("who", "message"),
     [("nobody", "Authentication required"), ("garbage", "Invalid or expired token"), ("user", "Admin access required")],
 )
-def test_dashboard_client_sees_why_it_was_refused(clients: Callable[[str | None], NodeClient], data: Data, who: str, message: str) -> None:
+def test_dashboard_client_sees_why_it_was_refused(
+    clients: Callable[[str | None], NodeClient], data: Data, who: str, message: str
+) -> None:
     token = {"nobody": None, "garbage": "not.a.token", "user": token_for(data.user(user_type="user"))}[who]
     client = clients(token)
     refused = client.wait_for(lambda r: r["type"] in ("connect", "connect_error"))

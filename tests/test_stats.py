@@ -107,7 +107,10 @@ def test_overview_counts_every_status_and_reads_queue_as_queued(client: FlaskCli
             created = now - timedelta(hours=2, minutes=i)
             extra: dict[str, Any] = {}
             if status == "completed":
-                extra = {"processing_started_at": created + timedelta(seconds=30), "completed_at": created + timedelta(seconds=90 + 30 * i)}
+                extra = {
+                    "processing_started_at": created + timedelta(seconds=30),
+                    "completed_at": created + timedelta(seconds=90 + 30 * i),
+                }
             jobs.append(data.job(status=status, created_at=created, **extra))
 
     overview = fetch_stats(client, auth)["data"]["overview"]
@@ -138,8 +141,14 @@ def test_empty_database_gives_zeros_not_errors(client: FlaskClient, auth: dict[s
     stats = body["data"]
 
     assert stats["overview"] == {
-        "total": 0, "queued": 0, "processing": 0, "completed": 0, "failed": 0, "cancelled": 0,
-        "successRate": 0, "avgProcessingTimeMinutes": "0.00",
+        "total": 0,
+        "queued": 0,
+        "processing": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "successRate": 0,
+        "avgProcessingTimeMinutes": "0.00",
     }
     assert stats["today"]["total"] == stats["today"]["completed"] == stats["today"]["failed"] == 0
     perf = stats["performance"]
@@ -192,9 +201,7 @@ def test_today_counts_jobs_created_today(client: FlaskClient, auth: dict[str, st
     assert stats["today"]["total"] >= 4  # the fixture really put jobs into today
 
 
-def test_today_and_daily_metrics_follow_stats_timezone(
-    database_url: str, engine: Any, auth: dict[str, str], data: Data
-) -> None:
+def test_today_and_daily_metrics_follow_stats_timezone(database_url: str, engine: Any, auth: dict[str, str], data: Data) -> None:
     # UTC+14: a local day starts at 10:00 UTC of the previous UTC day, so a UTC day and a
     # local day always disagree about one of two jobs a minute either side of local midnight.
     zone = "Pacific/Kiritimati"
@@ -237,20 +244,42 @@ def test_performance_percentiles_match_percentile_cont(client: FlaskClient, auth
     for i, (run, wait) in enumerate(zip(runs, waits, strict=True)):
         created = now - timedelta(hours=1 + i, minutes=7)
         started = created + timedelta(seconds=wait, milliseconds=250 * i)
-        jobs.append(data.job(status="completed", created_at=created, processing_started_at=started,
-                             completed_at=started + timedelta(seconds=run, milliseconds=130 * i)))
+        jobs.append(
+            data.job(
+                status="completed",
+                created_at=created,
+                processing_started_at=started,
+                completed_at=started + timedelta(seconds=run, milliseconds=130 * i),
+            )
+        )
     # Completed without processing_started_at: processing time counts from creation.
     created = now - timedelta(hours=3)
     jobs.append(data.job(status="completed", created_at=created, completed_at=created + timedelta(seconds=500)))
     # Failed and running jobs waited in the queue too, but have no processing time.
-    jobs.append(data.job(status="failed", created_at=now - timedelta(hours=5),
-                         processing_started_at=now - timedelta(hours=5) + timedelta(seconds=400)))
-    jobs.append(data.job(status="processing", created_at=now - timedelta(minutes=30),
-                         processing_started_at=now - timedelta(minutes=30) + timedelta(seconds=144)))
+    jobs.append(
+        data.job(
+            status="failed",
+            created_at=now - timedelta(hours=5),
+            processing_started_at=now - timedelta(hours=5) + timedelta(seconds=400),
+        )
+    )
+    jobs.append(
+        data.job(
+            status="processing",
+            created_at=now - timedelta(minutes=30),
+            processing_started_at=now - timedelta(minutes=30) + timedelta(seconds=144),
+        )
+    )
     # Outside the 24 h window: must not move any figure of the window.
     old = now - timedelta(hours=30)
-    jobs.append(data.job(status="completed", created_at=old, processing_started_at=old + timedelta(seconds=9000),
-                         completed_at=old + timedelta(seconds=99000)))
+    jobs.append(
+        data.job(
+            status="completed",
+            created_at=old,
+            processing_started_at=old + timedelta(seconds=9000),
+            completed_at=old + timedelta(seconds=99000),
+        )
+    )
 
     stats = fetch_stats(client, auth)["data"]
     perf = stats["performance"]

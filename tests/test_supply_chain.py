@@ -15,18 +15,26 @@ spec.loader.exec_module(gate)
 
 
 def test_a_known_vulnerability_fails_the_audit() -> None:
-    code, lines = gate.verdict({"dependencies": [
-        {"name": "flask", "version": "3.1.3", "vulns": []},
-        {"name": "jinja2", "version": "2.0", "vulns": [{"id": "PYSEC-0000-1", "fix_versions": ["2.11.3"]}]},
-    ]})
+    code, lines = gate.verdict(
+        {
+            "dependencies": [
+                {"name": "flask", "version": "3.1.3", "vulns": []},
+                {"name": "jinja2", "version": "2.0", "vulns": [{"id": "PYSEC-0000-1", "fix_versions": ["2.11.3"]}]},
+            ]
+        }
+    )
     assert code == 1
     assert "VULNERABLE jinja2 2.0: PYSEC-0000-1 (fixed in: 2.11.3)" in lines
 
 
 def test_unreachable_vulnerability_data_warns_without_failing() -> None:
-    code, lines = gate.verdict({"dependencies": [
-        {"name": "flask", "version": "3.1.3", "skip_reason": "Dependency not found on PyPI and could not be audited"},
-    ]})
+    code, lines = gate.verdict(
+        {
+            "dependencies": [
+                {"name": "flask", "version": "3.1.3", "skip_reason": "Dependency not found on PyPI and could not be audited"},
+            ]
+        }
+    )
     assert code == 0
     assert any(line.startswith("WARNING: pip-audit could not audit 1 of 1") for line in lines)
     assert "WARNING: no package was audited: this run says nothing about known vulnerabilities." in lines

@@ -66,10 +66,12 @@ def index_ddl(invalid: list[str] | tuple[str, ...] = ()) -> list[str]:
     """CREATE statements; `invalid` (see invalid_indexes) are dropped first, since IF NOT EXISTS
     would keep the unusable leftover of an interrupted build."""
     statements = [f"DROP INDEX CONCURRENTLY IF EXISTS archive.{name}" for name in invalid]
-    statements += [f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON archive.analysis_jobs {columns}"
-                   for name, columns in ARCHIVE_INDEXES]
-    statements += [f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON archive.system_metrics {columns}"
-                   for name, columns in METRICS_INDEXES]
+    statements += [
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON archive.analysis_jobs {columns}" for name, columns in ARCHIVE_INDEXES
+    ]
+    statements += [
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON archive.system_metrics {columns}" for name, columns in METRICS_INDEXES
+    ]
     statements.append("ANALYZE archive.analysis_jobs, archive.system_metrics")
     return statements
 

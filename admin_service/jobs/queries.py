@@ -239,9 +239,7 @@ def sort_key(sort_by: str) -> ColumnElement[Any]:
     return jobs.c[sort_by]
 
 
-def keyset_condition(
-    key: ColumnElement[Any], order: str, value: Any, row_id: uuid.UUID, nullable: bool
-) -> ColumnElement[bool]:
+def keyset_condition(key: ColumnElement[Any], order: str, value: Any, row_id: uuid.UUID, nullable: bool) -> ColumnElement[bool]:
     """Rows after (value, id) in `ORDER BY key <order> [NULLS LAST], id <order>`."""
     after_id = jobs.c.id > row_id if order == "ASC" else jobs.c.id < row_id
     if value is None:

@@ -136,7 +136,9 @@ class JobListQuerySchema(StrictQuerySchema):
     page = fields.Integer(
         load_default=1, validate=validate.Range(min=1, max=1_000_000), metadata={"description": "Page number (offset paging)."}
     )
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."})
+    limit = fields.Integer(
+        load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."}
+    )
     status = StatusListField(metadata={"description": "Status or comma-separated statuses (`queue` means `queued`)."})
     user_id = fields.UUID(metadata={"description": "Jobs of this user."})
     user_email = _text("Partial, case-insensitive match on the user's email.")
@@ -170,9 +172,7 @@ class JobListQuerySchema(StrictQuerySchema):
 
 
 class StatsQuerySchema(StrictQuerySchema):
-    fresh = fields.Boolean(
-        load_default=False, metadata={"description": "Recompute now instead of serving the shared figures."}
-    )
+    fresh = fields.Boolean(load_default=False, metadata={"description": "Recompute now instead of serving the shared figures."})
 
 
 # --- responses -------------------------------------------------------------------------
@@ -230,11 +230,13 @@ class JobWithUserSchema(JobSchema):
 
 class JobDetailsSchema(JobWithUserSchema):
     processingTimeSeconds = fields.Float(
-        allow_none=True, required=True,
+        allow_none=True,
+        required=True,
         metadata={"description": "completed_at - processing_started_at (or created_at); for a running job, time so far."},
     )
     queueWaitSeconds = fields.Float(
-        allow_none=True, required=True,
+        allow_none=True,
+        required=True,
         metadata={"description": "processing_started_at - created_at; for a queued job, time waited so far."},
     )
 

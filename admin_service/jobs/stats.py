@@ -74,9 +74,7 @@ PERFORMANCE = text(
 
 # FILTER keeps the planner from turning min() into "walk the created_at index until a queued
 # row turns up", which reads nearly the whole index when the queued jobs are the newest ones.
-OLDEST_QUEUED = text(
-    "SELECT min(created_at) FILTER (WHERE true) FROM archive.analysis_jobs WHERE status IN ('queued', 'queue')"
-)
+OLDEST_QUEUED = text("SELECT min(created_at) FILTER (WHERE true) FROM archive.analysis_jobs WHERE status IN ('queued', 'queue')")
 
 TABLE_ROWS_ESTIMATE = text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'archive.analysis_jobs'::regclass")
 

@@ -157,8 +157,7 @@ class Capturer:
         """One page of changed rows in one transaction; (rows, the pass's lower bound)."""
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur, transaction(cur):
             cur.execute(
-                f'INSERT INTO "{self.schema}".capture_state (id, watermark) VALUES (1, now() - %s) '
-                "ON CONFLICT (id) DO NOTHING",
+                f'INSERT INTO "{self.schema}".capture_state (id, watermark) VALUES (1, now() - %s) ON CONFLICT (id) DO NOTHING',
                 (overlap,),
             )
             cur.execute(f'SELECT watermark FROM "{self.schema}".capture_state WHERE id = 1 FOR UPDATE')

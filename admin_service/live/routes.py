@@ -80,11 +80,15 @@ def job_timeline(job_ref: str) -> Response:
     """
     with current_engine().connect() as conn:
         job = find_job(conn, job_ref)
-        rows = conn.execute(
-            text(
-                f'SELECT id, event, kind, occurred_at, payload FROM "{_schema()}".job_events '
-                "WHERE job_row_id = :id ORDER BY id"
-            ),
-            {"id": job["id"]},
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                text(
+                    f'SELECT id, event, kind, occurred_at, payload FROM "{_schema()}".job_events '
+                    "WHERE job_row_id = :id ORDER BY id"
+                ),
+                {"id": job["id"]},
+            )
+            .mappings()
+            .all()
+        )
     return envelope({"events": [dict(r) for r in rows]}, "Job timeline")

@@ -144,7 +144,9 @@ def stream(args: dict[str, Any]) -> Response:
         and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
     )
     # Subscribe before reading the log: events arriving meanwhile wait in the queue.
-    sub: Subscriber = runtime.hub.attach(SocketStream(sub_filter, runtime.hub.queue_max)) if direct else runtime.hub.subscribe(sub_filter)
+    sub: Subscriber = (
+        runtime.hub.attach(SocketStream(sub_filter, runtime.hub.queue_max)) if direct else runtime.hub.subscribe(sub_filter)
+    )
     finished = threading.Event()
     if client_socket is not None:
         sub.on_close = _cut_off_if_stuck(client_socket, finished)
@@ -157,7 +159,11 @@ def stream(args: dict[str, Any]) -> Response:
         if last_id is not None:
             chunks, newest, reset = _replay(settings.admin_schema, last_id, sub_filter)
             if reset:
-                opening.append(message("reset", {"reason": "events after this id were pruned; refetch", "lastEventId": runtime.hub.last_event_id}))
+                opening.append(
+                    message(
+                        "reset", {"reason": "events after this id were pruned; refetch", "lastEventId": runtime.hub.last_event_id}
+                    )
+                )
                 newest = runtime.hub.last_event_id
             opening.extend(chunks)
         if newest > 0:
@@ -169,8 +175,17 @@ def stream(args: dict[str, Any]) -> Response:
         raise
     ending = _endings(settings.sse_retry_ms)
     if isinstance(sub, SocketStream):
-        body = follow_on_socket(runtime.hub, sub, client_socket, b"".join(opening), newest, admin.expires_at,
-                                settings.sse_heartbeat_s, ending, finished)
+        body = follow_on_socket(
+            runtime.hub,
+            sub,
+            client_socket,
+            b"".join(opening),
+            newest,
+            admin.expires_at,
+            settings.sse_heartbeat_s,
+            ending,
+            finished,
+        )
     else:
         body = _follow(runtime.hub, sub, opening, newest, admin.expires_at, settings.sse_heartbeat_s, ending, finished)
     response = Response(body, mimetype="text/event-stream")
@@ -205,7 +220,9 @@ def _endings(retry_ms: int) -> dict[str, bytes]:
     """The last message of a stream, by why it ends."""
     return {
         "expired": message("error", {"code": "TOKEN_EXPIRED", "message": "Token expired; reconnect with a new token"}),
-        "slow-consumer": message("error", {"code": "SLOW_CONSUMER", "message": "Too slow to keep up; reconnect with Last-Event-ID"}),
+        "slow-consumer": message(
+            "error", {"code": "SLOW_CONSUMER", "message": "Too slow to keep up; reconnect with Last-Event-ID"}
+        ),
         "shutdown": f"retry: {min(retry_ms, 1000)}\n: server shutting down, reconnect\n\n".encode(),
     }
 
