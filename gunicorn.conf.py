@@ -41,9 +41,11 @@ def post_worker_init(worker):
     import time
 
     flask_app = getattr(worker.wsgi, "flask_app", worker.wsgi)
-    live = flask_app.extensions.get("admin_service.live")
-    if live is None:
+    from admin_service.services import EXTENSION
+
+    if EXTENSION not in flask_app.extensions:
         return
+    live = flask_app.extensions[EXTENSION].runtime
     connections = track_connections(worker)
 
     def watch() -> None:

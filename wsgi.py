@@ -7,7 +7,8 @@ loops: the event-log tail, the stats ticker, and a candidacy for capture leaders
 
 from admin_service import create_app
 from admin_service.live.socketio import mount_socketio
+from admin_service.services import services
 
 flask_app = create_app()
-flask_app.extensions["admin_service.live"].start()
+services(flask_app).runtime.start()
 app = mount_socketio(flask_app)

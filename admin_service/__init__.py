@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.live.runtime import LiveRuntime
     from admin_service.live.sse import blp as live_blp
     from admin_service.ratelimit import limit_admin_routes, make_limiter
+    from admin_service.services import Services, install_services
 
     settings = settings or load_settings()
     web.configure_logging(settings.log_level)
@@ -35,12 +36,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     # Its own pool reads in autocommit mode; an engine handed in (tests) is used as it is.
     engine = engine or make_engine(settings, autocommit=True)
-    app.extensions["admin_service.engine"] = engine
-    app.extensions["admin_service.auth"] = Authenticator(settings, engine)
+    authenticator = Authenticator(settings, engine)
     stats = SharedStats(engine, settings)
-    app.extensions["admin_service.stats"] = stats
-    # Its loops start per worker (wsgi.py), never at import time nor in tests' apps.
-    app.extensions["admin_service.live"] = LiveRuntime(settings, engine, stats)
 
     CORS(
         app,
@@ -51,9 +48,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         max_age=600,
     )
     web.install(app, settings)
-    metrics.install(app, enabled=settings.metrics_enabled, token=settings.metrics_token)
+    metrics.install(app, engine, stats, enabled=settings.metrics_enabled, token=settings.metrics_token)
     limiter = make_limiter(app, settings)
-    app.extensions["admin_service.auth"].guard = FailedAuthGuard(limiter, settings)
+    authenticator.guard = FailedAuthGuard(limiter, settings)
     limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp)
 
     api = Api(app)
@@ -64,6 +61,17 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
     app.register_blueprint(dashboard.blp)
-    app.extensions["admin_service.api"] = api
+    install_services(
+        app,
+        Services(
+            settings=settings,
+            engine=engine,
+            authenticator=authenticator,
+            stats=stats,
+            runtime=LiveRuntime(settings, engine, stats),
+            limiter=limiter,
+            api=api,
+        ),
+    )
     register_error_handlers(app)
     return app

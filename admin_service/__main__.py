@@ -113,13 +113,14 @@ def generated_openapi() -> dict:
 
     from admin_service import create_app
     from admin_service.config import load_settings as load
+    from admin_service.services import services
 
     # The document depends on the code only: build the app with inert settings.
     settings = load(
         {"JWT_SECRET": "openapi-export-secret-not-used-for-anything"}, database_url="postgresql://unused@localhost/unused"
     )
     app = create_app(settings, engine=create_engine("postgresql+psycopg2://unused@localhost/unused"))
-    return app.extensions["admin_service.api"].spec.to_dict()
+    return services(app).api.spec.to_dict()
 
 
 def cmd_openapi(args: argparse.Namespace) -> None:

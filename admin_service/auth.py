@@ -18,12 +18,13 @@ from typing import Any
 import jwt
 import requests
 from cachetools import TLRUCache, TTLCache
-from flask import current_app, g, request
+from flask import g, request
 from sqlalchemy import Engine, select
 
 from admin_service.config import Settings
 from admin_service.db.tables import users
 from admin_service.errors import ApiError
+from admin_service.services import services
 
 log = logging.getLogger("admin_service.auth")
 
@@ -302,10 +303,6 @@ def unverified_exp(token: str) -> float | None:
         return None
 
 
-def authenticator() -> Authenticator:
-    return current_app.extensions["admin_service.auth"]
-
-
 def request_token(allow_query: bool = False) -> str:
     """The bearer token of this request; browsers' EventSource may pass `access_token`."""
     header = request.headers.get("Authorization")
@@ -324,7 +321,7 @@ def client_address(environ: dict[str, Any], trust_proxy: bool) -> str:
 
 def require_admin(allow_query_token: bool = False) -> AdminUser:
     """Authenticate this request as an admin and remember the user on `g`."""
-    admin = authenticator().authenticate(request_token(allow_query_token), request.remote_addr or "unknown")
+    admin = services().authenticator.authenticate(request_token(allow_query_token), request.remote_addr or "unknown")
     g.admin = admin
     return admin
 

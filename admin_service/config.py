@@ -13,17 +13,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from admin_service.names import ALERT_RULES, HIGH_FAILURE_RATE, PROCESSING_TIMEOUT, QUEUE_OVERFLOW, RETRIES_EXHAUSTED
+
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 SUPPORTED_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 
-ALERT_RULES = ("high_failure_rate", "queue_overflow", "processing_timeout", "retries_exhausted")
 SEVERITIES = ("low", "medium", "high", "critical")
 DEFAULT_SEVERITIES = (
-    ("high_failure_rate", "high"),
-    ("queue_overflow", "medium"),
-    ("processing_timeout", "high"),
-    ("retries_exhausted", "medium"),
+    (HIGH_FAILURE_RATE, "high"),
+    (QUEUE_OVERFLOW, "medium"),
+    (PROCESSING_TIMEOUT, "high"),
+    (RETRIES_EXHAUSTED, "medium"),
 )
 
 

@@ -7,7 +7,6 @@ success: {success, message, data, timestamp}; error: {success, error{code,messag
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
@@ -15,6 +14,8 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
+
+from admin_service.clock import utc_now_iso
 
 log = logging.getLogger("admin_service.errors")
 
@@ -32,10 +33,6 @@ CODES_BY_STATUS = {
 
 # Seconds a client should wait before retrying when a dependency is down.
 RETRY_AFTER_SECONDS = 5
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def envelope(data: Any, message: str = "OK") -> Response:

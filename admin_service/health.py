@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from sqlalchemy import text
 
-from admin_service.db.engine import current_engine
 from admin_service.errors import RETRY_AFTER_SECONDS, ApiError, envelope
+from admin_service.services import services
 
 blp = Blueprint("health", __name__)
 
@@ -19,7 +19,7 @@ def health() -> Response:
 @blp.get("/health/ready")
 def ready() -> Response:
     try:
-        with current_engine().connect() as conn:
+        with services().engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception:
         raise ApiError(503, "Database unreachable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None

@@ -18,9 +18,9 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -29,6 +29,10 @@ from sqlalchemy import Engine, event
 
 from admin_service.auth import unauthorized
 from admin_service.errors import ApiError
+from admin_service.services import services
+
+if TYPE_CHECKING:
+    from admin_service.jobs.stats import SharedStats
 
 log = logging.getLogger("admin_service.metrics")
 
@@ -116,12 +120,12 @@ class JobStatsCollector(Collector):
     """Job counts per status from the process's shared stats: no query of its own (a scrape at
     most triggers the shared computation once per JOB_STATS_INTERVAL_MS, like any caller)."""
 
-    def __init__(self, app: Flask) -> None:
-        self.app = app
+    def __init__(self, stats: SharedStats) -> None:
+        self.stats = stats
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            data, age_ms = self.app.extensions["admin_service.stats"].get()
+            data, age_ms = self.stats.get()
         except Exception as exc:  # a scrape must answer while the database is down
             log.warning("metrics: job stats unavailable: %s", type(exc).__name__)
             up = GaugeMetricFamily(f"{PREFIX}_job_stats_up", "1 when the shared job statistics could be read")
@@ -165,14 +169,14 @@ def _check_access(token: str | None) -> None:
         loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
     except ValueError:
         loopback = False
-    forwarded = not current_app.config["SETTINGS"].trust_proxy and any(h in request.headers for h in FORWARDED)
+    forwarded = not services().settings.trust_proxy and any(h in request.headers for h in FORWARDED)
     if not loopback or forwarded:
         raise ApiError(403, "Metrics are served to loopback only; set METRICS_TOKEN to scrape from elsewhere")
 
 
-def exposition(app: Flask) -> bytes:
+def exposition(shared: SharedStats) -> bytes:
     stats = CollectorRegistry(auto_describe=False)
-    stats.register(JobStatsCollector(app))
+    stats.register(JobStatsCollector(shared))
     if multiprocess():
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
@@ -181,9 +185,9 @@ def exposition(app: Flask) -> bytes:
     return generate_latest(registry) + generate_latest(stats)
 
 
-def install(app: Flask, *, enabled: bool, token: str | None) -> None:
+def install(app: Flask, engine: Engine, stats: SharedStats, *, enabled: bool, token: str | None) -> None:
     """Request metrics for every route, pool gauges, and GET /metrics when enabled."""
-    watch_pool(app.extensions["admin_service.engine"])
+    watch_pool(engine)
 
     def start() -> None:
         g.metrics_started = time.perf_counter()
@@ -207,6 +211,6 @@ def install(app: Flask, *, enabled: bool, token: str | None) -> None:
     @app.get("/metrics")
     def metrics() -> Response:
         _check_access(token)
-        response = Response(exposition(app), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+        response = Response(exposition(stats), mimetype=None, content_type=CONTENT_TYPE_LATEST)
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -17,9 +17,9 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits.errors import StorageError
 
-from admin_service.auth import authenticator
 from admin_service.config import Settings
 from admin_service.errors import RETRY_AFTER_SECONDS, ApiError, error_response
+from admin_service.services import services
 
 log = logging.getLogger("admin_service.ratelimit")
 # The storage scope every admin route draws on: one budget per client, not one per route.
@@ -30,7 +30,7 @@ def rate_limit_key() -> str:
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else request.args.get("access_token")
     # Only a verified signature may pick the bucket: a forged `sub` must not dodge the limit.
-    user_id = authenticator().user_id_if_valid(token)
+    user_id = services().authenticator.user_id_if_valid(token)
     return f"user:{user_id}" if user_id else f"ip:{get_remote_address()}"
 
 

@@ -78,10 +78,3 @@ def ping_idle_connections(engine: Engine, idle_s: float = PING_AFTER_IDLE_S) -> 
 
     event.listen(engine, "checkin", on_checkin)
     event.listen(engine, "checkout", on_checkout)
-
-
-def current_engine() -> Engine:
-    """The engine of the running app (set up by create_app)."""
-    from flask import current_app
-
-    return current_app.extensions["admin_service.engine"]

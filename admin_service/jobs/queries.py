@@ -9,7 +9,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Select, and_, bindparam, case, false, func, or_, select, text
@@ -21,6 +21,9 @@ from admin_service.db.tables import JOB_COLUMNS, jobs, users
 from admin_service.errors import validation_error
 from admin_service.jobs import status as job_status
 from admin_service.jobs.schemas import Moment
+
+if TYPE_CHECKING:
+    from admin_service.jobs.stats import SharedStats
 
 
 def escape_like(value: str) -> str:
@@ -306,12 +309,6 @@ def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
 EXACT_COUNT_MAX_ROWS = 100_000
 
 
-def _shared_stats() -> Any:
-    from flask import current_app, has_app_context
-
-    return current_app.extensions.get("admin_service.stats") if has_app_context() else None
-
-
 def cached_count(conn: Connection, filters: JobFilters, shared: Any) -> int | None:
     """The total from the shared per-status counts, when the table is big enough to need it."""
     if shared is None or not filters.statuses_only:
@@ -344,7 +341,7 @@ def count_jobs(
     return int(conn.execute(select(func.count()).select_from(jobs).where(*conds)).scalar_one()), "exact"
 
 
-def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo) -> dict[str, Any]:
+def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: SharedStats | None = None) -> dict[str, Any]:
     filters = JobFilters.from_args(args)
     sort_by, order, limit = args["sort_by"], args["sort_order"], args["limit"]
     conds = filters.conditions(tz, conn)
@@ -368,7 +365,7 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo) -> dict[str,
     if has_next and rows:
         last = rows[-1]
         next_cursor = encode_cursor(sort_by, order, last["sort_key"], last["id"])
-    total, count_mode = count_jobs(conn, conds, args["count"], filters, _shared_stats())
+    total, count_mode = count_jobs(conn, conds, args["count"], filters, shared)
     return {
         "jobs": job_list,
         "pagination": {

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response
 from sqlalchemy import Connection
 
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
-from admin_service.config import Settings
-from admin_service.db.engine import current_engine
 from admin_service.errors import envelope, not_found
 from admin_service.jobs import queries
 from admin_service.jobs.schemas import (
@@ -21,7 +19,7 @@ from admin_service.jobs.schemas import (
     StatsEnvelopeSchema,
     StatsQuerySchema,
 )
-from admin_service.jobs.stats import shared_stats
+from admin_service.services import services
 
 blp = ApiBlueprint(
     "jobs",
@@ -30,10 +28,6 @@ blp = ApiBlueprint(
     description="Analysis jobs: statistics, list, details and results. Admin token required.",
 )
 SECURED = {"security": [{"bearerAuth": []}]}
-
-
-def settings() -> Settings:
-    return current_app.config["SETTINGS"]
 
 
 def find_job(conn: Connection, job_ref: str) -> dict[str, Any]:
@@ -61,7 +55,7 @@ def job_stats(args: dict[str, Any]) -> Response:
     window, 7 days of daily metrics and the newest system metrics. Shared by all callers and
     recomputed at most once per JOB_STATS_INTERVAL_MS; `fresh=true` forces a recomputation.
     """
-    data, age_ms = shared_stats().get(0 if args["fresh"] else None)
+    data, age_ms = services().stats.get(0 if args["fresh"] else None)
     message = "Job statistics (computed now)" if age_ms == 0 else f"Job statistics (shared, computed {age_ms:.0f} ms ago)"
     return envelope(data, message)
 
@@ -77,8 +71,9 @@ def list_jobs(args: dict[str, Any]) -> Response:
     Filters combine with AND. Ordered by sort_by then id (stable). Offset paging with
     `page`, or keyset paging with `cursor` (pagination.nextCursor) at constant cost.
     """
-    with current_engine().connect() as conn:
-        data = queries.list_jobs(conn, args, settings().tz)
+    used = services()
+    with used.engine.connect() as conn:
+        data = queries.list_jobs(conn, args, used.settings.tz, used.stats)
     return envelope(data, "Jobs retrieved")
 
 
@@ -91,7 +86,7 @@ def job_details(job_ref: str) -> Response:
 
     `job_ref` is the job's row id or its job_id.
     """
-    with current_engine().connect() as conn:
+    with services().engine.connect() as conn:
         job = find_job(conn, job_ref)
     return envelope(queries.job_details(job), "Job details retrieved")
 
@@ -105,7 +100,7 @@ def job_results(job_ref: str) -> Response:
 
     404 NOT_FOUND when the job does not exist; 404 RESULT_NOT_FOUND when it has no result.
     """
-    with current_engine().connect() as conn:
+    with services().engine.connect() as conn:
         job = find_job(conn, job_ref)
         result = queries.find_result(conn, job["result_id"]) if job["result_id"] else None
     if result is None:

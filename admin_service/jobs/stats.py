@@ -314,9 +314,3 @@ class SharedStats:
             log.warning("background stats refresh failed: %s", type(exc).__name__)
         finally:
             self._lock.release()
-
-
-def shared_stats() -> SharedStats:
-    from flask import current_app
-
-    return current_app.extensions["admin_service.stats"]

@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from admin_service.clock import full_precision, iso, utc
 from admin_service.config import Settings
 from admin_service.jobs.status import stored_values
-from admin_service.live.log import NewEvent, alert_payload, utc
+from admin_service.live.log import NewEvent, alert_payload
+from admin_service.names import HIGH_FAILURE_RATE, JOB_ALERT, PROCESSING_TIMEOUT, QUEUE_OVERFLOW, RETRIES_EXHAUSTED
 
-JOB_ALERT = "job-alert"
 RESOLVED_SEVERITY = "low"
 MAX_JOB_IDS = 10
 # An error message can be a whole stack trace; every subscriber receives the payload.
@@ -45,18 +46,6 @@ class Check:
     message: str  # describes the condition as it is now (used for the raise)
 
 
-def iso(dt: datetime | None) -> str | None:
-    """UTC ISO-8601 with milliseconds and `Z`, like every other timestamp the service emits."""
-    if dt is None:
-        return None
-    return utc(dt).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _stamp(dt: datetime) -> str:
-    """Full-precision UTC time for dedupe keys (whatever the session time zone)."""
-    return dt.astimezone(UTC).isoformat()
-
-
 def _fetchone(cur: Any) -> tuple[Any, ...]:
     # The caller may hand us a RealDictCursor: read columns by position either way.
     row = cur.fetchone()
@@ -72,7 +61,7 @@ def _fetchall(cur: Any) -> list[tuple[Any, ...]]:
 
 def job_alerts(jobs: list[dict[str, Any]], settings: Settings) -> list[NewEvent]:
     """retries_exhausted for each failed job whose retry_count reached max_retries; once per job ever."""
-    severity = settings.severity("retries_exhausted")
+    severity = settings.severity(RETRIES_EXHAUSTED)
     events: list[NewEvent] = []
     for job in jobs:
         retries, limit = job.get("retry_count"), job.get("max_retries")
@@ -97,9 +86,9 @@ def job_alerts(jobs: list[dict[str, Any]], settings: Settings) -> list[NewEvent]
         events.append(
             NewEvent(
                 event=JOB_ALERT,
-                kind="retries_exhausted",
-                payload=alert_payload("retries_exhausted", severity, message, data),
-                dedupe_key=f"alert:retries_exhausted:{row_id}",
+                kind=RETRIES_EXHAUSTED,
+                payload=alert_payload(RETRIES_EXHAUSTED, severity, message, data),
+                dedupe_key=f"alert:{RETRIES_EXHAUSTED}:{row_id}",
                 job_row_id=row_id,
                 status="failed",
             )
@@ -185,9 +174,9 @@ def _processing_timeout(cur: Any, settings: Settings, now: datetime) -> Check:
 
 
 RULES: tuple[tuple[str, str, Callable[[Any, Settings, datetime], Check]], ...] = (
-    ("high_failure_rate", "High failure rate", _high_failure_rate),
-    ("queue_overflow", "Queue overflow", _queue_overflow),
-    ("processing_timeout", "Processing timeout", _processing_timeout),
+    (HIGH_FAILURE_RATE, "High failure rate", _high_failure_rate),
+    (QUEUE_OVERFLOW, "Queue overflow", _queue_overflow),
+    (PROCESSING_TIMEOUT, "Processing timeout", _processing_timeout),
 )
 
 
@@ -237,13 +226,13 @@ def evaluate_rules(cur: Any, settings: Settings, now: datetime | None = None) ->
             # Strictly after the previous episode even if the clock repeats or steps back.
             start = now if created else max(now, since + TICK)
             payload = alert_payload(rule, settings.severity(rule), check.message, check.data)
-            events.append(NewEvent(JOB_ALERT, rule, payload, f"alert:{rule}:raised:{_stamp(start)}"))
+            events.append(NewEvent(JOB_ALERT, rule, payload, f"alert:{rule}:raised:{full_precision(start)}"))
             _set_state(cur, schema, rule, True, start, check.data)
         elif active and not check.holds:
             data = {**check.data, "resolved": True, "raisedAt": iso(since)}
             message = f"{title} cleared (raised at {iso(since)})"
             payload = alert_payload(rule, RESOLVED_SEVERITY, message, data)
             # Keyed by the episode's start: one resolution per episode.
-            events.append(NewEvent(JOB_ALERT, rule, payload, f"alert:{rule}:resolved:{_stamp(since)}"))
+            events.append(NewEvent(JOB_ALERT, rule, payload, f"alert:{rule}:resolved:{full_precision(since)}"))
             _set_state(cur, schema, rule, False, max(now, since + TICK), data)
     return events

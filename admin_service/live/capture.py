@@ -21,12 +21,13 @@ from typing import Any
 import psycopg2
 
 from admin_service import metrics
+from admin_service.clock import utc
 from admin_service.config import Settings
 from admin_service.jobs.schemas import JobWithUserSchema
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
 from admin_service.live.connection import keep_connected, wait_for_notify
-from admin_service.live.log import CHANGES_CHANNEL, NewEvent, append_and_notify, prune, transaction, utc
+from admin_service.live.log import CHANGES_CHANNEL, NewEvent, append_and_notify, prune, transaction
 
 log = logging.getLogger("admin_service.capture")
 

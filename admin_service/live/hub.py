@@ -17,13 +17,9 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from admin_service import metrics
+from admin_service.names import EVENT_NAMES, JOB_UPDATE
 
 log = logging.getLogger("admin_service.live")
-
-JOB_UPDATE = "job-update"
-JOB_ALERT = "job-alert"
-JOB_STATS = "job-stats"
-EVENT_NAMES = (JOB_STATS, JOB_UPDATE, JOB_ALERT)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from admin_service.errors import utc_now_iso
+from admin_service.clock import utc_now_iso
 
 # Channel the leader NOTIFYs after appending; every worker's tail LISTENs on it.
 EVENTS_CHANNEL = "admin_service_job_events"
@@ -109,7 +108,3 @@ def prune(cur: Any, schema: str, retention_days: float) -> int:
     )
     row = cur.fetchone()
     return int(row[0]) if row else 0
-
-
-def utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

@@ -10,11 +10,11 @@ from sqlalchemy import text
 
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
-from admin_service.db.engine import current_engine
 from admin_service.errors import envelope
 from admin_service.jobs.routes import find_job
 from admin_service.jobs.schemas import EnvelopeSchema, StrictQuerySchema
-from admin_service.live.runtime import live_runtime
+from admin_service.names import ALERT_RULES
+from admin_service.services import services
 
 blp = ApiBlueprint("events", __name__, url_prefix="/admin/jobs", description="The job event log: timelines and alerts.")
 
@@ -37,9 +37,7 @@ class EventListEnvelopeSchema(EnvelopeSchema):
 
 class AlertsQuerySchema(StrictQuerySchema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    type = fields.String(
-        validate=validate.OneOf(("high_failure_rate", "queue_overflow", "processing_timeout", "retries_exhausted"))
-    )
+    type = fields.String(validate=validate.OneOf(ALERT_RULES))
 
 
 @blp.before_request
@@ -48,7 +46,7 @@ def _authenticate() -> None:
 
 
 def _schema() -> str:
-    return live_runtime().settings.admin_schema
+    return services().settings.admin_schema
 
 
 @blp.route("/alerts")
@@ -64,7 +62,7 @@ def recent_alerts(args: dict[str, Any]) -> Response:
     sql = f"""SELECT id, event, kind, occurred_at, payload FROM "{_schema()}".job_events
               WHERE event = 'job-alert' {"AND kind = :type" if args.get("type") else ""}
               ORDER BY id DESC LIMIT :limit"""
-    with current_engine().connect() as conn:
+    with services().engine.connect() as conn:
         rows = conn.execute(text(sql), {"type": args.get("type"), "limit": args["limit"]}).mappings().all()
     return envelope({"events": [dict(r) for r in rows]}, "Recent alerts")
 
@@ -78,7 +76,7 @@ def job_timeline(job_ref: str) -> Response:
 
     Every logged event of one job, oldest first.
     """
-    with current_engine().connect() as conn:
+    with services().engine.connect() as conn:
         job = find_job(conn, job_ref)
         rows = (
             conn.execute(

@@ -6,15 +6,15 @@ import logging
 import threading
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import Engine
 
 from admin_service import metrics
 from admin_service.config import Settings
 from admin_service.jobs.stats import SharedStats
 from admin_service.live.capture import Capturer
-from admin_service.live.hub import JOB_STATS, Hub, LiveEvent
+from admin_service.live.hub import Hub, LiveEvent
 from admin_service.live.tail import EventTail
+from admin_service.names import JOB_STATS
 
 log = logging.getLogger("admin_service.live")
 
@@ -64,7 +64,3 @@ class LiveRuntime:
                 log.warning("stats tick failed: %s", type(exc).__name__)
                 continue
             self.hub.publish(LiveEvent(JOB_STATS, data))
-
-
-def live_runtime() -> LiveRuntime:
-    return current_app.extensions["admin_service.live"]

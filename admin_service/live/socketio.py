@@ -27,8 +27,10 @@ from admin_service import metrics
 from admin_service.auth import AdminUser, Authenticator, client_address
 from admin_service.errors import ApiError
 from admin_service.jobs.status import ALIASES, STATUSES
-from admin_service.live.hub import JOB_ALERT, JOB_STATS, JOB_UPDATE, EventFilter, LiveEvent
+from admin_service.live.hub import EventFilter, LiveEvent
 from admin_service.live.runtime import LiveRuntime
+from admin_service.names import JOB_ALERT, JOB_STATS, JOB_UPDATE
+from admin_service.services import services
 
 log = logging.getLogger("admin_service.socketio")
 
@@ -106,8 +108,9 @@ class GuardedServer(socketio.Server):
 
 class SocketGateway:
     def __init__(self, flask_app: Flask) -> None:
-        self.runtime: LiveRuntime = flask_app.extensions["admin_service.live"]
-        self.auth: Authenticator = flask_app.extensions["admin_service.auth"]
+        used = services(flask_app)
+        self.runtime: LiveRuntime = used.runtime
+        self.auth: Authenticator = used.authenticator
         self.settings = self.runtime.settings
         self.sio = GuardedServer(
             async_mode="gevent",

@@ -22,12 +22,11 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from admin_service import metrics
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
-from admin_service.db.engine import current_engine
 from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQuerySchema, comma_list
-from admin_service.jobs.stats import shared_stats
-from admin_service.live.hub import EVENT_NAMES, JOB_STATS, STOP, EventFilter, Hub, LiveEvent, Subscriber
-from admin_service.live.runtime import live_runtime
+from admin_service.live.hub import STOP, EventFilter, Hub, LiveEvent, Subscriber
 from admin_service.live.sse_socket import SocketStream, follow_on_socket, until_next_beat
+from admin_service.names import EVENT_NAMES, JOB_STATS
+from admin_service.services import services
 
 blp = ApiBlueprint("live", __name__, url_prefix="/admin/jobs", description="Live job events (Server-Sent Events).")
 
@@ -76,7 +75,7 @@ def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[byte
     """Stored events after `after`, as SSE text; (chunks, newest id, reset needed)."""
     from admin_service.live.log import read_after
 
-    engine = current_engine()
+    engine = services().engine
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -120,8 +119,8 @@ def stream(args: dict[str, Any]) -> Response:
     event means the gap is older than what is kept: refetch, then follow.
     """
     admin = g.admin
-    settings = live_runtime().settings
-    runtime = live_runtime()
+    used = services()
+    settings, runtime = used.settings, used.runtime
     runtime.start()  # no-op under gunicorn (started at worker boot); starts the tail elsewhere
     header_id = (request.headers.get("Last-Event-ID") or "").strip()
     last_id = int(header_id) if header_id else args.get("last_event_id")
@@ -153,7 +152,7 @@ def stream(args: dict[str, Any]) -> Response:
     try:
         opening = [f"retry: {settings.sse_retry_ms}\n: connected\n\n".encode()]
         if JOB_STATS in sub_filter.events:
-            data, _ = shared_stats().get()
+            data, _ = used.stats.get()
             opening.append(message(JOB_STATS, data))
         newest = runtime.hub.last_event_id
         if last_id is not None:

@@ -1,0 +1,20 @@
+"""The names clients see, each declared once: live event names and alert rule names.
+
+A leaf module (no imports from the package), so that config, the live pipeline, the REST
+schemas and the dashboard page (which receives them from its template) all read the same list.
+"""
+
+from __future__ import annotations
+
+# Live events, the same on SSE and Socket.IO.
+JOB_STATS = "job-stats"
+JOB_UPDATE = "job-update"
+JOB_ALERT = "job-alert"
+EVENT_NAMES = (JOB_STATS, JOB_UPDATE, JOB_ALERT)
+
+# Alert rules: the table-wide rules, then the per-job one.
+HIGH_FAILURE_RATE = "high_failure_rate"
+QUEUE_OVERFLOW = "queue_overflow"
+PROCESSING_TIMEOUT = "processing_timeout"
+RETRIES_EXHAUSTED = "retries_exhausted"
+ALERT_RULES = (HIGH_FAILURE_RATE, QUEUE_OVERFLOW, PROCESSING_TIMEOUT, RETRIES_EXHAUSTED)
