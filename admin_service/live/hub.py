@@ -170,7 +170,6 @@ class Hub:
         self._lock = threading.Lock()
         self.dropped_total = 0
         self.published_total = 0
-        self.last_event_id = 0  # newest log id published here
         # Transports that fan out themselves (Socket.IO rooms) say here whether they want an event.
         self.demand: list[Callable[[str], bool]] = []
 
@@ -210,8 +209,6 @@ class Hub:
         return any(name in f.events and any(s.counts_for_demand for s in subs) for f, subs in self._current())
 
     def publish(self, event: LiveEvent) -> None:
-        if event.id is not None:
-            self.last_event_id = max(self.last_event_id, event.id)
         self.published_total += 1
         metrics.EVENTS_PUBLISHED.labels(event.name).inc()
         offered = 0

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, g, request
 from marshmallow import ValidationError, fields, validate, validates_schema
@@ -22,8 +22,10 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from admin_service import metrics
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
+from admin_service.db.dbapi import Cursor
 from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQuerySchema, comma_list
 from admin_service.live.hub import STOP, EventFilter, Hub, LiveEvent, Subscriber
+from admin_service.live.log import EventLog
 from admin_service.live.sse_socket import SocketStream, follow_on_socket, until_next_beat
 from admin_service.names import EVENT_NAMES, JOB_STATS
 from admin_service.services import services
@@ -71,18 +73,13 @@ def message(name: str, data: dict[str, Any], event_id: int | None = None) -> byt
     return LiveEvent(name, data, event_id).sse_bytes
 
 
-def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[bytes], int, bool]:
+def _replay(event_log: EventLog, after: int, sub_filter: EventFilter) -> tuple[list[bytes], int, bool]:
     """Stored events after `after`, as SSE text; (chunks, newest id, reset needed)."""
-    from admin_service.live.log import read_after
-
-    engine = services().engine
-    raw = engine.raw_connection()
+    raw = services().engine.raw_connection()
     try:
-        cur = raw.cursor()
-        cur.execute(
-            f'SELECT (SELECT pruned_through FROM "{schema}".capture_state WHERE id = 1), (SELECT max(id) FROM "{schema}".job_events)'
-        )
-        pruned, logged = (int(v or 0) for v in cur.fetchone())
+        # The pool's psycopg2 connection: its cursor fits the Protocol.
+        cur = cast(Cursor, raw.cursor())
+        pruned, logged = event_log.replay_bounds(cur)
         # An id beyond anything logged is not from this log (recreated, restored, another
         # environment): following from it would silently skip every event up to it.
         if after < pruned or after > max(pruned, logged):
@@ -91,14 +88,13 @@ def _replay(schema: str, after: int, sub_filter: EventFilter) -> tuple[list[byte
         newest = after
         total = 0
         while True:
-            rows = read_after(cur, schema, newest, REPLAY_PAGE)
-            for event_id, name, payload in rows:
-                event = LiveEvent(name, payload, event_id)
+            events = event_log.read_after(cur, newest, REPLAY_PAGE)
+            for event in events:
                 if sub_filter.accepts(event):
                     chunks.append(event.sse_bytes)
-                newest = event_id
-            total += len(rows)
-            if len(rows) < REPLAY_PAGE:
+                newest = event.id or newest
+            total += len(events)
+            if len(events) < REPLAY_PAGE:
                 return chunks, newest, False
             if total >= REPLAY_MAX:
                 return [], newest, True
@@ -154,16 +150,12 @@ def stream(args: dict[str, Any]) -> Response:
         if JOB_STATS in sub_filter.events:
             data, _ = used.stats.get()
             opening.append(message(JOB_STATS, data))
-        newest = runtime.hub.last_event_id
+        newest = runtime.tail.position
         if last_id is not None:
-            chunks, newest, reset = _replay(settings.admin_schema, last_id, sub_filter)
+            chunks, newest, reset = _replay(runtime.event_log, last_id, sub_filter)
             if reset:
-                opening.append(
-                    message(
-                        "reset", {"reason": "events after this id were pruned; refetch", "lastEventId": runtime.hub.last_event_id}
-                    )
-                )
-                newest = runtime.hub.last_event_id
+                newest = runtime.tail.position
+                opening.append(message("reset", {"reason": "events after this id were pruned; refetch", "lastEventId": newest}))
             opening.extend(chunks)
         if newest > 0:
             # An id without data sets EventSource's lastEventId: a client dropped before its
