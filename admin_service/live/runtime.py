@@ -12,7 +12,7 @@ from admin_service import metrics
 from admin_service.config import Settings
 from admin_service.jobs.stats import SharedStats
 from admin_service.live.capture import Capturer
-from admin_service.live.hub import Hub, LiveEvent
+from admin_service.live.hub import CloseReason, Hub, LiveEvent
 from admin_service.live.log import EventLog
 from admin_service.live.tail import EventTail
 from admin_service.names import JOB_STATS
@@ -47,7 +47,7 @@ class LiveRuntime:
             thread.start()
             self._threads.append(thread)
 
-    def shutdown(self, reason: str = "shutdown") -> None:
+    def shutdown(self, reason: CloseReason = CloseReason.SHUTDOWN) -> None:
         """End every stream (clients reconnect elsewhere) and give up capture leadership."""
         self.stop.set()
         self.hub.close_all(reason)
