@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from admin_service.config import Settings
 from admin_service.live.alerts import evaluate_rules, job_alerts
-from admin_service.live.log import NewEvent, append_events
+from admin_service.live.log import EventLog, NewEvent
 from tests.conftest import make_settings
 from tests.factories import Data, utcnow
 
@@ -36,7 +36,7 @@ def evaluate(engine: Engine, settings: Settings, now: datetime | None = None) ->
     try:
         with conn.cursor() as cur:
             events = evaluate_rules(cur, settings, now)
-            ids = append_events(cur, settings.admin_schema, events)
+            ids = EventLog(settings.admin_schema).append(cur, events)
         conn.commit()
     finally:
         conn.close()
@@ -435,9 +435,9 @@ def test_retries_exhausted_logged_once(engine: Engine, clean: Data, settings: Se
     conn = engine.raw_connection()
     try:
         with conn.cursor() as cur:
-            first = append_events(cur, settings.admin_schema, job_alerts([failed], settings))
+            first = EventLog(settings.admin_schema).append(cur, job_alerts([failed], settings))
             # The same row captured again (overlap window, restart): nothing new.
-            second = append_events(cur, settings.admin_schema, job_alerts([dict(failed)], settings))
+            second = EventLog(settings.admin_schema).append(cur, job_alerts([dict(failed)], settings))
         conn.commit()
     finally:
         conn.close()

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from admin_service.clock import full_precision, iso, utc
+from admin_service.clock import full_precision, iso, utc, utc_now_iso
 from admin_service.config import Settings
+from admin_service.db.dbapi import Cursor
 from admin_service.jobs.status import stored_values
-from admin_service.live.log import NewEvent, alert_payload
+from admin_service.live.log import NewEvent
 from admin_service.names import HIGH_FAILURE_RATE, JOB_ALERT, PROCESSING_TIMEOUT, QUEUE_OVERFLOW, RETRIES_EXHAUSTED
 
 RESOLVED_SEVERITY = "low"
@@ -46,13 +47,18 @@ class Check:
     message: str  # describes the condition as it is now (used for the raise)
 
 
-def _fetchone(cur: Any) -> tuple[Any, ...]:
+def alert_payload(alert_type: str, severity: str, message: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A job-alert event's payload (what subscribers receive)."""
+    return {"type": alert_type, "severity": severity, "message": message, "data": data, "timestamp": utc_now_iso()}
+
+
+def _fetchone(cur: Cursor) -> tuple[Any, ...]:
     # The caller may hand us a RealDictCursor: read columns by position either way.
     row = cur.fetchone()
     return tuple(row.values()) if isinstance(row, Mapping) else tuple(row)
 
 
-def _fetchall(cur: Any) -> list[tuple[Any, ...]]:
+def _fetchall(cur: Cursor) -> list[tuple[Any, ...]]:
     return [tuple(r.values()) if isinstance(r, Mapping) else tuple(r) for r in cur.fetchall()]
 
 
@@ -99,7 +105,7 @@ def job_alerts(jobs: list[dict[str, Any]], settings: Settings) -> list[NewEvent]
 # --- table-wide rules --------------------------------------------------------------------
 
 
-def _high_failure_rate(cur: Any, settings: Settings, now: datetime) -> Check:
+def _high_failure_rate(cur: Cursor, settings: Settings, now: datetime) -> Check:
     window = settings.alert_failure_window_min
     threshold = settings.alert_failure_rate
     # created_at range (or status) index: only the window's rows are read.
@@ -123,7 +129,7 @@ def _high_failure_rate(cur: Any, settings: Settings, now: datetime) -> Check:
     return Check(holds, data, message)
 
 
-def _queue_overflow(cur: Any, settings: Settings, now: datetime) -> Check:
+def _queue_overflow(cur: Cursor, settings: Settings, now: datetime) -> Check:
     # (status, priority, created_at) covers both figures: an index-only scan of the queued rows.
     cur.execute(f"SELECT count(*), min(created_at) FROM {JOBS} WHERE status = ANY(%s)", (stored_values(["queued"]),))
     count, oldest = _fetchone(cur)
@@ -150,7 +156,7 @@ def _queue_overflow(cur: Any, settings: Settings, now: datetime) -> Check:
 STARTED = "COALESCE(processing_started_at, updated_at)"
 
 
-def _processing_timeout(cur: Any, settings: Settings, now: datetime) -> Check:
+def _processing_timeout(cur: Cursor, settings: Settings, now: datetime) -> Check:
     timeout = settings.alert_processing_timeout_s
     cutoff = now - timedelta(seconds=timeout)
     statuses = stored_values(["processing"])
@@ -173,14 +179,14 @@ def _processing_timeout(cur: Any, settings: Settings, now: datetime) -> Check:
     return Check(count > 0, data, message)
 
 
-RULES: tuple[tuple[str, str, Callable[[Any, Settings, datetime], Check]], ...] = (
+RULES: tuple[tuple[str, str, Callable[[Cursor, Settings, datetime], Check]], ...] = (
     (HIGH_FAILURE_RATE, "High failure rate", _high_failure_rate),
     (QUEUE_OVERFLOW, "Queue overflow", _queue_overflow),
     (PROCESSING_TIMEOUT, "Processing timeout", _processing_timeout),
 )
 
 
-def _lock_state(cur: Any, schema: str, now: datetime) -> dict[str, tuple[bool, datetime, bool]]:
+def _lock_state(cur: Cursor, schema: str, now: datetime) -> dict[str, tuple[bool, datetime, bool]]:
     """Each rule's (active, since, created now), its row locked until the caller commits.
 
     Locking serialises two evaluators (there should be one, the capture leader), so an
@@ -201,14 +207,14 @@ def _lock_state(cur: Any, schema: str, now: datetime) -> dict[str, tuple[bool, d
     return {rule: (bool(active), utc(since), rule in created) for rule, active, since in _fetchall(cur)}
 
 
-def _set_state(cur: Any, schema: str, rule: str, active: bool, since: datetime, data: dict[str, Any]) -> None:
+def _set_state(cur: Cursor, schema: str, rule: str, active: bool, since: datetime, data: dict[str, Any]) -> None:
     cur.execute(
         f'UPDATE "{schema}".alert_state SET active = %s, since = %s, data = %s::jsonb WHERE rule = %s',
         (active, since, json.dumps(data), rule),
     )
 
 
-def evaluate_rules(cur: Any, settings: Settings, now: datetime | None = None) -> list[NewEvent]:
+def evaluate_rules(cur: Cursor, settings: Settings, now: datetime | None = None) -> list[NewEvent]:
     """Check every rule; return a raise event for each rule that starts to hold and a
     resolution event for each that stops. Runs in the caller's transaction."""
     schema = settings.admin_schema

@@ -16,18 +16,20 @@ import time
 import zlib
 from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-import psycopg2
+import psycopg2.extras
 
 from admin_service import metrics
 from admin_service.clock import utc
 from admin_service.config import Settings
+from admin_service.db.dbapi import Connection, Cursor
 from admin_service.jobs.schemas import JobWithUserSchema
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
-from admin_service.live.connection import keep_connected, wait_for_notify
-from admin_service.live.log import CHANGES_CHANNEL, NewEvent, append_and_notify, prune, transaction
+from admin_service.live.connection import keep_connected, transaction, wait_for_notify
+from admin_service.live.log import CHANGES_CHANNEL, EventLog, NewEvent
+from admin_service.names import JOB_UPDATE
 
 log = logging.getLogger("admin_service.capture")
 
@@ -79,14 +81,14 @@ def job_snapshot(row: dict[str, Any]) -> dict[str, Any]:
     user = None
     if row.get("user_ref_id") is not None:
         user = {"id": row["user_ref_id"], "email": row["user_email"], "username": row["user_username"]}
-    return JOB_SCHEMA.dump({**job, "user": user})
+    return cast(dict[str, Any], JOB_SCHEMA.dump({**job, "user": user}))
 
 
 class Capturer:
-    def __init__(self, settings: Settings, database_url: str) -> None:
+    def __init__(self, settings: Settings, database_url: str, event_log: EventLog) -> None:
         self.settings = settings
         self.database_url = database_url
-        self.schema = settings.admin_schema
+        self.log = event_log
         self.is_leader = False
         self.captured_total = 0
         # Bounded memory (full, the two took ~92 MiB at 100k/200k entries: the soak's finding).
@@ -100,10 +102,10 @@ class Capturer:
     def run(self, stop: threading.Event) -> None:
         keep_connected("capture", self.settings, self.database_url, stop, lambda conn: self._session(conn, stop), LEADER_RETRY_S)
 
-    def _session(self, conn: Any, stop: threading.Event) -> None:
+    def _session(self, conn: Connection, stop: threading.Event) -> None:
         """Lead while this connection holds the lock (closing it releases the lock)."""
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.schema),))
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.log.schema),))
             if not cur.fetchone()[0]:
                 return
         self.is_leader = True
@@ -116,7 +118,7 @@ class Capturer:
             self.is_leader = False
             metrics.CAPTURE_LEADER.set(0)
 
-    def _lead(self, conn: Any, stop: threading.Event) -> None:
+    def _lead(self, conn: Connection, stop: threading.Event) -> None:
         with conn.cursor() as cur:
             cur.execute(f'LISTEN "{CHANGES_CHANNEL}"')
         self._recent_keys.clear()
@@ -132,12 +134,12 @@ class Capturer:
                 next_alerts = now + self.settings.alert_interval_s
             if now >= next_prune:
                 with conn.cursor() as cur:
-                    prune(cur, self.schema, self.settings.event_retention_days)
+                    self.log.prune(cur, self.settings.event_retention_days)
                 next_prune = now + PRUNE_EVERY_S
             wait_for_notify(conn, min(poll_s, max(0.05, next_alerts - time.monotonic())))
 
     # -- one pass ------------------------------------------------------------------------
-    def capture_once(self, conn: Any) -> int:
+    def capture_once(self, conn: Connection) -> int:
         """Read changed rows since the watermark (minus the overlap) and log their events."""
         overlap = timedelta(seconds=self.settings.capture_overlap_s)
         since: datetime | None = None
@@ -153,40 +155,31 @@ class Capturer:
             after = (rows[-1]["updated_at"], rows[-1]["id"])
 
     def _capture_page(
-        self, conn: Any, since: datetime | None, after: tuple[datetime, Any] | None, overlap: timedelta
+        self, conn: Connection, since: datetime | None, after: tuple[datetime, Any] | None, overlap: timedelta
     ) -> tuple[list[dict[str, Any]], datetime]:
         """One page of changed rows in one transaction; (rows, the pass's lower bound)."""
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur, transaction(cur):
-            cur.execute(
-                f'INSERT INTO "{self.schema}".capture_state (id, watermark) VALUES (1, now() - %s) ON CONFLICT (id) DO NOTHING',
-                (overlap,),
-            )
-            cur.execute(f'SELECT watermark FROM "{self.schema}".capture_state WHERE id = 1 FOR UPDATE')
-            watermark = cur.fetchone()["watermark"]
+            watermark = self.log.lock_watermark(cur, overlap)
             if since is None:
                 since = watermark - overlap
             after_at, after_id = after if after is not None else (None, None)
             cur.execute(CHANGED_JOBS, {"since": since, "after_at": after_at, "after_id": after_id, "limit": BATCH})
-            rows = cur.fetchall()
+            rows: list[dict[str, Any]] = cur.fetchall()
             events = self._events_for(cur, rows)
-            ids = append_and_notify(cur, self.schema, events)
+            ids = self.log.append_and_notify(cur, events)
             if rows:
                 newest = max(utc(r["updated_at"]) for r in rows)
                 # Never move past the database clock: a row stamped in the future must not hide others.
-                new_mark = min(newest, utc(rows[0]["db_now"]))
-                cur.execute(
-                    f'UPDATE "{self.schema}".capture_state SET watermark = GREATEST(watermark, %s), updated_at = now() WHERE id = 1',
-                    (new_mark,),
-                )
+                self.log.advance_watermark(cur, min(newest, utc(rows[0]["db_now"])))
         for event in events:
             self._recent_keys.remember(event.dedupe_key, True)
-            if event.event == "job-update" and event.job_row_id:
+            if event.event == JOB_UPDATE and event.job_row_id:
                 self._last_status.remember(event.job_row_id, event.status)
         self.captured_total += len(ids)
         metrics.capture_logged(rows, events, len(ids))
         return rows, since
 
-    def _events_for(self, cur: Any, rows: list[dict[str, Any]]) -> list[NewEvent]:
+    def _events_for(self, cur: Cursor, rows: list[dict[str, Any]]) -> list[NewEvent]:
         fresh = []
         for row in rows:
             status = normalize(row["status"]) or "queued"
@@ -195,13 +188,8 @@ class Capturer:
                 fresh.append((row, status, key))
         unknown = [str(r["id"]) for r, _, _ in fresh if str(r["id"]) not in self._last_status]
         if unknown:
-            cur.execute(
-                f'SELECT DISTINCT ON (job_row_id) job_row_id::text AS job, status FROM "{self.schema}".job_events '
-                "WHERE job_row_id = ANY(%s::uuid[]) AND event = 'job-update' ORDER BY job_row_id, id DESC",
-                (unknown,),
-            )
-            for found in cur.fetchall():
-                self._last_status.remember(found["job"], found["status"])
+            for job_id, status in self.log.last_statuses(cur, unknown).items():
+                self._last_status.remember(job_id, status)
         events: list[NewEvent] = []
         finished: list[dict[str, Any]] = []
         for row, status, key in fresh:
@@ -210,14 +198,14 @@ class Capturer:
             kind = event_kind(status, previous, utc(row["created_at"]), utc(row["updated_at"]))
             snapshot = job_snapshot(row)
             payload = {"event": kind, "job": snapshot, "timestamp": snapshot["updated_at"]}
-            events.append(NewEvent("job-update", kind, payload, key, job_id, status))
+            events.append(NewEvent(JOB_UPDATE, kind, payload, key, job_id, status))
             self._last_status.remember(job_id, status)
             if kind == "failed":
                 finished.append({**row, "status": status})
         events.extend(alerts.job_alerts(finished, self.settings))
         return events
 
-    def evaluate_alerts(self, conn: Any) -> None:
+    def evaluate_alerts(self, conn: Connection) -> None:
         with conn.cursor() as cur, transaction(cur):
-            ids = append_and_notify(cur, self.schema, alerts.evaluate_rules(cur, self.settings))
+            ids = self.log.append_and_notify(cur, alerts.evaluate_rules(cur, self.settings))
         metrics.EVENTS_LOGGED.inc(len(ids))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import select
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import cast
 
 import psycopg2
 import psycopg2.extensions
@@ -14,8 +15,9 @@ import psycopg2.extras
 from sqlalchemy.engine import make_url
 
 from admin_service.config import Settings
+from admin_service.db.dbapi import Connection, Cursor
 
-psycopg2.extras.register_uuid()
+psycopg2.extras.register_uuid()  # type: ignore[no-untyped-call]  # (the stubs leave it untyped)
 
 log = logging.getLogger("admin_service.live")
 
@@ -24,7 +26,7 @@ def libpq_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def connect(settings: Settings, database_url: str, application_name: str) -> Any:
+def connect(settings: Settings, database_url: str, application_name: str) -> Connection:
     conn = psycopg2.connect(
         libpq_dsn(database_url),
         connect_timeout=settings.db_connect_timeout_s,
@@ -36,10 +38,23 @@ def connect(settings: Settings, database_url: str, application_name: str) -> Any
         keepalives_count=3,
     )
     conn.autocommit = True
-    return conn
+    # psycopg2's connection fits the Protocol; its stubs spell cursor()'s arguments differently.
+    return cast(Connection, conn)
 
 
-def wait_for_notify(conn: Any, timeout: float) -> bool:
+@contextmanager
+def transaction(cur: Cursor) -> Iterator[None]:
+    """An explicit transaction on an autocommit connection (LISTEN needs autocommit between them)."""
+    cur.execute("BEGIN")
+    try:
+        yield
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+
+
+def wait_for_notify(conn: Connection, timeout: float) -> bool:
     """Block (cooperatively under gevent) until a NOTIFY arrives or timeout; True if any came."""
     if not conn.notifies:
         readable, _, _ = select.select([conn], [], [], timeout)
@@ -55,14 +70,14 @@ def keep_connected(
     settings: Settings,
     database_url: str,
     stop: threading.Event,
-    session: Callable[[Any], None],
+    session: Callable[[Connection], None],
     retry_s: float,
 ) -> None:
     """Run `session` on a connection of its own until `stop`; after any failure (a database
     restart, a bug) close it, wait `retry_s` and start again: the capture and tail loops
     must outlive both for the life of the worker."""
     while not stop.is_set():
-        conn = None
+        conn: Connection | None = None
         try:
             conn = connect(settings, database_url, f"admin-service-{name}")
             session(conn)

@@ -1,7 +1,9 @@
 """The per-process hub: fans events out to local subscribers through bounded queues.
 
 A subscriber that cannot keep up (its queue is full) is dropped, never waited for, so one
-slow client never delays the others. Publishing never touches the database.
+slow client never delays the others. Publishing never touches the database. The hub only
+routes events: how a transport puts one on the wire (live/stream.py for SSE, Socket.IO's
+JSON) is the transport's business.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from admin_service import metrics
 from admin_service.names import EVENT_NAMES, JOB_UPDATE
@@ -27,10 +30,14 @@ class LiveEvent:
     name: str
     data: dict[str, Any]
     id: int | None = None  # the event log id; None for job-stats (not stored)
+    # Transports' encodings of this event (live/stream.py: the SSE message, its HTTP chunk),
+    # filled on first use. Encoded once per event, not once per subscriber: with ten thousand
+    # streams open the per-subscriber encoding was a large share of a fan-out. A slot on the
+    # event rather than a cache in the transport: it lives exactly as long as the event, needs
+    # no eviction and no lock, and costs one dict per event, none per subscriber.
+    encoded: dict[str, bytes] = field(default_factory=dict, init=False, compare=False, repr=False)
 
-    # Encoded once per event, not once per subscriber: with ten thousand streams open the
-    # per-subscriber encoding was a large share of a fan-out (cached_property writes to
-    # __dict__, which a frozen dataclass allows).
+    # (cached_property writes to __dict__, which a frozen dataclass allows.)
     @cached_property
     def json_text(self) -> str:
         from admin_service.web import json_bytes
@@ -39,22 +46,7 @@ class LiveEvent:
 
     def json_ready(self) -> dict[str, Any]:
         """The data with dates and ids as JSON strings (stats hold datetime objects)."""
-        return json.loads(self.json_text)
-
-    @cached_property
-    def sse_bytes(self) -> bytes:
-        """This event as one Server-Sent Events message."""
-        head = f"id: {self.id}\nevent: {self.name}\n" if self.id is not None else f"event: {self.name}\n"
-        return f"{head}data: {self.json_text}\n\n".encode()
-
-    @cached_property
-    def sse_chunk(self) -> bytes:
-        """That message as one chunk of HTTP/1.1 chunked transfer coding (live/sse_socket.py)."""
-        return http_chunk(self.sse_bytes)
-
-
-def http_chunk(payload: bytes) -> bytes:
-    return b"%X\r\n%s\r\n" % (len(payload), payload)
+        return cast(dict[str, Any], json.loads(self.json_text))
 
 
 @dataclass(frozen=True)
@@ -81,8 +73,16 @@ class EventFilter:
         return True
 
 
-# Put in a subscriber's queue to wake it when it must stop.
+# What a closed subscriber's get() returns (compare with `is`).
 STOP = LiveEvent("stop", {})
+
+
+class CloseReason(StrEnum):
+    """Why a subscriber (and the stream or socket behind it) ends."""
+
+    SHUTDOWN = "shutdown"  # the process is stopping: reconnect elsewhere
+    SLOW_CONSUMER = "slow-consumer"  # its queue was full: dropped
+    EXPIRED = "expired"  # its token expired (a stream notices this itself)
 
 
 class Subscriber:
@@ -99,11 +99,9 @@ class Subscriber:
         self.maxsize = maxsize
         self._events: deque[LiveEvent] = deque()
         self._ready = threading.Event()
-        self.closed_reason: str | None = None
+        self.closed_reason: CloseReason | None = None
         # False for a transport's shared subscriber: its own `demand` callback speaks for it.
         self.counts_for_demand = True
-        # Called once when closed (by the publisher's thread): lets a transport free a stuck client.
-        self.on_close: Callable[[Subscriber], None] | None = None
 
     def __repr__(self) -> str:
         return f"Subscriber({self.filter!r}, queued={len(self._events)}, closed={self.closed_reason!r})"
@@ -145,14 +143,16 @@ class Subscriber:
         except IndexError:
             return None
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: CloseReason) -> None:
         if self.closed_reason is not None:
             return
         self.closed_reason = reason
         self._events.clear()
         self._ready.set()
-        if self.on_close is not None:
-            self.on_close(self)
+        self.after_close()
+
+    def after_close(self) -> None:
+        """Called once when closed (often by the publisher's thread): lets a transport free a stuck client."""
 
 
 SubscriberT = TypeVar("SubscriberT", bound=Subscriber)
@@ -170,7 +170,6 @@ class Hub:
         self._lock = threading.Lock()
         self.dropped_total = 0
         self.published_total = 0
-        self.last_event_id = 0  # newest log id published here
         # Transports that fan out themselves (Socket.IO rooms) say here whether they want an event.
         self.demand: list[Callable[[str], bool]] = []
 
@@ -210,8 +209,6 @@ class Hub:
         return any(name in f.events and any(s.counts_for_demand for s in subs) for f, subs in self._current())
 
     def publish(self, event: LiveEvent) -> None:
-        if event.id is not None:
-            self.last_event_id = max(self.last_event_id, event.id)
         self.published_total += 1
         metrics.EVENTS_PUBLISHED.labels(event.name).inc()
         offered = 0
@@ -237,10 +234,10 @@ class Hub:
             self.dropped_total += 1
             metrics.SUBSCRIBERS_DROPPED.inc()
             log.warning("dropped a slow subscriber: its queue of %d events is full", sub.maxsize)
-            sub.close("slow-consumer")
+            sub.close(CloseReason.SLOW_CONSUMER)
             self.unsubscribe(sub)
 
-    def close_all(self, reason: str) -> None:
+    def close_all(self, reason: CloseReason) -> None:
         for sub in self.subscribers():
             sub.close(reason)
             self.unsubscribe(sub)

@@ -1,23 +1,37 @@
-"""The job event log (ADMIN_SCHEMA.job_events): appending, reading and pruning.
+"""The job event log (ADMIN_SCHEMA.job_events and its capture_state row): the one owner of
+their SQL, like django-eventstream's storage seam (append_event, get_events, get_current_id).
 
 Only the capture leader appends, one transaction at a time, so ids become visible in
-order and a reader that remembers the last id it saw never skips one.
+order and a reader that remembers the last id it saw never skips one. Readers: every
+worker's tail (read_after), SSE replay (replay_bounds, read_after) and the REST views
+(timeline, recent_alerts).
+
+Methods taking a cursor read rows by position and run in the caller's transaction; the
+ones capture calls with its dict-returning cursor open a plain cursor on the same
+connection. The REST views pass a SQLAlchemy connection (pooled, read only).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from admin_service.clock import utc_now_iso
+from sqlalchemy import Connection as SqlConnection
+from sqlalchemy import text
+
+from admin_service.db.dbapi import Cursor
+from admin_service.live.hub import LiveEvent
+from admin_service.names import JOB_ALERT, JOB_UPDATE
 
 # Channel the leader NOTIFYs after appending; every worker's tail LISTENs on it.
 EVENTS_CHANNEL = "admin_service_job_events"
 # Channel the opt-in trigger on archive.analysis_jobs NOTIFYs; the leader LISTENs on it.
 CHANGES_CHANNEL = "admin_service_job_changes"
+# Rows per read_after call unless asked otherwise.
+READ_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -30,81 +44,125 @@ class NewEvent:
     status: str | None = None
 
 
-def alert_payload(alert_type: str, severity: str, message: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"type": alert_type, "severity": severity, "message": message, "data": data, "timestamp": utc_now_iso()}
+class EventLog:
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self._events = f'"{schema}".job_events'
+        self._state = f'"{schema}".capture_state'
 
+    # -- appending (the capture leader) -----------------------------------------------------
+    def append(self, cur: Cursor, events: Sequence[NewEvent]) -> list[int]:
+        """Insert events, skipping ones already logged (same dedupe key); return the new ids."""
+        if not events:
+            return []
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"""
+                INSERT INTO {self._events} (event, kind, job_row_id, status, payload, dedupe_key)
+                SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::uuid[], %s::varchar[], %s::jsonb[], %s::text[])
+                ON CONFLICT (dedupe_key) DO NOTHING
+                RETURNING id
+                """,
+                (
+                    [e.event for e in events],
+                    [e.kind for e in events],
+                    [e.job_row_id for e in events],
+                    [e.status for e in events],
+                    [json.dumps(e.payload, default=str) for e in events],
+                    [e.dedupe_key for e in events],
+                ),
+            )
+            return [int(row[0]) for row in plain.fetchall()]
 
-def append_events(cur: Any, schema: str, events: list[NewEvent]) -> list[int]:
-    """Insert events, skipping ones already logged (same dedupe key); return the new ids."""
-    if not events:
-        return []
-    with cur.connection.cursor() as plain:  # the caller's cursor may return dicts
-        return _insert(plain, schema, events)
+    def append_and_notify(self, cur: Cursor, events: Sequence[NewEvent]) -> list[int]:
+        """Append events and wake every worker's tail (NOTIFY is delivered at commit)."""
+        ids = self.append(cur, events)
+        if ids:
+            cur.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(max(ids))))
+        return ids
 
-
-def _insert(cur: Any, schema: str, events: list[NewEvent]) -> list[int]:
-    cur.execute(
-        f"""
-        INSERT INTO "{schema}".job_events (event, kind, job_row_id, status, payload, dedupe_key)
-        SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::uuid[], %s::varchar[], %s::jsonb[], %s::text[])
-        ON CONFLICT (dedupe_key) DO NOTHING
-        RETURNING id
-        """,
-        (
-            [e.event for e in events],
-            [e.kind for e in events],
-            [e.job_row_id for e in events],
-            [e.status for e in events],
-            [json.dumps(e.payload, default=str) for e in events],
-            [e.dedupe_key for e in events],
-        ),
-    )
-    return [row[0] for row in cur.fetchall()]
-
-
-def append_and_notify(cur: Any, schema: str, events: list[NewEvent]) -> list[int]:
-    """Append events and wake every worker's tail (NOTIFY is delivered at commit)."""
-    ids = append_events(cur, schema, events)
-    if ids:
-        cur.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(max(ids))))
-    return ids
-
-
-@contextmanager
-def transaction(cur: Any) -> Iterator[None]:
-    """An explicit transaction on an autocommit connection (LISTEN needs autocommit between them)."""
-    cur.execute("BEGIN")
-    try:
-        yield
-        cur.execute("COMMIT")
-    except BaseException:
-        cur.execute("ROLLBACK")
-        raise
-
-
-def read_after(cur: Any, schema: str, after_id: int, limit: int = 1000) -> list[tuple[int, str, dict[str, Any]]]:
-    cur.execute(
-        f'SELECT id, event, payload FROM "{schema}".job_events WHERE id > %s ORDER BY id LIMIT %s',
-        (after_id, limit),
-    )
-    return [(row[0], row[1], row[2]) for row in cur.fetchall()]
-
-
-def prune(cur: Any, schema: str, retention_days: float) -> int:
-    """Delete events older than the retention; remember the newest pruned id for `reset`."""
-    cur.execute(
-        f"""
-        WITH gone AS (
-            DELETE FROM "{schema}".job_events
-            WHERE occurred_at < now() - make_interval(secs => %s)
-            RETURNING id
+    def prune(self, cur: Cursor, retention_days: float) -> int:
+        """Delete events older than the retention; remember the newest pruned id for `reset`."""
+        cur.execute(
+            f"""
+            WITH gone AS (
+                DELETE FROM {self._events}
+                WHERE occurred_at < now() - make_interval(secs => %s)
+                RETURNING id
+            )
+            UPDATE {self._state}
+            SET pruned_through = GREATEST(pruned_through, (SELECT max(id) FROM gone))
+            WHERE id = 1 AND EXISTS (SELECT 1 FROM gone)
+            RETURNING pruned_through
+            """,
+            (retention_days * 86400,),
         )
-        UPDATE "{schema}".capture_state
-        SET pruned_through = GREATEST(pruned_through, (SELECT max(id) FROM gone))
-        WHERE id = 1 AND EXISTS (SELECT 1 FROM gone)
-        RETURNING pruned_through
-        """,
-        (retention_days * 86400,),
-    )
-    row = cur.fetchone()
-    return int(row[0]) if row else 0
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- the capture watermark --------------------------------------------------------------
+    def lock_watermark(self, cur: Cursor, overlap: timedelta) -> datetime:
+        """The capture watermark, its row locked until the caller's transaction ends (created
+        `overlap` before now on first use)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"INSERT INTO {self._state} (id, watermark) VALUES (1, now() - %s) ON CONFLICT (id) DO NOTHING", (overlap,)
+            )
+            plain.execute(f"SELECT watermark FROM {self._state} WHERE id = 1 FOR UPDATE")
+            watermark: datetime = plain.fetchone()[0]
+            return watermark
+
+    def advance_watermark(self, cur: Cursor, mark: datetime) -> None:
+        """Move the watermark forward to `mark` (never back)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"UPDATE {self._state} SET watermark = GREATEST(watermark, %s), updated_at = now() WHERE id = 1", (mark,)
+            )
+
+    def last_statuses(self, cur: Cursor, job_row_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each job's newest logged job-update (jobs never logged are absent)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"SELECT DISTINCT ON (job_row_id) job_row_id::text, status FROM {self._events} "
+                "WHERE job_row_id = ANY(%s::uuid[]) AND event = %s ORDER BY job_row_id, id DESC",
+                (list(job_row_ids), JOB_UPDATE),
+            )
+            return {str(job): str(status) for job, status in plain.fetchall()}
+
+    # -- reading (tail, replay) -------------------------------------------------------------
+    def read_after(self, cur: Cursor, after_id: int, limit: int = READ_PAGE) -> list[LiveEvent]:
+        """Up to `limit` events after `after_id`, oldest first."""
+        cur.execute(f"SELECT id, event, payload FROM {self._events} WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+        return [LiveEvent(name, payload, event_id) for event_id, name, payload in cur.fetchall()]
+
+    def newest_id(self, cur: Cursor) -> int:
+        """The newest logged id (0 for an empty log)."""
+        cur.execute(f"SELECT COALESCE(max(id), 0) FROM {self._events}")
+        return int(cur.fetchone()[0])
+
+    def replay_bounds(self, cur: Cursor) -> tuple[int, int]:
+        """(pruned_through, newest id): events after the first and up to the second can be replayed."""
+        cur.execute(f"SELECT (SELECT pruned_through FROM {self._state} WHERE id = 1), (SELECT max(id) FROM {self._events})")
+        pruned, newest = cur.fetchone()
+        return int(pruned or 0), int(newest or 0)
+
+    # -- REST views ---------------------------------------------------------------------------
+    def timeline(self, conn: SqlConnection, job_row_id: Any) -> list[dict[str, Any]]:
+        """Every logged event of one job, oldest first."""
+        rows = conn.execute(
+            text(f"SELECT id, event, kind, occurred_at, payload FROM {self._events} WHERE job_row_id = :id ORDER BY id"),
+            {"id": job_row_id},
+        )
+        return [dict(row) for row in rows.mappings()]
+
+    def recent_alerts(self, conn: SqlConnection, alert_type: str | None, limit: int) -> list[dict[str, Any]]:
+        """Alerts and their resolutions, newest first, of one type or all."""
+        only_type = "AND kind = :type" if alert_type else ""
+        rows = conn.execute(
+            text(
+                f"SELECT id, event, kind, occurred_at, payload FROM {self._events} "
+                f"WHERE event = :event {only_type} ORDER BY id DESC LIMIT :limit"
+            ),
+            {"event": JOB_ALERT, "type": alert_type, "limit": limit},
+        )
+        return [dict(row) for row in rows.mappings()]

@@ -1,4 +1,4 @@
-"""REST views over the event log: a job's timeline and recent alerts."""
+"""REST views over the event log (live/log.py): a job's timeline and recent alerts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import Response
 from marshmallow import Schema, fields, validate
-from sqlalchemy import text
 
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
@@ -45,10 +44,6 @@ def _authenticate() -> None:
     require_admin()
 
 
-def _schema() -> str:
-    return services().settings.admin_schema
-
-
 @blp.route("/alerts")
 @blp.arguments(AlertsQuerySchema, location="query")
 @blp.response(200, EventListEnvelopeSchema)
@@ -59,12 +54,10 @@ def recent_alerts(args: dict[str, Any]) -> Response:
 
     Newest first: raised alerts and their resolutions, as stored in the event log.
     """
-    sql = f"""SELECT id, event, kind, occurred_at, payload FROM "{_schema()}".job_events
-              WHERE event = 'job-alert' {"AND kind = :type" if args.get("type") else ""}
-              ORDER BY id DESC LIMIT :limit"""
-    with services().engine.connect() as conn:
-        rows = conn.execute(text(sql), {"type": args.get("type"), "limit": args["limit"]}).mappings().all()
-    return envelope({"events": [dict(r) for r in rows]}, "Recent alerts")
+    used = services()
+    with used.engine.connect() as conn:
+        events = used.runtime.event_log.recent_alerts(conn, args.get("type"), args["limit"])
+    return envelope({"events": events}, "Recent alerts")
 
 
 @blp.route("/<string:job_ref>/events")
@@ -76,17 +69,8 @@ def job_timeline(job_ref: str) -> Response:
 
     Every logged event of one job, oldest first.
     """
-    with services().engine.connect() as conn:
+    used = services()
+    with used.engine.connect() as conn:
         job = find_job(conn, job_ref)
-        rows = (
-            conn.execute(
-                text(
-                    f'SELECT id, event, kind, occurred_at, payload FROM "{_schema()}".job_events '
-                    "WHERE job_row_id = :id ORDER BY id"
-                ),
-                {"id": job["id"]},
-            )
-            .mappings()
-            .all()
-        )
-    return envelope({"events": [dict(r) for r in rows]}, "Job timeline")
+        events = used.runtime.event_log.timeline(conn, job["id"])
+    return envelope({"events": events}, "Job timeline")

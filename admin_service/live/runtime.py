@@ -1,10 +1,10 @@
-"""The live components of one process: hub, event-log tail, capture candidate, stats ticker."""
+"""The live components of one process: event log, hub, event-log tail, capture candidate, stats ticker."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -12,7 +12,8 @@ from admin_service import metrics
 from admin_service.config import Settings
 from admin_service.jobs.stats import SharedStats
 from admin_service.live.capture import Capturer
-from admin_service.live.hub import Hub, LiveEvent
+from admin_service.live.hub import CloseReason, Hub, LiveEvent
+from admin_service.live.log import EventLog
 from admin_service.live.tail import EventTail
 from admin_service.names import JOB_STATS
 
@@ -25,9 +26,10 @@ class LiveRuntime:
         self.engine = engine
         self.stats = stats
         database_url = engine.url.render_as_string(hide_password=False)
+        self.event_log = EventLog(settings.admin_schema)
         self.hub = Hub(settings.subscriber_queue_max)
-        self.tail = EventTail(settings, database_url, self.hub)
-        self.capturer = Capturer(settings, database_url)
+        self.tail = EventTail(settings, database_url, self.hub, self.event_log)
+        self.capturer = Capturer(settings, database_url, self.event_log)
         self.stop = threading.Event()
         self.started = False
         self._threads: list[threading.Thread] = []
@@ -37,7 +39,7 @@ class LiveRuntime:
         if self.started:
             return
         self.started = True
-        loops: list[tuple[str, Any]] = [("tail", self.tail.run), ("stats", self._tick_stats)]
+        loops: list[tuple[str, Callable[[threading.Event], None]]] = [("tail", self.tail.run), ("stats", self._tick_stats)]
         if capture:
             loops.append(("capture", self.capturer.run))
         for name, target in loops:
@@ -45,7 +47,7 @@ class LiveRuntime:
             thread.start()
             self._threads.append(thread)
 
-    def shutdown(self, reason: str = "shutdown") -> None:
+    def shutdown(self, reason: CloseReason = CloseReason.SHUTDOWN) -> None:
         """End every stream (clients reconnect elsewhere) and give up capture leadership."""
         self.stop.set()
         self.hub.close_all(reason)
