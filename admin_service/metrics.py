@@ -29,6 +29,7 @@ from sqlalchemy import Engine, event
 
 from admin_service.auth import unauthorized
 from admin_service.errors import ApiError
+from admin_service.jobs.status import STATUSES
 
 if TYPE_CHECKING:
     from admin_service.config import Settings
@@ -137,7 +138,7 @@ class JobStatsCollector(Collector):
         yield up
         overview = data["overview"]
         jobs = GaugeMetricFamily(f"{PREFIX}_jobs", "Jobs per status (shared stats)", labels=["status"])
-        for status in ("queued", "processing", "completed", "failed", "cancelled"):
+        for status in STATUSES:
             jobs.add_metric([status], overview[status])
         yield jobs
         total = GaugeMetricFamily(f"{PREFIX}_jobs_total_count", "All jobs (shared stats)")
