@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp)
 
     api = Api(app)
-    # Live and event routes first: /stream and /alerts must win over /<job_ref>.
+    # Routing does not depend on this order (werkzeug ranks the static /stream and /alerts above
+    # /<job_ref>); the OpenAPI document lists the paths in it (openapi/openapi.json is checked).
     api.register_blueprint(live_blp)
     api.register_blueprint(events_blp)
     api.register_blueprint(jobs_blp)

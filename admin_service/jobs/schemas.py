@@ -115,7 +115,8 @@ def _text(description: str) -> fields.String:
 
 
 class StrictQuerySchema(Schema):
-    """Query schemas reject what they do not know; see blueprint.ApiBlueprint."""
+    """Query schemas reject what they do not know (api.StrictParser raises on unknown query
+    parameters) and a scalar parameter given twice."""
 
     @pre_load
     def _reject_repeated(self, data: Any, **kwargs: Any) -> Any:
