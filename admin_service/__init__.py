@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     """The WSGI app. Settings come from the environment unless given (tests give them)."""
     from admin_service import dashboard, docs, health, metrics, web
     from admin_service.api import API_CONFIG, Api
-    from admin_service.auth import Authenticator, FailedAuthGuard
+    from admin_service.auth import Authenticator
     from admin_service.db.engine import make_engine
     from admin_service.errors import register_error_handlers
     from admin_service.jobs.routes import blp as jobs_blp
@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.live.routes import blp as events_blp
     from admin_service.live.runtime import LiveRuntime
     from admin_service.live.sse import blp as live_blp
-    from admin_service.ratelimit import limit_admin_routes, make_limiter
+    from admin_service.ratelimit import FailedAuthGuard, limit_admin_routes, make_limiter
     from admin_service.services import Services, install_services
 
     settings = settings or load_settings()
@@ -36,7 +36,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     # Its own pool reads in autocommit mode; an engine handed in (tests) is used as it is.
     engine = engine or make_engine(settings, autocommit=True)
-    authenticator = Authenticator(settings, engine)
     stats = SharedStats(engine, settings)
 
     CORS(
@@ -48,13 +47,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         max_age=600,
     )
     web.install(app, settings)
-    metrics.install(app, engine, stats, enabled=settings.metrics_enabled, token=settings.metrics_token)
+    metrics.install(app, engine, stats, settings)
+    # After web.install: its preflight answer must run before the limiter's check.
     limiter = make_limiter(app, settings)
-    authenticator.guard = FailedAuthGuard(limiter, settings)
+    # Failed token checks count in the rate-limit store.
+    authenticator = Authenticator(settings, engine, guard=FailedAuthGuard(limiter, settings))
     limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp)
 
     api = Api(app)
-    # Live and event routes first: /stream and /alerts must win over /<job_ref>.
+    # Routing does not depend on this order (werkzeug ranks the static /stream and /alerts above
+    # /<job_ref>); the OpenAPI document lists the paths in it (openapi/openapi.json is checked).
     api.register_blueprint(live_blp)
     api.register_blueprint(events_blp)
     api.register_blueprint(jobs_blp)

@@ -22,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, select, text
 
 from admin_service.config import ConfigError, Settings, load_settings
+from admin_service.db.tables import JOBS_TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_PATH = ROOT / "openapi" / "openapi.json"
@@ -84,14 +85,15 @@ def cmd_indexes(args: argparse.Namespace) -> None:
     print(f"done in {time.perf_counter() - started:.1f} s: the admin-service indexes are {verb}")
 
 
-def admin_token(engine, settings: Settings, email: str, ttl: int = 12 * 3600) -> str:  # type: ignore[no-untyped-def]
-    from admin_service.auth import sign_token
+def admin_token(engine: Engine, settings: Settings, email: str, ttl: int = 12 * 3600) -> str:
+    from admin_service.auth import ADMIN_TYPES, sign_token
+    from admin_service.db.tables import USERS_TABLE, users
 
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT id, user_type, is_active FROM auth.users WHERE email = :e"), {"e": email}).first()
+        row = conn.execute(select(users.c.id, users.c.user_type, users.c.is_active).where(users.c.email == email)).first()
     if row is None:
-        sys.exit(f"no user with email {email!r} in auth.users")
-    if row.user_type not in ("admin", "superadmin") or not row.is_active:
+        sys.exit(f"no user with email {email!r} in {USERS_TABLE}")
+    if row.user_type not in ADMIN_TYPES or not row.is_active:
         print(f"warning: {email} is not an active admin; the service will refuse this token", file=sys.stderr)
     return sign_token(settings, str(row.id), ttl_seconds=ttl)
 
@@ -146,8 +148,8 @@ def _embedded_database(settings: Settings, demo_jobs: int) -> tuple[object, str,
     server, url = start_embedded(data_dir)
     engine = make_engine(settings, url)
     with engine.begin() as conn:
-        has_jobs = conn.execute(text("SELECT to_regclass('archive.analysis_jobs') IS NOT NULL")).scalar()
-        empty = not has_jobs or conn.execute(text("SELECT NOT EXISTS (SELECT 1 FROM archive.analysis_jobs)")).scalar()
+        has_jobs = conn.execute(text(f"SELECT to_regclass('{JOBS_TABLE}') IS NOT NULL")).scalar()
+        empty = not has_jobs or conn.execute(text(f"SELECT NOT EXISTS (SELECT 1 FROM {JOBS_TABLE})")).scalar()
         if empty:
             print(f"seeding {demo_jobs} demo jobs ...", flush=True)
             seed_demo(conn, demo_jobs)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
 
-import flask_smorest
+import flask_smorest  # type: ignore[import-untyped]  # no stubs, no py.typed
 import marshmallow as ma
 from webargs.flaskparser import FlaskParser
 

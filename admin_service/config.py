@@ -2,15 +2,20 @@
 
 Every bad value stops the start with a message naming the variable, so a typo in a
 deployment fails loudly instead of running with a surprising default.
+
+Each setting is declared once, as a field of Settings: its environment variable, its default
+and how it is read and checked (the bounds). load_settings reads the fields in order; the few
+rules that tie several settings together (the JWT keys) are checked after.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from admin_service.names import ALERT_RULES, HIGH_FAILURE_RATE, PROCESSING_TIMEOUT, QUEUE_OVERFLOW, RETRIES_EXHAUSTED
@@ -32,65 +37,17 @@ class ConfigError(ValueError):
     """A setting has a value the service cannot run with."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str | None = None
-    port: int = 3007
-    jwt_secret: str | None = None
-    jwt_public_key: str | None = None
-    jwt_algorithms: tuple[str, ...] = ("HS256",)
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    auth_service_url: str | None = None
-    auth_service_timeout_s: float = 3.0
-    auth_cache_seconds: float = 5.0
-    job_stats_interval_ms: int = 5000
-    allowed_origins: tuple[str, ...] = ("http://localhost:3000",)
-    db_pool_max: int = 20
-    db_statement_timeout_ms: int = 5000
-    db_connect_timeout_s: int = 3
-    rate_limit: str = "600 per minute"
-    # Failed token checks per client address before its new tokens are refused (429).
-    auth_failure_limit: str = "20 per minute"
-    rate_limit_storage_uri: str = "memory://"
-    rate_limit_fail_open: bool = True
-    stats_timezone: str = "UTC"
-    performance_window_hours: int = 24
-    admin_schema: str = "admin"
-    trust_proxy: bool = False
-    log_level: str = "INFO"
-    embedded_pg_dir: Path = field(default_factory=lambda: Path(".data/pgdata"))
-    debug: bool = False
-    # live events
-    capture_poll_ms: int = 500
-    capture_overlap_s: float = 10.0
-    tail_poll_ms: int = 1000
-    sse_heartbeat_s: float = 5.0
-    sse_retry_ms: int = 3000
-    subscriber_queue_max: int = 1000
-    event_retention_days: float = 7.0
-    # alerts
-    alert_interval_s: float = 10.0
-    alert_failure_rate: float = 0.25
-    alert_failure_window_min: int = 15
-    alert_failure_min_jobs: int = 20
-    alert_queue_max: int = 1000
-    alert_queue_max_age_s: int = 900
-    alert_processing_timeout_s: int = 1800
-    alert_severities: tuple[tuple[str, str], ...] = DEFAULT_SEVERITIES
-    # Socket.IO
-    socketio_max_connections_per_user: int = 20
-    socketio_events_per_second: float = 10.0
-    # /metrics (admin_service/metrics.py): without a token, loopback only
-    metrics_enabled: bool = True
-    metrics_token: str | None = None
+T = TypeVar("T")
+# How a setting is read: (environment, variable name, the field's default, the settings read
+# before it) -> its value, or ConfigError naming the variable.
+Reader = Callable[[Mapping[str, str], str, Any, Mapping[str, Any]], Any]
+ENV = "env"  # the field metadata keys
+READ = "read"
 
-    def severity(self, rule: str) -> str:
-        return dict(self.alert_severities).get(rule, "medium")
 
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.stats_timezone)
+def setting(env: str, default: T, read: Reader) -> T:
+    """A Settings field read from the environment variable `env`."""
+    return field(default=default, metadata={ENV: env, READ: read})
 
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
@@ -119,7 +76,25 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+# --- readers (see Reader) ---------------------------------------------------------------
+
+
+def integer(lo: int, hi: int) -> Reader:
+    return lambda env, name, default, _: _int(env, name, default, lo, hi)
+
+
+def number(lo: float, hi: float) -> Reader:
+    return lambda env, name, default, _: _float(env, name, default, lo, hi)
+
+
+def boolean(env: Mapping[str, str], name: str, default: bool, _: Mapping[str, Any]) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -131,30 +106,77 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
-def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+def optional_text(env: Mapping[str, str], name: str, default: str | None, _: Mapping[str, Any]) -> str | None:
+    return env.get(name) or default
 
 
-def _public_key(env: Mapping[str, str]) -> str | None:
+def matching(pattern: str, message: str) -> Reader:
+    """Text (the default when unset) that must match `pattern`; `message` is formatted with name and value."""
+    compiled = re.compile(pattern)
+
+    def read(env: Mapping[str, str], name: str, default: str, _: Mapping[str, Any]) -> str:
+        value = env.get(name) or default
+        if not compiled.match(value):
+            raise ConfigError(message.format(name=name, value=value))
+        return value
+
+    return read
+
+
+def _database_url(env: Mapping[str, str], name: str, default: str | None, _: Mapping[str, Any]) -> str | None:
+    value = env.get(name) or default
+    if value and not re.match(r"^postgres(ql)?(\+psycopg2)?://", value):
+        raise ConfigError(f"{name} must be a postgresql:// URL")
+    return value
+
+
+def _public_key(env: Mapping[str, str], name: str, default: str | None, _: Mapping[str, Any]) -> str | None:
     """JWT_PUBLIC_KEY holds a PEM, or JWT_PUBLIC_KEY_FILE names a file with one."""
-    key = env.get("JWT_PUBLIC_KEY") or None
-    path = env.get("JWT_PUBLIC_KEY_FILE") or None
+    key = env.get(name) or default
+    path = env.get(f"{name}_FILE") or None
     if key and path:
-        raise ConfigError("set JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE, not both")
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
     if path:
         try:
             key = Path(path).read_text()
         except OSError as exc:
-            raise ConfigError(f"JWT_PUBLIC_KEY_FILE cannot be read: {exc}") from None
+            raise ConfigError(f"{name}_FILE cannot be read: {exc}") from None
     if key and "BEGIN" not in key:
-        raise ConfigError("JWT_PUBLIC_KEY must be a PEM-encoded public key")
+        raise ConfigError(f"{name} must be a PEM-encoded public key")
     return key
 
 
-def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+def _algorithms(env: Mapping[str, str], name: str, default: tuple[str, ...], read: Mapping[str, Any]) -> tuple[str, ...]:
+    # With only a public key, the default is the public-key family.
+    if not read["jwt_secret"] and read["jwt_public_key"]:
+        default = ("RS256",)
+    algorithms = _list(env, name, default)
+    for alg in algorithms:
+        if alg not in SUPPORTED_ALGORITHMS:
+            raise ConfigError(f"{name}: unsupported algorithm {alg!r} (use {', '.join(SUPPORTED_ALGORITHMS)})")
+    # One key type per deployment: mixing HS and RS/ES is exactly the key-confusion hole.
+    if len({alg[:2] for alg in algorithms}) > 1:
+        raise ConfigError(f"{name} must not mix HMAC (HS*) with public-key (RS*/ES*) algorithms")
+    return algorithms
+
+
+def _auth_service_url(env: Mapping[str, str], name: str, default: str | None, _: Mapping[str, Any]) -> str | None:
+    url = env.get(name) or default
+    if url and not re.match(r"^https?://", url):
+        raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+    return url.rstrip("/") if url else None
+
+
+def _time_zone(env: Mapping[str, str], name: str, default: str, _: Mapping[str, Any]) -> str:
+    tz_name = env.get(name) or default
+    try:
+        ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name}: unknown time zone {tz_name!r}") from None
+    return tz_name
+
+
+def _rate(env: Mapping[str, str], name: str, default: str, _: Mapping[str, Any]) -> str:
     """A limits rate string ("600 per minute"; several separated by ';')."""
     value = env.get(name) or default
     try:
@@ -169,121 +191,136 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Read and validate every setting; raise ConfigError naming the first bad one."""
-    env = os.environ if env is None else env
-    public_key = _public_key(env)
-    secret = env.get("JWT_SECRET") or None
-    default_algs = ("HS256",) if secret or not public_key else ("RS256",)
-    algorithms = _list(env, "JWT_ALGORITHMS", default_algs)
-    for alg in algorithms:
-        if alg not in SUPPORTED_ALGORITHMS:
-            raise ConfigError(f"JWT_ALGORITHMS: unsupported algorithm {alg!r} (use {', '.join(SUPPORTED_ALGORITHMS)})")
-    # One key type per deployment: mixing HS and RS/ES is exactly the key-confusion hole.
-    families = {alg[:2] for alg in algorithms}
-    if len(families) > 1:
-        raise ConfigError("JWT_ALGORITHMS must not mix HMAC (HS*) with public-key (RS*/ES*) algorithms")
+def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
+    origins = _list(env, name, default)
+    for origin in origins:
+        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            raise ConfigError(f"{name}: {origin!r} is not an origin like https://admin.example.com")
+    return origins
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(env: Mapping[str, str], name: str, default: str, _: Mapping[str, Any]) -> str:
+    level = (env.get(name) or default).upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    return level
+
+
+def _path(env: Mapping[str, str], name: str, default: Path, _: Mapping[str, Any]) -> Path:
+    return Path(env.get(name) or default).absolute()
+
+
+def _severities(
+    env: Mapping[str, str], name: str, default: tuple[tuple[str, str], ...], _: Mapping[str, Any]
+) -> tuple[tuple[str, str], ...]:
+    severities = dict(default)
+    for item in _list(env, name, ()):
+        rule, _sep, level = item.partition("=")
+        if rule.strip() not in ALERT_RULES or level.strip() not in SEVERITIES:
+            raise ConfigError(
+                f"{name}: {item!r} must be rule=severity with rule in {', '.join(ALERT_RULES)} "
+                f"and severity in {', '.join(SEVERITIES)}"
+            )
+        severities[rule.strip()] = level.strip()
+    return tuple(severities.items())
+
+
+STORAGE_URI = r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = setting("DATABASE_URL", None, _database_url)
+    port: int = setting("PORT", 3007, integer(1, 65535))
+    jwt_secret: str | None = setting("JWT_SECRET", None, optional_text)
+    jwt_public_key: str | None = setting("JWT_PUBLIC_KEY", None, _public_key)
+    jwt_algorithms: tuple[str, ...] = setting("JWT_ALGORITHMS", ("HS256",), _algorithms)
+    jwt_issuer: str | None = setting("JWT_ISSUER", None, optional_text)
+    jwt_audience: str | None = setting("JWT_AUDIENCE", None, optional_text)
+    auth_service_url: str | None = setting("AUTH_SERVICE_URL", None, _auth_service_url)
+    auth_service_timeout_s: float = setting("AUTH_SERVICE_TIMEOUT_S", 3.0, number(0.1, 60))
+    auth_cache_seconds: float = setting("AUTH_CACHE_SECONDS", 5.0, number(0, 300))
+    job_stats_interval_ms: int = setting("JOB_STATS_INTERVAL_MS", 5000, integer(250, 3_600_000))
+    allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", ("http://localhost:3000",), _origins)
+    db_pool_max: int = setting("DB_POOL_MAX", 20, integer(1, 500))
+    db_statement_timeout_ms: int = setting("DB_STATEMENT_TIMEOUT_MS", 5000, integer(100, 600_000))
+    db_connect_timeout_s: int = setting("DB_CONNECT_TIMEOUT_S", 3, integer(1, 60))
+    rate_limit: str = setting("RATE_LIMIT", "600 per minute", _rate)
+    # Failed token checks per client address before its new tokens are refused (429).
+    auth_failure_limit: str = setting("AUTH_FAILURE_LIMIT", "20 per minute", _rate)
+    rate_limit_storage_uri: str = setting(
+        "RATE_LIMIT_STORAGE_URI",
+        "memory://",
+        matching(STORAGE_URI, "{name} must be memory:// or a redis:// URI, got {value!r}"),
+    )
+    rate_limit_fail_open: bool = setting("RATE_LIMIT_FAIL_OPEN", True, boolean)
+    stats_timezone: str = setting("STATS_TIMEZONE", "UTC", _time_zone)
+    performance_window_hours: int = setting("PERFORMANCE_WINDOW_HOURS", 24, integer(1, 24 * 90))
+    admin_schema: str = setting(
+        "ADMIN_SCHEMA", "admin", matching(IDENTIFIER.pattern, "{name} must be a lower-case SQL identifier, got {value!r}")
+    )
+    trust_proxy: bool = setting("TRUST_PROXY", False, boolean)
+    log_level: str = setting("LOG_LEVEL", "INFO", _log_level)
+    embedded_pg_dir: Path = setting("EMBEDDED_PG_DIR", Path(".data/pgdata"), _path)
+    debug: bool = setting("DEBUG", False, boolean)
+    # live events
+    capture_poll_ms: int = setting("CAPTURE_POLL_MS", 500, integer(50, 60_000))
+    capture_overlap_s: float = setting("CAPTURE_OVERLAP_S", 10.0, number(0, 3600))
+    tail_poll_ms: int = setting("TAIL_POLL_MS", 1000, integer(50, 60_000))
+    sse_heartbeat_s: float = setting("SSE_HEARTBEAT_S", 5.0, number(0.1, 300))
+    sse_retry_ms: int = setting("SSE_RETRY_MS", 3000, integer(100, 600_000))
+    subscriber_queue_max: int = setting("SUBSCRIBER_QUEUE_MAX", 1000, integer(1, 1_000_000))
+    event_retention_days: float = setting("EVENT_RETENTION_DAYS", 7.0, number(0.001, 3650))
+    # alerts
+    alert_interval_s: float = setting("ALERT_INTERVAL_S", 10.0, number(0.1, 3600))
+    alert_failure_rate: float = setting("ALERT_FAILURE_RATE", 0.25, number(0, 1))
+    alert_failure_window_min: int = setting("ALERT_FAILURE_WINDOW_MIN", 15, integer(1, 24 * 60))
+    alert_failure_min_jobs: int = setting("ALERT_FAILURE_MIN_JOBS", 20, integer(1, 1_000_000))
+    alert_queue_max: int = setting("ALERT_QUEUE_MAX", 1000, integer(1, 100_000_000))
+    alert_queue_max_age_s: int = setting("ALERT_QUEUE_MAX_AGE_S", 900, integer(1, 30 * 86400))
+    alert_processing_timeout_s: int = setting("ALERT_PROCESSING_TIMEOUT_S", 1800, integer(1, 30 * 86400))
+    alert_severities: tuple[tuple[str, str], ...] = setting("ALERT_SEVERITIES", DEFAULT_SEVERITIES, _severities)
+    # Socket.IO
+    socketio_max_connections_per_user: int = setting("SOCKETIO_MAX_CONNECTIONS_PER_USER", 20, integer(1, 100_000))
+    socketio_events_per_second: float = setting("SOCKETIO_EVENTS_PER_SECOND", 10.0, number(0.1, 10_000))
+    # /metrics (admin_service/metrics.py): without a token, loopback only
+    metrics_enabled: bool = setting("METRICS_ENABLED", True, boolean)
+    metrics_token: str | None = setting("METRICS_TOKEN", None, optional_text)
+
+    def severity(self, rule: str) -> str:
+        return dict(self.alert_severities).get(rule, "medium")
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.stats_timezone)
+
+
+def _check_keys(values: Mapping[str, Any]) -> None:
+    """The rules between the JWT settings (each was checked on its own when read)."""
+    secret, public_key, auth_url = values["jwt_secret"], values["jwt_public_key"], values["auth_service_url"]
+    families = {alg[:2] for alg in values["jwt_algorithms"]}
     if "HS" in families and secret is not None and len(secret) < 32:
         # RFC 7518: an HS256 key shorter than the hash output is brute-forceable.
         raise ConfigError("JWT_SECRET must be at least 32 characters")
     if "HS" not in families and not public_key:
         raise ConfigError("JWT_ALGORITHMS names public-key algorithms but JWT_PUBLIC_KEY is not set")
-
-    auth_url = env.get("AUTH_SERVICE_URL") or None
     if "HS" in families and not secret and not auth_url:
         raise ConfigError("JWT_SECRET is required (or JWT_PUBLIC_KEY, or AUTH_SERVICE_URL to verify through the auth service)")
-    if auth_url and not re.match(r"^https?://", auth_url):
-        raise ConfigError(f"AUTH_SERVICE_URL must be an http(s) URL, got {auth_url!r}")
 
-    database_url = env.get("DATABASE_URL") or None
-    if database_url and not re.match(r"^postgres(ql)?(\+psycopg2)?://", database_url):
-        raise ConfigError("DATABASE_URL must be a postgresql:// URL")
 
-    tz_name = env.get("STATS_TIMEZONE") or "UTC"
-    try:
-        ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"STATS_TIMEZONE: unknown time zone {tz_name!r}") from None
-
-    schema = env.get("ADMIN_SCHEMA") or "admin"
-    if not IDENTIFIER.match(schema):
-        raise ConfigError(f"ADMIN_SCHEMA must be a lower-case SQL identifier, got {schema!r}")
-
-    rate_limit = _rate(env, "RATE_LIMIT", Settings.rate_limit)
-    auth_failure_limit = _rate(env, "AUTH_FAILURE_LIMIT", Settings.auth_failure_limit)
-    storage = env.get("RATE_LIMIT_STORAGE_URI") or "memory://"
-    if not re.match(r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://", storage):
-        raise ConfigError(f"RATE_LIMIT_STORAGE_URI must be memory:// or a redis:// URI, got {storage!r}")
-
-    log_level = (env.get("LOG_LEVEL") or "INFO").upper()
-    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
-
-    origins = _list(env, "ALLOWED_ORIGINS", Settings.allowed_origins)
-    for origin in origins:
-        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
-            raise ConfigError(f"ALLOWED_ORIGINS: {origin!r} is not an origin like https://admin.example.com")
-
-    severities = dict(DEFAULT_SEVERITIES)
-    for item in _list(env, "ALERT_SEVERITIES", ()):
-        rule, _, level = item.partition("=")
-        if rule.strip() not in ALERT_RULES or level.strip() not in SEVERITIES:
-            raise ConfigError(
-                f"ALERT_SEVERITIES: {item!r} must be rule=severity with rule in {', '.join(ALERT_RULES)} "
-                f"and severity in {', '.join(SEVERITIES)}"
-            )
-        severities[rule.strip()] = level.strip()
-
-    values: dict[str, object] = dict(
-        database_url=database_url,
-        port=_int(env, "PORT", 3007, 1, 65535),
-        jwt_secret=secret,
-        jwt_public_key=public_key,
-        jwt_algorithms=algorithms,
-        jwt_issuer=env.get("JWT_ISSUER") or None,
-        jwt_audience=env.get("JWT_AUDIENCE") or None,
-        auth_service_url=auth_url.rstrip("/") if auth_url else None,
-        auth_service_timeout_s=_float(env, "AUTH_SERVICE_TIMEOUT_S", 3.0, 0.1, 60),
-        auth_cache_seconds=_float(env, "AUTH_CACHE_SECONDS", 5.0, 0, 300),
-        job_stats_interval_ms=_int(env, "JOB_STATS_INTERVAL_MS", 5000, 250, 3_600_000),
-        allowed_origins=origins,
-        db_pool_max=_int(env, "DB_POOL_MAX", 20, 1, 500),
-        db_statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
-        db_connect_timeout_s=_int(env, "DB_CONNECT_TIMEOUT_S", 3, 1, 60),
-        rate_limit=rate_limit,
-        auth_failure_limit=auth_failure_limit,
-        rate_limit_storage_uri=storage,
-        rate_limit_fail_open=_bool(env, "RATE_LIMIT_FAIL_OPEN", True),
-        stats_timezone=tz_name,
-        performance_window_hours=_int(env, "PERFORMANCE_WINDOW_HOURS", 24, 1, 24 * 90),
-        admin_schema=schema,
-        trust_proxy=_bool(env, "TRUST_PROXY", False),
-        log_level=log_level,
-        embedded_pg_dir=Path(env.get("EMBEDDED_PG_DIR") or ".data/pgdata").absolute(),
-        debug=_bool(env, "DEBUG", False),
-        capture_poll_ms=_int(env, "CAPTURE_POLL_MS", 500, 50, 60_000),
-        capture_overlap_s=_float(env, "CAPTURE_OVERLAP_S", 10.0, 0, 3600),
-        tail_poll_ms=_int(env, "TAIL_POLL_MS", 1000, 50, 60_000),
-        sse_heartbeat_s=_float(env, "SSE_HEARTBEAT_S", 5.0, 0.1, 300),
-        sse_retry_ms=_int(env, "SSE_RETRY_MS", 3000, 100, 600_000),
-        subscriber_queue_max=_int(env, "SUBSCRIBER_QUEUE_MAX", 1000, 1, 1_000_000),
-        event_retention_days=_float(env, "EVENT_RETENTION_DAYS", 7.0, 0.001, 3650),
-        alert_interval_s=_float(env, "ALERT_INTERVAL_S", 10.0, 0.1, 3600),
-        alert_failure_rate=_float(env, "ALERT_FAILURE_RATE", 0.25, 0, 1),
-        alert_failure_window_min=_int(env, "ALERT_FAILURE_WINDOW_MIN", 15, 1, 24 * 60),
-        alert_failure_min_jobs=_int(env, "ALERT_FAILURE_MIN_JOBS", 20, 1, 1_000_000),
-        alert_queue_max=_int(env, "ALERT_QUEUE_MAX", 1000, 1, 100_000_000),
-        alert_queue_max_age_s=_int(env, "ALERT_QUEUE_MAX_AGE_S", 900, 1, 30 * 86400),
-        alert_processing_timeout_s=_int(env, "ALERT_PROCESSING_TIMEOUT_S", 1800, 1, 30 * 86400),
-        alert_severities=tuple(severities.items()),
-        socketio_max_connections_per_user=_int(env, "SOCKETIO_MAX_CONNECTIONS_PER_USER", 20, 1, 100_000),
-        socketio_events_per_second=_float(env, "SOCKETIO_EVENTS_PER_SECOND", 10.0, 0.1, 10_000),
-        metrics_enabled=_bool(env, "METRICS_ENABLED", True),
-        metrics_token=env.get("METRICS_TOKEN") or None,
-    )
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad one."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for spec in fields(Settings):
+        values[spec.name] = spec.metadata[READ](env, spec.metadata[ENV], spec.default, values)
+    _check_keys(values)
     known = {f.name for f in fields(Settings)}
     for key, value in overrides.items():
         if key not in known:
             raise ConfigError(f"unknown setting {key}")
         values[key] = value
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)

@@ -7,7 +7,8 @@ success: {success, message, data, timestamp}; error: {success, error{code,messag
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
@@ -39,7 +40,10 @@ def envelope(data: Any, message: str = "OK") -> Response:
     """A success answer, encoded here. The views' response schemas document the shape (and
     tests hold the answers to it); they are not run over the data: the marshmallow dump of a
     50-job page cost more than the rest of the request together."""
-    return current_app.json.response({"success": True, "message": message, "data": data, "timestamp": utc_now_iso()})
+    # Flask's JSON provider is typed with werkzeug's Response; it builds the app's response_class.
+    return cast(
+        Response, current_app.json.response({"success": True, "message": message, "data": data, "timestamp": utc_now_iso()})
+    )
 
 
 class ApiError(Exception):
@@ -62,8 +66,34 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+E = TypeVar("E", bound=Exception)
+# How an exception raised below the views becomes an answer: modules that own an exception
+# type (auth, ratelimit) register it here, so this module imports none of them.
+Translation = Callable[[Any], ApiError]
+_TRANSLATIONS: dict[type, Translation] = {}
+
+
+def register_translation(exc_type: type[E], translate: Callable[[E], ApiError]) -> None:
+    """Answer `exc_type` (and its subclasses) with the ApiError `translate` makes of it."""
+    _TRANSLATIONS[exc_type] = translate
+
+
+def translated(exc: BaseException) -> ApiError | None:
+    """The registered answer to this exception, None when its type has none."""
+    for klass in type(exc).__mro__:
+        translate = _TRANSLATIONS.get(klass)
+        if translate is not None:
+            return translate(exc)
+    return None
+
+
 def validation_error(field: str, message: str) -> ApiError:
     return ApiError(400, f"Invalid value for {field}: {message}", details=[{"field": field, "message": message}])
+
+
+def unavailable(message: str, retry_after: int = RETRY_AFTER_SECONDS) -> ApiError:
+    """503 SERVICE_UNAVAILABLE: a dependency is down; the client should retry after a while."""
+    return ApiError(503, message, headers={"Retry-After": str(retry_after)})
 
 
 def not_found(message: str, code: str = "NOT_FOUND") -> ApiError:
@@ -116,12 +146,9 @@ def handle_http_exception(exc: HTTPException) -> ResponseReturnValue:
         # Flask answers an exception raised after the view (in an after_request hook) as a 500 and
         # hands it to this handler, not to the one for its own type. The rate limiter's response
         # headers read the store again: when the store dies mid-request that is a 503, not a 500.
-        from limits.errors import StorageError
-
-        if isinstance(original, StorageError):
-            from admin_service.ratelimit import storage_unavailable
-
-            return storage_unavailable(original)
+        answer = translated(original)
+        if answer is not None:
+            return error_response(answer)
     data = getattr(exc, "data", None) or {}
     if status in (400, 422) and "messages" in data:
         details = _flatten_messages(data["messages"])
@@ -146,6 +173,11 @@ def handle_api_error(exc: ApiError) -> ResponseReturnValue:
     return error_response(exc)
 
 
+def handle_translated(exc: Exception) -> ResponseReturnValue:
+    answer = translated(exc)
+    return error_response(answer) if answer is not None else handle_unexpected(exc)
+
+
 def handle_database_error(exc: DBAPIError | PoolTimeoutError) -> ResponseReturnValue:
     original = getattr(exc, "orig", None)
     if original is not None and getattr(original, "pgcode", None) == "57014":
@@ -159,7 +191,7 @@ def handle_database_error(exc: DBAPIError | PoolTimeoutError) -> ResponseReturnV
     log.warning(
         "database unavailable: %s", str(original or exc).strip().splitlines()[0] if str(original or exc) else type(exc).__name__
     )
-    return error_response(ApiError(503, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+    return error_response(unavailable(message))
 
 
 def handle_unexpected(exc: Exception) -> ResponseReturnValue:
@@ -174,6 +206,8 @@ def register_error_handlers(app: Flask) -> None:
     """Register after flask-smorest's Api so these replace its HTTPException handler."""
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(ApiError, handle_api_error)
+    for exc_type in _TRANSLATIONS:
+        app.register_error_handler(exc_type, handle_translated)
     app.register_error_handler(DBAPIError, handle_database_error)
     app.register_error_handler(PoolTimeoutError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from sqlalchemy import text
 
-from admin_service.errors import RETRY_AFTER_SECONDS, ApiError, envelope
+from admin_service.errors import envelope, unavailable
 from admin_service.services import services
 
 blp = Blueprint("health", __name__)
@@ -22,5 +22,5 @@ def ready() -> Response:
         with services().engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception:
-        raise ApiError(503, "Database unreachable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+        raise unavailable("Database unreachable") from None
     return envelope({"status": "ready", "database": "ok"}, "Service is ready")

@@ -29,9 +29,10 @@ from sqlalchemy import Engine, event
 
 from admin_service.auth import unauthorized
 from admin_service.errors import ApiError
-from admin_service.services import services
+from admin_service.jobs.status import STATUSES
 
 if TYPE_CHECKING:
+    from admin_service.config import Settings
     from admin_service.jobs.stats import SharedStats
 
 log = logging.getLogger("admin_service.metrics")
@@ -137,7 +138,7 @@ class JobStatsCollector(Collector):
         yield up
         overview = data["overview"]
         jobs = GaugeMetricFamily(f"{PREFIX}_jobs", "Jobs per status (shared stats)", labels=["status"])
-        for status in ("queued", "processing", "completed", "failed", "cancelled"):
+        for status in STATUSES:
             jobs.add_metric([status], overview[status])
         yield jobs
         total = GaugeMetricFamily(f"{PREFIX}_jobs_total_count", "All jobs (shared stats)")
@@ -158,7 +159,7 @@ class JobStatsCollector(Collector):
 FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
-def _check_access(token: str | None) -> None:
+def _check_access(token: str | None, trust_proxy: bool) -> None:
     if token:
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
@@ -169,7 +170,7 @@ def _check_access(token: str | None) -> None:
         loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
     except ValueError:
         loopback = False
-    forwarded = not services().settings.trust_proxy and any(h in request.headers for h in FORWARDED)
+    forwarded = not trust_proxy and any(h in request.headers for h in FORWARDED)
     if not loopback or forwarded:
         raise ApiError(403, "Metrics are served to loopback only; set METRICS_TOKEN to scrape from elsewhere")
 
@@ -185,8 +186,8 @@ def exposition(shared: SharedStats) -> bytes:
     return generate_latest(registry) + generate_latest(stats)
 
 
-def install(app: Flask, engine: Engine, stats: SharedStats, *, enabled: bool, token: str | None) -> None:
-    """Request metrics for every route, pool gauges, and GET /metrics when enabled."""
+def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings) -> None:
+    """Request metrics for every route, pool gauges, and GET /metrics when METRICS_ENABLED."""
     watch_pool(engine)
 
     def start() -> None:
@@ -205,12 +206,13 @@ def install(app: Flask, engine: Engine, stats: SharedStats, *, enabled: bool, to
             LATENCY.labels(*labels).observe(time.perf_counter() - started)
         return response
 
-    if not enabled:
+    if not settings.metrics_enabled:
         return
+    token, trust_proxy = settings.metrics_token, settings.trust_proxy
 
     @app.get("/metrics")
     def metrics() -> Response:
-        _check_access(token)
+        _check_access(token, trust_proxy)
         response = Response(exposition(stats), mimetype=None, content_type=CONTENT_TYPE_LATEST)
         response.headers["Cache-Control"] = "no-store"
         return response

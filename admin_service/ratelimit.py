@@ -10,15 +10,17 @@ requests are refused with 503 SERVICE_UNAVAILABLE while the store is unreachable
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, Flask, request
-from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse
 from limits.errors import StorageError
 
+from admin_service.auth import AuthError, AuthFailure
 from admin_service.config import Settings
-from admin_service.errors import RETRY_AFTER_SECONDS, ApiError, error_response
+from admin_service.errors import ApiError, register_translation, unavailable
 from admin_service.services import services
 
 log = logging.getLogger("admin_service.ratelimit")
@@ -34,15 +36,63 @@ def rate_limit_key() -> str:
     return f"user:{user_id}" if user_id else f"ip:{get_remote_address()}"
 
 
-def storage_unavailable(exc: StorageError) -> ResponseReturnValue:
+STORE_UNREACHABLE = "The rate-limit store is unreachable; retry shortly"
+
+
+def storage_unavailable(exc: StorageError) -> ApiError:
     log.warning("rate-limit storage unreachable: %s", type(exc.storage_error).__name__)
-    return error_response(
-        ApiError(503, "The rate-limit store is unreachable; retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    )
+    return unavailable(STORE_UNREACHABLE)
+
+
+# Also when the store dies in an after_request hook (the limiter's headers): see errors.py.
+register_translation(StorageError, storage_unavailable)
+
+
+class FailedAuthGuard:
+    """Throttles token guessing per client address (the Authenticator's guard).
+
+    Every token that fails verification counts against AUTH_FAILURE_LIMIT for its address,
+    in the rate-limit store (Redis: shared by every worker and instance). Over the limit,
+    that address's tokens that did not verify here before are refused with 429 and
+    Retry-After, before any check: guessing stops paying, while admins whose tokens were
+    already accepted keep working. A store that is down fails open or closed as
+    RATE_LIMIT_FAIL_OPEN says, like the rate limit.
+    """
+
+    def __init__(self, limiter: Limiter, settings: Settings) -> None:
+        self._limiter = limiter  # its strategy falls back to memory when Redis is down
+        self._limit = parse(settings.auth_failure_limit)
+        self._fail_open = settings.rate_limit_fail_open
+
+    @staticmethod
+    def _key(address: str) -> tuple[str, str]:
+        return ("auth-failures", address)
+
+    def refuse_if_blocked(self, address: str) -> None:
+        try:
+            strategy = self._limiter.limiter
+            if strategy.test(self._limit, *self._key(address)):
+                return
+            reset_at = strategy.get_window_stats(self._limit, *self._key(address)).reset_time
+        except Exception as exc:  # the store is unreachable
+            if self._fail_open:
+                return
+            raise AuthError(AuthFailure.UNAVAILABLE, STORE_UNREACHABLE) from exc
+        raise AuthError(
+            AuthFailure.THROTTLED,
+            "Too many failed authentication attempts from this address; retry later",
+            retry_after=max(1, int(reset_at - time.time()) + 1),
+        )
+
+    def failed(self, address: str) -> None:
+        try:
+            self._limiter.limiter.hit(self._limit, *self._key(address))
+        except Exception:  # counting must never turn a 401 into a 500
+            log.warning("could not count a failed authentication (rate-limit store unreachable)")
 
 
 def make_limiter(app: Flask, settings: Settings) -> Limiter:
-    # Storage errors surface as limits' StorageError (not the driver's), answered with a 503 below.
+    # Storage errors surface as limits' StorageError (not the driver's), answered with a 503 (above).
     options: dict[str, object] = {"wrap_exceptions": True}
     if settings.rate_limit_storage_uri.startswith("redis"):
         options.update(socket_connect_timeout=1, socket_timeout=1)
@@ -54,9 +104,7 @@ def make_limiter(app: Flask, settings: Settings) -> Limiter:
         RATELIMIT_SWALLOW_ERRORS=settings.rate_limit_fail_open,
         RATELIMIT_KEY_PREFIX="admin-service",
     )
-    limiter = Limiter(rate_limit_key, app=app, strategy="moving-window")
-    app.register_error_handler(StorageError, storage_unavailable)
-    return limiter
+    return Limiter(rate_limit_key, app=app, strategy="moving-window")
 
 
 def limit_admin_routes(limiter: Limiter, settings: Settings, *blueprints: Blueprint) -> None:

@@ -10,7 +10,7 @@ import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from flask import Flask, Response, g, request
@@ -44,7 +44,9 @@ class IsoJSONProvider(DefaultJSONProvider):
         return json_bytes(obj).decode()
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
-        return self._app.response_class(json_bytes(self._prepare_response_obj(args, kwargs)), mimetype=self.mimetype)
+        # Typed as the sansio App's response class; at run time it is the Flask app's.
+        response_class = cast("type[Response]", self._app.response_class)
+        return response_class(json_bytes(self._prepare_response_obj(args, kwargs)), mimetype=self.mimetype)
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
+from admin_service.db.tables import ARCHIVE, JOBS_TABLE, METRICS_TABLE
+from admin_service.jobs.status import shown_sql
 from admin_service.live.log import CHANGES_CHANNEL
 
 TRIGGER_NAME = "admin_service_notify_job_change"
@@ -23,15 +25,15 @@ BEGIN
     PERFORM pg_notify('{CHANGES_CHANNEL}', '');
     RETURN NULL;
 END $$;
-DROP TRIGGER IF EXISTS {TRIGGER_NAME} ON archive.analysis_jobs;
-CREATE TRIGGER {TRIGGER_NAME} AFTER INSERT OR UPDATE ON archive.analysis_jobs
+DROP TRIGGER IF EXISTS {TRIGGER_NAME} ON {JOBS_TABLE};
+CREATE TRIGGER {TRIGGER_NAME} AFTER INSERT OR UPDATE ON {JOBS_TABLE}
     FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".{TRIGGER_NAME}();
 """.strip()
 
 
 def drop_notify_trigger_ddl(settings: Settings) -> str:
     return (
-        f"DROP TRIGGER IF EXISTS {TRIGGER_NAME} ON archive.analysis_jobs;\n"
+        f"DROP TRIGGER IF EXISTS {TRIGGER_NAME} ON {JOBS_TABLE};\n"
         f'DROP FUNCTION IF EXISTS "{settings.admin_schema}".{TRIGGER_NAME}();'
     )
 
@@ -46,13 +48,14 @@ def run_ddl(engine: Engine, ddl: str) -> None:
 # PostgreSQL reads and sorts every row for page 1 of that sort. Built CONCURRENTLY, so writers
 # are never blocked; a failed build leaves an INVALID index that the next run replaces.
 # The status sort orders by status as shown (`queue` read as `queued`): the expression below
-# is the one admin_service.jobs.queries.sort_key renders, so the planner can match it.
+# is the one admin_service.jobs.queries.sort_key renders (both from jobs/status.py), so the
+# planner can match it.
 ARCHIVE_INDEXES = (
     # updated_at also drives live capture: without it every poll reads the whole table.
     ("admin_idx_jobs_updated_at_id", "(updated_at, id)"),
     ("admin_idx_jobs_completed_at_desc_id", "(completed_at DESC NULLS LAST, id DESC)"),
     ("admin_idx_jobs_completed_at_asc_id", "(completed_at ASC NULLS LAST, id ASC)"),
-    ("admin_idx_jobs_status_shown_id", "((CASE WHEN status = 'queue' THEN 'queued' ELSE status END), id)"),
+    ("admin_idx_jobs_status_shown_id", f"(({shown_sql('status')}), id)"),
     ("admin_idx_jobs_priority_id", "(priority, id)"),
     # A list filtered by status, newest first (the dashboard's "failed jobs"), without walking
     # the created_at index past every job of the other statuses.
@@ -65,19 +68,19 @@ METRICS_INDEXES = (("admin_idx_metrics_name_recorded", "(metric_name, recorded_a
 def index_ddl(invalid: list[str] | tuple[str, ...] = ()) -> list[str]:
     """CREATE statements; `invalid` (see invalid_indexes) are dropped first, since IF NOT EXISTS
     would keep the unusable leftover of an interrupted build."""
-    statements = [f"DROP INDEX CONCURRENTLY IF EXISTS archive.{name}" for name in invalid]
+    statements = [f"DROP INDEX CONCURRENTLY IF EXISTS {ARCHIVE}.{name}" for name in invalid]
     statements += [
-        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON archive.analysis_jobs {columns}" for name, columns in ARCHIVE_INDEXES
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {JOBS_TABLE} {columns}" for name, columns in ARCHIVE_INDEXES
     ]
     statements += [
-        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON archive.system_metrics {columns}" for name, columns in METRICS_INDEXES
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {METRICS_TABLE} {columns}" for name, columns in METRICS_INDEXES
     ]
-    statements.append("ANALYZE archive.analysis_jobs, archive.system_metrics")
+    statements.append(f"ANALYZE {JOBS_TABLE}, {METRICS_TABLE}")
     return statements
 
 
 def drop_index_ddl() -> list[str]:
-    return [f"DROP INDEX CONCURRENTLY IF EXISTS archive.{name}" for name, _ in ARCHIVE_INDEXES + METRICS_INDEXES]
+    return [f"DROP INDEX CONCURRENTLY IF EXISTS {ARCHIVE}.{name}" for name, _ in ARCHIVE_INDEXES + METRICS_INDEXES]
 
 
 def invalid_indexes(engine: Engine) -> list[str]:
@@ -88,9 +91,9 @@ def invalid_indexes(engine: Engine) -> list[str]:
             text(
                 "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'archive' AND NOT i.indisvalid AND c.relname = ANY(:names)"
+                "WHERE n.nspname = :schema AND NOT i.indisvalid AND c.relname = ANY(:names)"
             ),
-            {"names": names},
+            {"schema": ARCHIVE, "names": names},
         )
         return [r[0] for r in rows]
 

@@ -6,6 +6,7 @@ from sqlalchemy import Boolean, Column, DateTime, Integer, MetaData, Numeric, St
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = MetaData()
+ARCHIVE = "archive"  # the schema of the platform's job archive
 
 users = Table(
     "users",
@@ -35,7 +36,7 @@ jobs = Table(
     Column("retry_count", Integer),
     Column("max_retries", Integer),
     Column("processing_started_at", DateTime(timezone=True)),
-    schema="archive",
+    schema=ARCHIVE,
 )
 
 system_metrics = Table(
@@ -46,8 +47,20 @@ system_metrics = Table(
     Column("metric_value", Numeric),
     Column("metric_data", JSONB),
     Column("recorded_at", DateTime(timezone=False)),
-    schema="archive",
+    schema=ARCHIVE,
 )
 
 # The columns of a job row as the API returns them, in table order.
 JOB_COLUMNS = tuple(c.name for c in jobs.columns)
+
+
+def qualified(table: Table) -> str:
+    return f"{table.schema}.{table.name}"
+
+
+# Names for the SQL written by hand (hand-tuned statistics, DDL, psycopg2 loops): one source.
+JOBS_TABLE = qualified(jobs)
+METRICS_TABLE = qualified(system_metrics)
+USERS_TABLE = qualified(users)
+# Its columns differ between deployments' layouts: read with SELECT *, so it has no Table here.
+RESULTS_TABLE = f"{ARCHIVE}.analysis_results"

@@ -12,15 +12,16 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, and_, bindparam, case, false, func, or_, select, text
+from sqlalchemy import Connection, Select, and_, bindparam, false, func, or_, select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
-from admin_service.db.tables import JOB_COLUMNS, jobs, users
+from admin_service.db.tables import RESULTS_TABLE, jobs, users
 from admin_service.errors import validation_error
 from admin_service.jobs import status as job_status
 from admin_service.jobs.schemas import Moment
+from admin_service.jobs.serialize import job_of, with_user
 
 if TYPE_CHECKING:
     from admin_service.jobs.stats import SharedStats
@@ -237,8 +238,7 @@ def sort_key(sort_by: str) -> ColumnElement[Any]:
     """What rows are ordered by: the column, but status as it is shown (`queue` as `queued`),
     so that a tie across both spellings is broken by id like any other tie."""
     if sort_by == "status":
-        spellings = [(jobs.c.status == alias, canonical) for alias, canonical in job_status.ALIASES.items()]
-        return case(*spellings, else_=jobs.c.status)
+        return job_status.shown(jobs.c.status)
     return jobs.c[sort_by]
 
 
@@ -262,28 +262,6 @@ def _ordering(key: ColumnElement[Any], row_id: ColumnElement[Any], order: str, n
 
 
 # --- list --------------------------------------------------------------------------------
-
-
-def _user_of(row: dict[str, Any]) -> dict[str, Any] | None:
-    if row.get("user_ref_id") is None:
-        return None
-    return {"id": row["user_ref_id"], "email": row["user_email"], "username": row["user_username"]}
-
-
-def job_row(row: Any) -> dict[str, Any]:
-    job = {name: row[name] for name in JOB_COLUMNS}
-    job["status"] = job_status.normalize(job["status"])
-    return job
-
-
-def with_user(stmt_source: Any) -> Select[Any]:
-    """Select a job source (table or page subquery) with its user, joined by primary key."""
-    return select(
-        stmt_source,
-        users.c.id.label("user_ref_id"),
-        users.c.email.label("user_email"),
-        users.c.username.label("user_username"),
-    ).select_from(stmt_source.outerjoin(users, users.c.id == stmt_source.c.user_id))
 
 
 class Explain(Executable, ClauseElement):
@@ -360,7 +338,7 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: Shar
     rows = conn.execute(stmt).mappings().all()
     has_next = len(rows) > limit
     rows = rows[:limit]
-    job_list = [{**job_row(r), "user": _user_of(r)} for r in rows]
+    job_list = [job_of(r) for r in rows]
     next_cursor = None
     if has_next and rows:
         last = rows[-1]
@@ -403,7 +381,7 @@ def find_job(conn: Connection, ident: str) -> dict[str, Any] | None:
     if not rows:
         return None
     row = next((r for r in rows if as_uuid is not None and r["id"] == as_uuid), rows[0])
-    return {**job_row(row), "user": _user_of(row)}
+    return job_of(row)
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
@@ -430,7 +408,10 @@ def job_details(job: dict[str, Any], now: datetime | None = None) -> dict[str, A
     return {**job, "processingTimeSeconds": processing, "queueWaitSeconds": wait}
 
 
+FIND_RESULT = text(f"SELECT * FROM {RESULTS_TABLE} WHERE id = :id")
+
+
 def find_result(conn: Connection, result_id: uuid.UUID) -> dict[str, Any] | None:
     """The result row with whatever columns this deployment's table has."""
-    row = conn.execute(text("SELECT * FROM archive.analysis_results WHERE id = :id"), {"id": result_id}).mappings().first()
+    row = conn.execute(FIND_RESULT, {"id": result_id}).mappings().first()
     return dict(row) if row else None

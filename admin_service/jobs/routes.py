@@ -27,7 +27,7 @@ blp = ApiBlueprint(
     url_prefix="/admin/jobs",
     description="Analysis jobs: statistics, list, details and results. Admin token required.",
 )
-SECURED = {"security": [{"bearerAuth": []}]}
+SECURED: dict[str, Any] = {"security": [{"bearerAuth": []}]}
 
 
 def find_job(conn: Connection, job_ref: str) -> dict[str, Any]:

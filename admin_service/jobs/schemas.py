@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
-from admin_service.jobs.status import ALIASES, STATUSES
+from admin_service.jobs.status import ALIASES, STATUSES, UnknownStatus, parse_statuses
 
 SORT_FIELDS = ("created_at", "updated_at", "completed_at", "status", "priority")
 COUNT_MODES = ("exact", "estimated", "none")
@@ -81,14 +81,10 @@ class StatusListField(DocumentedField):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if not isinstance(value, str) or len(value) > 200:
             raise ValidationError("Must be a comma-separated list of statuses.")
-        statuses: list[str] = []
-        for part in value.split(","):
-            name = ALIASES.get(part.strip().lower(), part.strip().lower())
-            if name not in STATUSES:
-                raise ValidationError(f"Unknown status {part.strip()!r}; use one of {', '.join(STATUSES)}.")
-            if name not in statuses:
-                statuses.append(name)
-        return statuses
+        try:
+            return parse_statuses(value.split(","))
+        except UnknownStatus as exc:
+            raise ValidationError(f"Unknown status {exc.text!r}; use one of {', '.join(STATUSES)}.") from None
 
 
 class SortOrderField(fields.String):
@@ -119,7 +115,8 @@ def _text(description: str) -> fields.String:
 
 
 class StrictQuerySchema(Schema):
-    """Query schemas reject what they do not know; see blueprint.ApiBlueprint."""
+    """Query schemas reject what they do not know (api.StrictParser raises on unknown query
+    parameters) and a scalar parameter given twice."""
 
     @pre_load
     def _reject_repeated(self, data: Any, **kwargs: Any) -> Any:

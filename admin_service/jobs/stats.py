@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, text
 
 from admin_service.config import Settings
-from admin_service.jobs.status import ALIASES, STATUSES
+from admin_service.db.tables import JOBS_TABLE, METRICS_TABLE
+from admin_service.jobs.status import STATUSES, normalize, sql_list, stored_values
 
 log = logging.getLogger("admin_service.stats")
 
@@ -25,27 +26,27 @@ log = logging.getLogger("admin_service.stats")
 # smallest index, and the statuses other than the dominant `completed`, each an index-only range
 # scan over a few percent of the index. completed = total - the others - NULL statuses.
 STATUS_COUNTS = text(
-    """
-    SELECT 'total' AS kind, NULL AS status, count(*) AS n FROM archive.analysis_jobs
+    f"""
+    SELECT 'total' AS kind, NULL AS status, count(*) AS n FROM {JOBS_TABLE}
     UNION ALL
-    SELECT 'status', status, count(*) FROM archive.analysis_jobs WHERE status < 'completed' GROUP BY status
+    SELECT 'status', status, count(*) FROM {JOBS_TABLE} WHERE status < 'completed' GROUP BY status
     UNION ALL
-    SELECT 'status', status, count(*) FROM archive.analysis_jobs WHERE status > 'completed' GROUP BY status
+    SELECT 'status', status, count(*) FROM {JOBS_TABLE} WHERE status > 'completed' GROUP BY status
     UNION ALL
-    SELECT 'null', NULL, count(*) FROM archive.analysis_jobs WHERE status IS NULL
+    SELECT 'null', NULL, count(*) FROM {JOBS_TABLE} WHERE status IS NULL
     """
 )
 
 # Days are buckets between local midnights computed in Python (right across DST changes), so
 # no row needs a time-zone conversion.
 DAILY = text(
-    """
+    f"""
     SELECT width_bucket(created_at, CAST(:bounds AS timestamptz[])) AS bucket,
            count(*) AS total,
            count(*) FILTER (WHERE status = 'completed') AS completed,
            count(*) FILTER (WHERE status = 'failed') AS failed,
            count(*) FILTER (WHERE status = 'cancelled') AS cancelled
-    FROM archive.analysis_jobs
+    FROM {JOBS_TABLE}
     WHERE created_at >= :since
     GROUP BY 1
     """
@@ -55,7 +56,7 @@ DAILY = text(
 # Queue wait: processing_started_at - created_at. Both over jobs created in the window, as
 # float8 seconds (extract() is numeric since PostgreSQL 14: several times slower to sort).
 PERFORMANCE = text(
-    """
+    f"""
     SELECT count(pt) AS n,
            avg(pt) AS pt_avg,
            percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY pt) AS pt_pct,
@@ -66,7 +67,7 @@ PERFORMANCE = text(
                     THEN date_part('epoch', completed_at - COALESCE(processing_started_at, created_at)) END AS pt,
                CASE WHEN processing_started_at IS NOT NULL
                     THEN date_part('epoch', processing_started_at - created_at) END AS qw
-        FROM archive.analysis_jobs
+        FROM {JOBS_TABLE}
         WHERE created_at >= :since
     ) AS sample
     """
@@ -74,17 +75,19 @@ PERFORMANCE = text(
 
 # FILTER keeps the planner from turning min() into "walk the created_at index until a queued
 # row turns up", which reads nearly the whole index when the queued jobs are the newest ones.
-OLDEST_QUEUED = text("SELECT min(created_at) FILTER (WHERE true) FROM archive.analysis_jobs WHERE status IN ('queued', 'queue')")
+OLDEST_QUEUED = text(
+    f"SELECT min(created_at) FILTER (WHERE true) FROM {JOBS_TABLE} WHERE status IN ({sql_list(stored_values(['queued']))})"
+)
 
-TABLE_ROWS_ESTIMATE = text("SELECT reltuples::bigint FROM pg_class WHERE oid = 'archive.analysis_jobs'::regclass")
+TABLE_ROWS_ESTIMATE = text(f"SELECT reltuples::bigint FROM pg_class WHERE oid = '{JOBS_TABLE}'::regclass")
 
 # Newest row of each metric (the old service let older rows overwrite newer ones): a hash
 # aggregate and a join, not a sort of the whole table by name.
 RESOURCES = text(
-    """
+    f"""
     SELECT m.metric_name, m.metric_value, m.metric_data, m.recorded_at
-    FROM archive.system_metrics AS m
-    JOIN (SELECT metric_name, max(recorded_at) AS newest FROM archive.system_metrics GROUP BY metric_name) AS n
+    FROM {METRICS_TABLE} AS m
+    JOIN (SELECT metric_name, max(recorded_at) AS newest FROM {METRICS_TABLE} GROUP BY metric_name) AS n
       ON n.metric_name = m.metric_name AND n.newest = m.recorded_at
     ORDER BY m.metric_name, m.id
     """
@@ -114,7 +117,7 @@ def _status_counts(conn: Connection) -> tuple[dict[str, int], int]:
             total = n
             continue
         others += n
-        name = ALIASES.get(status, status)
+        name = normalize(status)
         if kind == "status" and name in counts:
             counts[name] += n
     counts["completed"] = total - others

@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import psycopg2.extras
 
@@ -24,7 +24,7 @@ from admin_service import metrics
 from admin_service.clock import utc
 from admin_service.config import Settings
 from admin_service.db.dbapi import Connection, Cursor
-from admin_service.jobs.schemas import JobWithUserSchema
+from admin_service.jobs.serialize import job_json
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
 from admin_service.live.connection import keep_connected, transaction, wait_for_notify
@@ -36,7 +36,6 @@ log = logging.getLogger("admin_service.capture")
 LEADER_RETRY_S = 2.0
 BATCH = 5000
 PRUNE_EVERY_S = 3600
-JOB_SCHEMA = JobWithUserSchema()
 
 
 def lock_key(schema: str) -> int:
@@ -72,16 +71,6 @@ def event_kind(status: str, previous: str | None, created_at: datetime, updated_
     if previous is None and updated_at - created_at < timedelta(seconds=1):
         return "created"
     return "updated"
-
-
-def job_snapshot(row: dict[str, Any]) -> dict[str, Any]:
-    """The job as REST returns it (same schema), for the event payload."""
-    job = {k: v for k, v in row.items() if k not in ("user_ref_id", "user_email", "user_username", "db_now")}
-    job["status"] = normalize(job["status"])
-    user = None
-    if row.get("user_ref_id") is not None:
-        user = {"id": row["user_ref_id"], "email": row["user_email"], "username": row["user_username"]}
-    return cast(dict[str, Any], JOB_SCHEMA.dump({**job, "user": user}))
 
 
 class Capturer:
@@ -196,7 +185,7 @@ class Capturer:
             job_id = str(row["id"])
             previous = self._last_status.get(job_id)
             kind = event_kind(status, previous, utc(row["created_at"]), utc(row["updated_at"]))
-            snapshot = job_snapshot(row)
+            snapshot = job_json(row)  # the job as REST returns it
             payload = {"event": kind, "job": snapshot, "timestamp": snapshot["updated_at"]}
             events.append(NewEvent(JOB_UPDATE, kind, payload, key, job_id, status))
             self._last_status.remember(job_id, status)

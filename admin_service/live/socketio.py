@@ -24,8 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from admin_service import metrics
-from admin_service.auth import AdminUser, Authenticator, client_address
-from admin_service.errors import ApiError
+from admin_service.auth import AdminUser, Authenticator, AuthError, client_address
 from admin_service.jobs.status import ALIASES, STATUSES
 from admin_service.live.hub import EventFilter, LiveEvent
 from admin_service.live.runtime import LiveRuntime
@@ -196,7 +195,7 @@ class SocketGateway:
                 raise socketio.exceptions.ConnectionRefusedError("Authentication required")
             try:
                 admin = self.auth.authenticate(token, client_address(environ or {}, self.settings.trust_proxy))
-            except ApiError as exc:
+            except AuthError as exc:
                 raise socketio.exceptions.ConnectionRefusedError(REFUSALS.get(exc.status, UNAVAILABLE)) from None
             except (DBAPIError, PoolTimeoutError) as exc:
                 # The user lookup failed: refuse with a reason instead of leaving the client
