@@ -100,8 +100,6 @@ class Subscriber:
         self._events: deque[LiveEvent] = deque()
         self._ready = threading.Event()
         self.closed_reason: str | None = None
-        # False for a transport's shared subscriber: its own `demand` callback speaks for it.
-        self.counts_for_demand = True
         # Called once when closed (by the publisher's thread): lets a transport free a stuck client.
         self.on_close: Callable[[Subscriber], None] | None = None
 
@@ -171,8 +169,6 @@ class Hub:
         self.dropped_total = 0
         self.published_total = 0
         self.last_event_id = 0  # newest log id published here
-        # Transports that fan out themselves (Socket.IO rooms) say here whether they want an event.
-        self.demand: list[Callable[[str], bool]] = []
 
     def subscribe(self, event_filter: EventFilter | None = None, queue_max: int | None = None) -> Subscriber:
         return self.attach(Subscriber(event_filter or EventFilter(), queue_max or self.queue_max))
@@ -205,9 +201,8 @@ class Hub:
         return [sub for _, subs in self._current() for sub in subs]
 
     def wants(self, name: str) -> bool:
-        if any(want(name) for want in self.demand):
-            return True
-        return any(name in f.events and any(s.counts_for_demand for s in subs) for f, subs in self._current())
+        """Whether some subscriber's filter asks for these events (a group is never empty)."""
+        return any(name in f.events for f, _ in self._current())
 
     def publish(self, event: LiveEvent) -> None:
         if event.id is not None:
