@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -100,8 +99,6 @@ class Subscriber:
         self._events: deque[LiveEvent] = deque()
         self._ready = threading.Event()
         self.closed_reason: CloseReason | None = None
-        # False for a transport's shared subscriber: its own `demand` callback speaks for it.
-        self.counts_for_demand = True
 
     def __repr__(self) -> str:
         return f"Subscriber({self.filter!r}, queued={len(self._events)}, closed={self.closed_reason!r})"
@@ -170,8 +167,6 @@ class Hub:
         self._lock = threading.Lock()
         self.dropped_total = 0
         self.published_total = 0
-        # Transports that fan out themselves (Socket.IO rooms) say here whether they want an event.
-        self.demand: list[Callable[[str], bool]] = []
 
     def subscribe(self, event_filter: EventFilter | None = None, queue_max: int | None = None) -> Subscriber:
         return self.attach(Subscriber(event_filter or EventFilter(), queue_max or self.queue_max))
@@ -204,9 +199,8 @@ class Hub:
         return [sub for _, subs in self._current() for sub in subs]
 
     def wants(self, name: str) -> bool:
-        if any(want(name) for want in self.demand):
-            return True
-        return any(name in f.events and any(s.counts_for_demand for s in subs) for f, subs in self._current())
+        """Whether some subscriber's filter asks for these events (a group is never empty)."""
+        return any(name in f.events for f, _ in self._current())
 
     def publish(self, event: LiveEvent) -> None:
         self.published_total += 1

@@ -1,0 +1,40 @@
+"""Socket.IO endpoint (path /admin/socket.io) for existing socket.io-client dashboards.
+
+python-socketio handles the Engine.IO/Socket.IO protocols (gevent mode, WebSocket via
+simple-websocket). Events come from the same per-process hub as SSE: the relay holds one hub
+subscription and fans out with Socket.IO rooms, so no socket adds database work.
+
+Client -> server: subscribe:jobs [filter], unsubscribe:jobs, subscribe:alerts,
+unsubscribe:alerts, request:job-stats. Server -> client: job-stats, job-update,
+job-alert, error {message}.
+
+By role: server (the transport and its settings), namespace (the client events: auth, rate,
+subscriptions), filters (job rooms by filter), relay (hub events to rooms), limits.
+"""
+
+from __future__ import annotations
+
+import socketio  # type: ignore[import-untyped, unused-ignore]  # no stubs
+from flask import Flask
+
+from admin_service.live.socketio.filters import JobRooms
+from admin_service.live.socketio.namespace import JobsNamespace
+from admin_service.live.socketio.relay import Relay
+from admin_service.live.socketio.server import new_server
+from admin_service.services import services
+
+PATH = "admin/socket.io"
+
+
+def mount_socketio(flask_app: Flask) -> socketio.WSGIApp:
+    """The WSGI app gunicorn serves: Socket.IO at /admin/socket.io, Flask for the rest."""
+    used = services(flask_app)
+    runtime = used.runtime
+    server = new_server(runtime.settings)
+    rooms = JobRooms()
+    namespace = JobsNamespace(runtime, used.authenticator, rooms, Relay(server, runtime.hub, runtime.stop, rooms))
+    server.register_namespace(namespace)
+    flask_app.extensions["admin_service.socketio"] = namespace
+    wsgi = socketio.WSGIApp(server, flask_app, socketio_path=PATH)
+    wsgi.flask_app = flask_app
+    return wsgi
