@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint openapi lock clean bench bench-deps soak wrk wrk-optional
+.PHONY: run test lint typecheck openapi lock clean bench bench-deps soak wrk wrk-optional
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ run: $(VENV)/.installed
 ## (with a smoke run of the benchmark harness: tests/test_bench_smoke.py, needs wrk)
 test: $(VENV)/.installed wrk-optional
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(MAKE) -s typecheck
 	$(PY) -m admin_service openapi export --check
 	$(PY) .ci/pip_audit.py requirements.txt
 	$(PY) -m pytest
@@ -52,6 +54,12 @@ bench-deps: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## typecheck: mypy over the package ([tool.mypy]), and --strict for the live pipeline and auth
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict --follow-imports=silent admin_service/live admin_service/auth.py
 
 ## openapi: regenerate openapi/openapi.json from the code
 openapi: $(VENV)/.installed
