@@ -19,7 +19,9 @@ from typing import Any
 
 import psycopg2
 
-from bench.service import BENCH_SECRET, ROOT, Service, run_service
+from bench.service import BENCH_SECRET, run_service, worker_rss_mib
+from tests.support import ROOT
+from tests.support.service import RunningService
 
 BENCH = Path(__file__).resolve().parent
 
@@ -163,7 +165,7 @@ def latency_run(clients: Clients, database_url: str, ids: list[str], receivers: 
 
 
 def measure(
-    service: Service,
+    service: RunningService,
     kind: str,
     count: int,
     token: str,
@@ -178,14 +180,14 @@ def measure(
         command = [sys.executable, "-m", "bench.sse_clients", service.url, token, str(count)]
     else:
         command = ["node", str(BENCH / "sio_clients.js"), service.url, token, str(count)]
-    idle_rss = service.worker_rss_mib()
+    idle_rss = worker_rss_mib(service)
     started = time.monotonic()
     clients = Clients(command)
     try:
         ready = clients.next_json(timeout=120 + count / 20)
         connect_s = round(time.monotonic() - started, 1)
         time.sleep(3)
-        rss = service.worker_rss_mib()
+        rss = worker_rss_mib(service)
         result: dict[str, Any] = {
             "transport": kind,
             "clients": count,
@@ -212,7 +214,7 @@ def measure(
                 f"received {run['received']}/{run['expected']}"
             )
         trigger(database_url, False)
-        result["worker_rss_after_mib"] = round(service.worker_rss_mib(), 1)
+        result["worker_rss_after_mib"] = round(worker_rss_mib(service), 1)
         result["loadavg_1m"] = round(os.getloadavg()[0], 2)
         result["client_errors"] = clients.errors[:5]
         return result
@@ -237,6 +239,6 @@ def run_live(database_url: str, engine: Any, token: str, args: Any, workdir: Pat
         for count in counts:
             with run_service(database_url, workdir, env) as service:
                 time.sleep(2)
-                out["worker_rss_start_mib"] = round(service.worker_rss_mib(), 1)
+                out["worker_rss_start_mib"] = round(worker_rss_mib(service), 1)
                 out[kind].append(measure(service, kind, count, token, database_url, args.updates, 0.5, log))
     return out

@@ -61,7 +61,8 @@ if str(ROOT) not in sys.path:
 from bench import dataset, rest  # noqa: E402
 from bench.live import BENCH, Clients, percentile, trigger  # noqa: E402
 from bench.run import admin_token, log, machine_info, open_database, raise_fd_limit  # noqa: E402
-from bench.service import Service, cpu_seconds, machine_cpu, rss_mib, run_service  # noqa: E402
+from bench.service import cpu_seconds, machine_cpu, rss_mib, run_service  # noqa: E402
+from tests.support.service import RunningService  # noqa: E402
 
 STREAM_EVENTS = "job-update,job-alert"
 MAX_GROWTH = 0.10
@@ -96,7 +97,7 @@ def code_version() -> str:
 
 def ensure_redis(url: str) -> str:
     """The shared rate-limit store; a local one is started as .ci/run does when it is down."""
-    from tests.redis_fixture import answers
+    from tests.support.redis_server import answers
 
     if answers(url):
         return "running"
@@ -374,7 +375,7 @@ def logged_ids(database_url: str, schema: str) -> list[int]:
 class MemorySampler:
     """VmRSS of every gunicorn worker (the masters' children) every `interval` seconds."""
 
-    def __init__(self, services: list[Service], interval: float) -> None:
+    def __init__(self, services: list[RunningService], interval: float) -> None:
         self.services = services
         self.interval = interval
         self.workers = [service.workers() for service in services]
@@ -520,7 +521,7 @@ def settle(
         time.sleep(2)
 
 
-def service_log_lines(services: list[Service]) -> dict[str, Any]:
+def service_log_lines(services: list[RunningService]) -> dict[str, Any]:
     """Warnings and errors the services logged (JSON lines and gunicorn's own), counted."""
     levels: Counter[str] = Counter()
     samples: list[str] = []

@@ -1,34 +1,34 @@
 """Test set-up: a real PostgreSQL (TEST_DATABASE_URL/DATABASE_URL, else an embedded one),
-a fresh database per run, the app on it, and helpers to run the service under gunicorn."""
+a fresh database per run, the app on it, a Redis, and a private PostgreSQL for the fault
+tests. The helpers these build on are in tests/support/."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+import redis
+from sqlalchemy import Engine, create_engine
 
 from admin_service import create_app
-from admin_service.auth import sign_token
-from admin_service.config import Settings, load_settings
+from admin_service.config import Settings
 from admin_service.db.engine import make_engine, sqlalchemy_url
 from admin_service.db.fixtures import create_fixture_tables
 from admin_service.db.migrations import upgrade
-from tests.factories import Data
+from tests.support.factories import Data
+from tests.support.postgres import PrivateServer, scratch_database
+from tests.support.redis_server import RedisServer, answers
+from tests.support.service import free_port
+from tests.support.settings import make_settings
+from tests.support.tokens import bearer, token_for
 
-ROOT = Path(__file__).resolve().parent.parent
-TEST_SECRET = "test-secret-for-admin-service-0123456789"
+# --- the database and the app on it ----------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +38,6 @@ def server_url() -> Iterator[str]:
     if configured:
         yield sqlalchemy_url(configured)
         return
-    import shutil
-    import tempfile
-
     from admin_service.db.embedded import start_embedded
 
     # Not under pytest's basetemp: that is 0700 and reused across runs; pgserver runs as
@@ -52,21 +49,6 @@ def server_url() -> Iterator[str]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextmanager
-def scratch_database(server_url: str, name: str) -> Iterator[str]:
-    """A database of its own on the server, dropped afterwards (the machine's server is shared)."""
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """This run's database, with the archive tables' fixture."""
@@ -76,28 +58,6 @@ def database_url(server_url: str) -> Iterator[str]:
             create_fixture_tables(conn)
         engine.dispose()
         yield url
-
-
-@contextmanager
-def table_locked(engine: Engine, table: str) -> Iterator[None]:
-    """Hold `table` in ACCESS EXCLUSIVE mode for the block: every read of it waits (a long
-    migration, a stuck writer), and the lock goes with the block."""
-    with engine.connect() as conn, conn.begin():
-        conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        yield
-
-
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    # Generous limits: the suites send many requests and bad tokens from one address; the
-    # tests of the limits set their own.
-    env = {
-        "JWT_SECRET": TEST_SECRET,
-        "RATE_LIMIT": "100000 per minute",
-        "AUTH_FAILURE_LIMIT": "100000 per minute",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.update({k: str(v) for k, v in overrides.pop("env", {}).items()})
-    return load_settings(env, database_url=database_url, **overrides)
 
 
 @pytest.fixture(scope="session")
@@ -136,124 +96,75 @@ def admin(data: Data) -> dict[str, Any]:
     return data.user(user_type="admin", email=f"admin-{uuid.uuid4().hex[:6]}@example.com")
 
 
-def token_for(user: dict[str, Any], settings_: Settings | None = None, **kwargs: Any) -> str:
-    settings_ = settings_ or load_settings({"JWT_SECRET": TEST_SECRET})
-    return sign_token(settings_, user["id"], **kwargs)
-
-
 @pytest.fixture
 def auth(admin: dict[str, Any]) -> dict[str, str]:
     """Authorization header of a valid admin token."""
-    return {"Authorization": f"Bearer {token_for(admin)}"}
+    return bearer(token_for(admin))
 
 
-# --- the service under gunicorn -------------------------------------------------------
+# --- a private PostgreSQL, which a test may stop and start -----------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RunningService:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-        self.process = process
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """A certificate and key for 127.0.0.1 (gunicorn serving TLS itself)."""
-    from datetime import UTC, datetime, timedelta
-    from ipaddress import IPv4Address
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
-@contextmanager
-def run_service(
-    database_url: str,
-    tmp_path: Path,
-    *,
-    workers: int = 1,
-    env: dict[str, str] | None = None,
-    tls: tuple[Path, Path] | None = None,
-) -> Iterator[RunningService]:
-    """The service as production runs it: gunicorn, gevent workers, a real port; with `tls`
-    (certificate, key) gunicorn serves HTTPS itself."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": TEST_SECRET,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "WEB_CONCURRENCY": str(workers),
-        "RATE_LIMIT": "100000 per minute",
-        "AUTH_FAILURE_LIMIT": "100000 per minute",
-        "GRACEFUL_TIMEOUT": "3",
-        **({"GUNICORN_CMD_ARGS": f"--certfile {tls[0]} --keyfile {tls[1]}"} if tls else {}),
-        **(env or {}),
-    }
-    log_path = tmp_path / f"service-{port}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    service = RunningService(process, port, log_path)
-    if tls:
-        service.url = f"https://127.0.0.1:{port}"
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[PrivateServer]:
+    """A private server with the archive tables' fixture, for one test module."""
+    # mkdtemp, not tmp_path_factory: concurrent pytest runs can be handed the same basetemp.
+    folder = Path(tempfile.mkdtemp(prefix="admin-service-outage-"))
+    server = None
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"service exited at start:\n{service.log()}")
-            try:
-                if requests.get(f"{service.url}/health", timeout=1, verify=str(tls[0]) if tls else True).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"service did not start:\n{service.log()}")
-            time.sleep(0.1)
-        yield service
+        server = PrivateServer(folder / "data")
+        engine = create_engine(server.url)
+        with engine.begin() as conn:
+            create_fixture_tables(conn)
+        engine.dispose()
+        yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if server is not None:
+            server.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def private_engine(private_server: PrivateServer) -> Iterator[Engine]:
+    """An engine on the private server, its own schema migrated."""
+    settings = make_settings(private_server.url)
+    engine = make_engine(settings)
+    upgrade(engine, settings)
+    yield engine
+    engine.dispose()
+
+
+# --- Redis, for the shared rate limits -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """TEST_REDIS_URL when it answers, else a private redis-server on a free port for this run
+    (so the tests need no Redis installed as a service)."""
+    configured = os.environ.get("TEST_REDIS_URL")
+    if configured and answers(configured):
+        yield configured
+        return
+    server = RedisServer(free_port())
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_keys(redis_client: redis.Redis) -> Iterator[list[str]]:
+    """Ids whose rate-limit keys a test leaves in Redis: deleted afterwards, nothing else is
+    (TEST_REDIS_URL may be a Redis other things use)."""
+    ids: list[str] = []
+    yield ids
+    for user_id in ids:
+        for key in redis_client.scan_iter(match=f"*{user_id}*"):
+            redis_client.delete(key)

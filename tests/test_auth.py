@@ -7,26 +7,25 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from werkzeug.test import TestResponse
 
-from admin_service import create_app
-from tests.conftest import TEST_SECRET, free_port, make_settings
-from tests.factories import Data
+from tests.support.auth_service import AuthStub
+from tests.support.envelopes import assert_error
+from tests.support.factories import Data
+from tests.support.service import free_port
+from tests.support.settings import TEST_SECRET, app_with
+from tests.support.tokens import bearer, claims_for
 
 ROUTES = ("/admin/jobs/stats", "/admin/jobs", "/admin/jobs/{job}", "/admin/jobs/{job}/results")
 
@@ -42,13 +41,6 @@ def b64json(obj: dict[str, Any]) -> str:
     return b64url(json.dumps(obj, separators=(",", ":")).encode())
 
 
-def claims_for(user_id: str, **overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    claims: dict[str, Any] = {"id": user_id, "sub": user_id, "iat": now, "exp": now + 600}
-    claims.update(overrides)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
 def hs_token(claims: dict[str, Any], secret: str = TEST_SECRET) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
@@ -60,28 +52,9 @@ def raw_hs256(claims: dict[str, Any], secret: bytes) -> str:
     return f"{signing_input}.{b64url(signature)}"
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def as_wsgi_header(text: str) -> str:
     """What a real server hands the app for UTF-8 bytes in a header (PEP 3333: latin-1)."""
     return text.encode("utf-8").decode("latin-1")
-
-
-def assert_error(response: TestResponse, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)[:500]
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body["success"] is False
-    assert set(body) == {"success", "error", "timestamp"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert isinstance(body["error"]["details"], list)
-    datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-    if status == 401:
-        assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    return body
 
 
 def assert_ok(response: TestResponse) -> dict[str, Any]:
@@ -90,10 +63,6 @@ def assert_ok(response: TestResponse) -> dict[str, Any]:
     assert body["success"] is True
     assert "data" in body
     return body
-
-
-def app_with(database_url: str, engine: Engine, **env: Any) -> Flask:
-    return create_app(make_settings(database_url, env=env), engine)
 
 
 @pytest.fixture
@@ -375,66 +344,6 @@ def test_a_user_promoted_to_admin_is_served_once_the_cache_expires(database_url:
 
 
 # --- AUTH_SERVICE_URL mode -------------------------------------------------------------------
-
-
-class AuthStub:
-    """A real HTTP auth service: POST /auth/verify-token, counting the calls it answers."""
-
-    def __init__(self) -> None:
-        self.users: dict[str, dict[str, Any]] = {}
-        self.calls: list[str] = []
-        self.delay = 0.0
-        self.fail_with: int | None = None
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                header = self.headers.get("Authorization", "")
-                token = header[7:] if header.startswith("Bearer ") else body.get("token", "")
-                stub.calls.append(token)
-                if stub.delay:
-                    time.sleep(stub.delay)
-                if self.path != "/auth/verify-token":
-                    self._answer(404, {"success": False})
-                elif stub.fail_with:
-                    self._answer(stub.fail_with, {"success": False, "error": {"code": "BROKEN"}})
-                elif token in stub.users and not stub.expired(token):
-                    self._answer(200, {"success": True, "data": {"user": stub.users[token]}})
-                else:
-                    self._answer(401, {"success": False, "error": {"code": "UNAUTHORIZED", "message": "Invalid token"}})
-
-            def _answer(self, status: int, payload: dict[str, Any]) -> None:
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                try:
-                    self.wfile.write(raw)
-                except OSError:
-                    pass  # the client gave up waiting (timeout tests)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @staticmethod
-    def expired(token: str) -> bool:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-        return isinstance(exp, (int, float)) and exp <= time.time()
-
-    def add(self, user_type: str, *, is_active: bool = True, ttl_seconds: int = 600) -> str:
-        """A token the stub vouches for until it expires (a JWT signed by a key this service does not know)."""
-        user_id = str(uuid.uuid4())
-        claims = claims_for(user_id, exp=int(time.time()) + ttl_seconds)
-        token = jwt.encode(claims, "the-auth-services-own-secret-0123456789", algorithm="HS256")
-        self.users[token] = {"id": user_id, "email": f"{user_id[:8]}@example.com", "user_type": user_type, "is_active": is_active}
-        return token
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from admin_service.config import ConfigError, load_settings
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 GOOD = {"JWT_SECRET": "a-long-enough-test-secret-0123456789"}
 

@@ -25,8 +25,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings, load_settings
-from tests.conftest import ROOT, RunningService, run_service, token_for
-from tests.factories import Data, utcnow
+from tests.support import ROOT
+from tests.support.factories import Data, utcnow
+from tests.support.service import RunningService, run_service
+from tests.support.tokens import token_for
 
 pytestmark = pytest.mark.timeout(180)
 

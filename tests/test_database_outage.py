@@ -19,14 +19,10 @@ from werkzeug.test import TestResponse
 
 from admin_service import create_app
 from admin_service.db.engine import make_engine
-from tests import private_postgres
-from tests.conftest import make_settings, table_locked, token_for
-from tests.factories import Data
-from tests.private_postgres import PrivateServer
-
-# The private server's fixtures, used by this module (one server for the module).
-private_server = private_postgres.private_server
-private_engine = private_postgres.private_engine
+from tests.support.factories import Data
+from tests.support.postgres import PrivateServer, table_locked
+from tests.support.settings import make_settings
+from tests.support.tokens import bearer, token_for
 
 
 @pytest.fixture
@@ -40,10 +36,6 @@ def seeded(private_engine: Engine) -> dict[str, Any]:
     data.job(status="queued")
     data.job(status="failed")
     return {"admin": admin, "other_admin": other_admin, "done": done}
-
-
-def bearer(user: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token_for(user)}"}
 
 
 def assert_unavailable(response: TestResponse) -> None:
@@ -68,7 +60,7 @@ def test_outage_gives_503_and_recovery_needs_no_restart(
 ) -> None:
     app: Flask = create_app(make_settings(private_server.url), private_engine)
     client = app.test_client()
-    auth = bearer(seeded["admin"])
+    auth = bearer(token_for(seeded["admin"]))
     done = seeded["done"]
     paths = ["/admin/jobs", f"/admin/jobs/{done['id']}", f"/admin/jobs/{done['job_id']}/results", "/admin/jobs/stats?fresh=true"]
 
@@ -79,7 +71,7 @@ def test_outage_gives_503_and_recovery_needs_no_restart(
     private_server.stop()
     try:
         # An admin seen just before (user possibly cached) and one never seen (lookup needed).
-        for headers in (auth, bearer(seeded["other_admin"])):
+        for headers in (auth, bearer(token_for(seeded["other_admin"]))):
             for path in paths:
                 response, seconds = timed_get(client, path, headers)
                 assert_unavailable(response)
@@ -97,7 +89,7 @@ def test_outage_gives_503_and_recovery_needs_no_restart(
     listing = client.get("/admin/jobs", headers=auth)
     assert listing.status_code == 200
     assert listing.get_json()["data"]["pagination"]["total"] == 3
-    details = client.get(f"/admin/jobs/{done['id']}", headers=bearer(seeded["other_admin"]))
+    details = client.get(f"/admin/jobs/{done['id']}", headers=bearer(token_for(seeded["other_admin"])))
     assert details.status_code == 200
     assert details.get_json()["data"]["job_id"] == done["job_id"]
     stats = client.get("/admin/jobs/stats?fresh=true", headers=auth)
@@ -111,7 +103,7 @@ def test_slow_query_hits_statement_timeout_instead_of_hanging(
     settings = make_settings(private_server.url, env={"DB_STATEMENT_TIMEOUT_MS": "300"})
     app_engine = make_engine(settings)
     client = create_app(settings, app_engine).test_client()
-    auth = bearer(seeded["admin"])
+    auth = bearer(token_for(seeded["admin"]))
     assert client.get("/admin/jobs", headers=auth).status_code == 200
 
     with table_locked(private_engine, "archive.analysis_jobs"):
@@ -136,7 +128,7 @@ def test_requests_waiting_for_a_locked_table_do_not_pile_up(
     settings = make_settings(private_server.url, env={"DB_STATEMENT_TIMEOUT_MS": "300"})
     app_engine = make_engine(settings)
     app = create_app(settings, app_engine)
-    auth = bearer(seeded["admin"])
+    auth = bearer(token_for(seeded["admin"]))
     assert app.test_client().get("/admin/jobs", headers=auth).status_code == 200
     results: list[tuple[int, float]] = []
 

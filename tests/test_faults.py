@@ -8,7 +8,8 @@ port, a real PostgreSQL, a real Redis, real sockets.
 - clients that vanish or stop reading, round after round, without memory growth.
 
 Elsewhere: a slow database (statement timeout) in tests/test_database_outage.py; one stalled
-subscriber, leader failover and streams ending on SIGTERM in tests/test_live_events.py.
+subscriber in tests/live/test_hub.py, leader failover in tests/live/test_capture.py and streams ending on
+SIGTERM in tests/live/test_sse.py.
 """
 
 from __future__ import annotations
@@ -31,33 +32,27 @@ import requests
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
-from tests import private_postgres
-from tests.conftest import RunningService, free_port, make_settings, run_service, table_locked, token_for
-from tests.factories import Data, utcnow
-from tests.private_postgres import PrivateServer
-from tests.redis_fixture import RedisServer
-from tests.sse_client import SSEClient
-from tests.test_live_events import (
+from tests.support.event_log import reset_event_log
+from tests.support.factories import Data, utcnow
+from tests.support.live import (
     ENV,
     ESTABLISHED,
     JOB_UPDATE,
     LEADER,
     UPDATES_ONLY,
     Jobs,
-    auth_headers,
-    clean_event_log,
     for_job,
     server_side_state,
     wait_log,
     wait_until,
-    worker_pids,
 )
-from tests.test_metrics import P, scrape, value
-
-# The private server's fixtures (one server for this module).
-private_server = private_postgres.private_server
-private_engine = private_postgres.private_engine
-
+from tests.support.metrics import P, scrape, value
+from tests.support.postgres import PrivateServer, table_locked
+from tests.support.redis_server import RedisServer
+from tests.support.service import RunningService, free_port, run_service, worker_pids
+from tests.support.settings import make_settings
+from tests.support.sse_client import SSEClient
+from tests.support.tokens import bearer, token_for
 
 # --- load generators ---------------------------------------------------------------------------
 
@@ -105,7 +100,7 @@ class RestLoad(threading.Thread):
     def __init__(self, url: str, token: str, paths: list[str], pause: float = 0.03) -> None:
         super().__init__(daemon=True)
         self.url, self.paths, self.pause = url, paths, pause
-        self.headers = auth_headers(token)
+        self.headers = bearer(token)
         self.halt = threading.Event()
         self.answers: list[Answer] = []
 
@@ -345,7 +340,7 @@ UNCAPTURED = 10  # changes committed just before the stop that capture has certa
 def test_postgresql_restart_under_load(private_server: PrivateServer, private_engine: Engine, tmp_path: Path) -> None:
     settings = make_settings(private_server.url)
     schema = settings.admin_schema
-    clean_event_log(private_engine, settings)
+    reset_event_log(private_engine, settings)
     data = Data(private_engine)
     data.clear()
     admin = data.user(user_type="admin")
@@ -471,7 +466,7 @@ RATE = 20  # per minute and admin, shared through Redis
 
 def limited_get(svc: RunningService, user: dict[str, Any], path: str = "/admin/jobs?limit=1") -> requests.Response:
     # A fresh connection each time, so that nothing is held open during the faults.
-    return requests.get(f"{svc.url}{path}", headers=auth_headers(token_for(user)), timeout=10)
+    return requests.get(f"{svc.url}{path}", headers=bearer(token_for(user)), timeout=10)
 
 
 def remaining(response: requests.Response) -> int:
@@ -661,7 +656,7 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
     test_sigterm_ends_streams_promptly_and_another_instance_takes_over): a request blocked in
     the database when the signal comes is answered in full, and capture leadership moves to
     the other instance even though the leader was itself stuck in a query at the time."""
-    clean_event_log(engine, settings)
+    reset_event_log(engine, settings)
     admin = data.user(user_type="admin")
     token = token_for(admin)
     job = data.job(status="completed", completed_at=utcnow(), user=admin)
@@ -677,13 +672,13 @@ def test_sigterm_lets_an_in_flight_request_finish_and_hands_capture_over(
             url = f"{a.url}/admin/jobs/{job['id']}"
             # A browser's idle keep-alive connection (KEEPALIVE_S is 75 s, longer than GRACEFUL_TIMEOUT).
             idle = requests.Session()
-            assert idle.get(url, headers=auth_headers(token), timeout=5).status_code == 200  # the admin is known now
+            assert idle.get(url, headers=bearer(token), timeout=5).status_code == 200  # the admin is known now
             answer: dict[str, Any] = {}
 
             def ask() -> None:
                 started = time.monotonic()
                 try:
-                    answer["response"] = requests.get(url, headers=auth_headers(token), timeout=30)
+                    answer["response"] = requests.get(url, headers=bearer(token), timeout=30)
                 except requests.RequestException as exc:
                     answer["error"] = exc
                 answer["seconds"] = time.monotonic() - started
@@ -786,7 +781,7 @@ def write_big_jobs(engine: Engine, round_: int, bursts: int = BURSTS, per_burst:
 def test_clients_that_vanish_or_stop_reading_are_dropped_without_memory_growth(
     database_url: str, engine: Engine, data: Data, settings: Settings, tmp_path: Path
 ) -> None:
-    clean_event_log(engine, settings)
+    reset_event_log(engine, settings)
     admin = data.user(user_type="admin")
     token = token_for(admin)
     env = {**ENV, "SUBSCRIBER_QUEUE_MAX": "20", "LOG_LEVEL": "WARNING", "CAPTURE_OVERLAP_S": str(OVERLAP_S)}

@@ -24,8 +24,10 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import Engine
 
-from tests.conftest import ROOT, RunningService, run_service, token_for
-from tests.factories import Data, utcnow
+from tests.support import ROOT
+from tests.support.factories import Data, utcnow
+from tests.support.service import RunningService, run_service
+from tests.support.tokens import token_for
 
 SCHEMA = schemathesis.openapi.from_path(ROOT / "openapi" / "openapi.json")
 OPERATIONS = {op.ok().label: op.ok() for op in SCHEMA.get_all_operations()}

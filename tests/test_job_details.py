@@ -16,8 +16,11 @@ from sqlalchemy import text
 from admin_service import create_app
 from admin_service.db.engine import make_engine
 from admin_service.db.fixtures import create_fixture_tables
-from tests.conftest import make_settings, scratch_database, token_for
-from tests.factories import Data
+from tests.support.envelopes import assert_error as assert_error_envelope
+from tests.support.factories import Data
+from tests.support.postgres import scratch_database
+from tests.support.settings import make_settings
+from tests.support.tokens import token_for
 
 JOB_COLUMNS = (
     "id",
@@ -59,14 +62,8 @@ def get_ok(client: FlaskClient, path: str, auth: dict[str, str]) -> dict[str, An
 
 
 def assert_error(client: FlaskClient, path: str, auth: dict[str, str], status: int, code: str) -> dict[str, Any]:
-    response = client.get(path, headers=auth)
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["success"] is False
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    body = assert_error_envelope(client.get(path, headers=auth), status, code)
     assert body["error"]["details"] == []
-    assert "timestamp" in body
     return body
 
 

@@ -17,8 +17,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 
 from admin_service import create_app
-from tests.conftest import make_settings
-from tests.factories import Data
+from tests.support.factories import Data
+from tests.support.settings import make_settings
 
 URL = "/admin/jobs"
 JOB_COLUMNS = {

@@ -6,40 +6,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import requests
 import socketio
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from admin_service import create_app, metrics
 from admin_service.config import Settings
-from admin_service.live.hub import EventFilter, Hub, LiveEvent
-from tests.conftest import RunningService, make_settings, run_service, token_for
-from tests.factories import Data, utcnow
-from tests.test_socketio import reset_event_log
-
-P = "admin_service"
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str, **kwargs: Any) -> Samples:
-    response = requests.get(f"{url}/metrics", timeout=10, **kwargs)
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("text/plain; version=")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples of this name whose labels include these (0 when none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+from tests.support.event_log import reset_event_log
+from tests.support.factories import Data, utcnow
+from tests.support.metrics import P, Samples, scrape, value
+from tests.support.service import RunningService, run_service
+from tests.support.settings import make_settings
+from tests.support.tokens import bearer, token_for
 
 
 def wait_for(url: str, check: Callable[[Samples], bool], timeout: float = 15) -> Samples:
@@ -71,7 +51,7 @@ def service(
 @pytest.fixture
 def admin_headers(data: Data) -> dict[str, str]:
     admin = data.user(user_type="admin", email=f"metrics-{uuid.uuid4().hex[:6]}@example.com")
-    return {"Authorization": f"Bearer {token_for(admin)}"}
+    return bearer(token_for(admin))
 
 
 def test_requests_are_counted_per_route_and_status_across_workers(
@@ -177,15 +157,6 @@ def test_pool_in_use_follows_checkouts(settings: Settings, engine: Engine) -> No
     with engine.connect():
         assert metrics.POOL_IN_USE._value.get() == before + 1
     assert metrics.POOL_IN_USE._value.get() == before
-
-
-def test_dropped_subscribers_are_counted() -> None:
-    hub = Hub(queue_max=1)
-    hub.subscribe(EventFilter())
-    before = metrics.SUBSCRIBERS_DROPPED._value.get()
-    for i in range(3):
-        hub.publish(LiveEvent("job-update", {"event": "updated", "job": {}}, i + 1))
-    assert metrics.SUBSCRIBERS_DROPPED._value.get() == before + 1
 
 
 # --- access -----------------------------------------------------------------------------

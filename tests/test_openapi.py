@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlparse
 from flask.testing import FlaskClient
 
 from admin_service.__main__ import OPENAPI_PATH, generated_openapi
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 ERROR_ENVELOPE = "#/components/schemas/ErrorEnvelope"

@@ -13,44 +13,25 @@ from typing import Any
 import jwt
 import pytest
 import redis
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 from werkzeug.test import TestResponse
 
-from admin_service import create_app
 from admin_service.web import JsonLogFormatter
-from tests.conftest import TEST_SECRET, free_port, make_settings, token_for
-from tests.factories import Data
-from tests.redis_fixture import RedisServer, redis_client, redis_keys, redis_url  # noqa: F401 - fixtures
+from tests.support.envelopes import assert_error
+from tests.support.factories import Data
+from tests.support.redis_server import RedisServer
+from tests.support.service import free_port
+from tests.support.settings import TEST_SECRET, app_with
+from tests.support.tokens import bearer, token_for
 
 ALLOWED = "https://admin.example.com"
-
-
-def app_with(database_url: str, engine: Engine, **env: Any) -> Flask:
-    return create_app(make_settings(database_url, env=env), engine)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def forged(user_id: str) -> str:
     """A well-formed token for a user, signed with a key the service does not know."""
     claims = {"id": user_id, "sub": user_id, "exp": int(time.time()) + 600}
     return jwt.encode(claims, "an-attackers-own-secret-0123456789abcdef", algorithm="HS256")
-
-
-def assert_error(response: TestResponse, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)[:500]
-    body = response.get_json()
-    assert body is not None, "error answered outside the JSON envelope"
-    assert set(body) == {"success", "error", "timestamp"}
-    assert body["success"] is False
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    assert isinstance(body["error"]["details"], list)
-    return body
 
 
 def get(client: FlaskClient, path: str = "/admin/jobs", ip: str = "10.0.0.1", **kwargs: Any) -> TestResponse:
@@ -133,7 +114,7 @@ def test_a_forged_token_does_not_get_a_bucket_of_its_own(limited: FlaskClient, d
 
 def test_admins_verified_by_the_auth_service_get_budgets_of_their_own(database_url: str, engine: Engine, data: Data) -> None:
     """AUTH_SERVICE_URL mode: admins behind one address (a NAT, a proxy) are not one client."""
-    from tests.test_auth import AuthStub
+    from tests.support.auth_service import AuthStub
 
     stub = AuthStub()
     stub.thread.start()
@@ -163,9 +144,9 @@ def test_instances_share_one_budget_through_redis(
     database_url: str,
     engine: Engine,
     data: Data,
-    redis_url: str,  # noqa: F811 - fixtures
-    redis_client: redis.Redis,  # noqa: F811 - fixtures
-    redis_keys: list[str],  # noqa: F811 - fixtures
+    redis_url: str,
+    redis_client: redis.Redis,
+    redis_keys: list[str],
 ) -> None:
     one = app_with(database_url, engine, RATE_LIMIT="3 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
     two = app_with(database_url, engine, RATE_LIMIT="3 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
@@ -277,8 +258,8 @@ def test_failed_attempts_count_across_instances_through_redis(
     engine: Engine,
     data: Data,
     admin: dict[str, Any],
-    redis_url: str,  # noqa: F811 - fixtures
-    redis_keys: list[str],  # noqa: F811 - fixtures
+    redis_url: str,
+    redis_keys: list[str],
 ) -> None:
     one = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()
     two = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute", RATE_LIMIT_STORAGE_URI=redis_url).test_client()

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, run_service, token_for
+from tests.support import ROOT
+from tests.support.service import run_service
+from tests.support.tokens import token_for
 
 
 def test_smoke_command_passes_against_running_service(database_url: str, data, admin, tmp_path: Path) -> None:

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import scratch_database
-from tests.redis_fixture import redis_url  # noqa: F401 - fixture
+from tests.support.postgres import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORY = "memory: no worker grows more than 10% after warm-up"
 
 
 @pytest.mark.timeout(300)
-def test_soak_smoke(server_url: str, redis_url: str, tmp_path: Path) -> None:  # noqa: F811 - fixture
+def test_soak_smoke(server_url: str, redis_url: str, tmp_path: Path) -> None:
     if not shutil.which("node"):
         pytest.skip("node is not installed (make soak installs it)")
     out = tmp_path / "report"

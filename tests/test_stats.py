@@ -12,8 +12,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from admin_service import create_app
-from tests.conftest import make_settings
-from tests.factories import Data
+from tests.support.factories import Data
+from tests.support.settings import make_settings
 
 STATUS_KEYS = ("queued", "processing", "completed", "failed", "cancelled")
 ALIAS = {"queue": "queued"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 spec = importlib.util.spec_from_file_location("pip_audit_gate", ROOT / ".ci" / "pip_audit.py")
 assert spec is not None and spec.loader is not None
@@ -68,7 +68,7 @@ def test_the_healthcheck_command_passes_on_a_ready_service_and_fails_otherwise(d
     import subprocess
     import sys
 
-    from tests.conftest import free_port, run_service
+    from tests.support.service import free_port, run_service
 
     command = healthcheck_command()
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}

@@ -17,7 +17,7 @@ class GuardedServer(socketio.Server):  # type: ignore[misc]  # python-socketio i
 
     Upstream lets the decoding error escape to engine.io, which logs a traceback for every such
     packet (any client could fill the log) and tells the client nothing. This overrides a
-    private method of python-socketio 5.x (pinned in requirements.txt); tests/test_socketio.py
+    private method of python-socketio 5.x (pinned in requirements.txt); tests/live/socketio/test_socketio.py
     notices if an upgrade stops calling it.
     """
 

@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 from admin_service.config import Settings
 from admin_service.live.alerts import evaluate_rules, job_alerts
 from admin_service.live.log import EventLog, NewEvent
-from tests.conftest import make_settings
-from tests.factories import Data, utcnow
+from tests.support.factories import Data, utcnow
+from tests.support.settings import make_settings
 
 PAYLOAD_KEYS = {"type", "severity", "message", "data", "timestamp"}
 

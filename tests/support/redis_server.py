@@ -1,18 +1,13 @@
-"""A Redis for the shared rate-limit tests: TEST_REDIS_URL when it answers, else a private
-redis-server on a free port for this run (so the tests need no Redis installed as a service)."""
+"""A Redis of the tests' own: a redis-server process on a port (the `redis_url` fixture starts one
+when TEST_REDIS_URL does not answer; fault tests stop and start their own)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
-
-from tests.conftest import free_port
 
 
 def answers(url: str) -> bool:
@@ -51,34 +46,3 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    configured = os.environ.get("TEST_REDIS_URL")
-    if configured and answers(configured):
-        yield configured
-        return
-    server = RedisServer(free_port())
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def redis_keys(redis_client: redis.Redis) -> Iterator[list[str]]:
-    """Ids whose rate-limit keys a test leaves in Redis: deleted afterwards, nothing else is
-    (TEST_REDIS_URL may be a Redis other things use)."""
-    ids: list[str] = []
-    yield ids
-    for user_id in ids:
-        for key in redis_client.scan_iter(match=f"*{user_id}*"):
-            redis_client.delete(key)

@@ -3,9 +3,9 @@ v4, under Node), with the dashboard's exact options:
 
     io(URL, {path: '/admin/socket.io', auth: {token}, transports: ['websocket', 'polling']})
 
-tests/node/client.js connects that way, emits subscribe:jobs and prints what it receives as
-JSON lines. socket.io-client is installed from the npm registry into tests/node/node_modules
-(git-ignored) on first use, at the versions tests/node/package-lock.json pins.
+tests/live/socketio/node/client.js connects that way, emits subscribe:jobs and prints what it receives as
+JSON lines. socket.io-client is installed from the npm registry into tests/live/socketio/node/node_modules
+(git-ignored) on first use, at the versions tests/live/socketio/node/package-lock.json pins.
 """
 
 from __future__ import annotations
@@ -22,19 +22,18 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import Engine
 
-from admin_service.config import Settings
-from tests.conftest import RunningService, run_service, token_for
-from tests.factories import Data
-from tests.test_socketio import ENV, change_status, fresh_job, reset_event_log
+from tests.support.factories import Data
+from tests.support.service import RunningService
+from tests.support.socketio import change_status, fresh_job
+from tests.support.tokens import token_for
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
 
 @pytest.fixture(scope="module")
 def node_client() -> Path:
-    """tests/node/client.js, with socket.io-client installed next to it."""
+    """tests/live/socketio/node/client.js, with socket.io-client installed next to it."""
     node, npm = shutil.which("node"), shutil.which("npm")
     assert node and npm, "these tests need Node.js and npm on PATH"
     if not (NODE_DIR / "node_modules" / "socket.io-client" / "package.json").is_file():
@@ -42,15 +41,6 @@ def node_client() -> Path:
     installed = json.loads((NODE_DIR / "node_modules" / "socket.io-client" / "package.json").read_text())
     assert installed["version"].startswith("4."), installed["version"]
     return NODE_DIR / "client.js"
-
-
-@pytest.fixture(scope="module")
-def service(
-    database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningService]:
-    reset_event_log(engine, settings)
-    with run_service(database_url, tmp_path_factory.mktemp("socketio-node"), workers=1, env=ENV) as running:
-        yield running
 
 
 class NodeClient:

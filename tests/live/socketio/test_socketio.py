@@ -25,48 +25,13 @@ import websocket
 from sqlalchemy import Engine
 
 from admin_service.config import Settings
-from tests.conftest import RunningService, run_service, table_locked, token_for
-from tests.factories import Data, utcnow
+from tests.support.factories import Data
+from tests.support.postgres import table_locked
+from tests.support.service import RunningService, run_service, worker_pids
+from tests.support.socketio import ALERT_QUEUE_MAX, ENV, MAX_PER_USER, change_status, fresh_job
+from tests.support.tokens import token_for
 
 PATH = "/admin/socket.io"
-MAX_PER_USER = 5
-ALERT_QUEUE_MAX = 2
-ENV = {
-    "CAPTURE_POLL_MS": "100",
-    "TAIL_POLL_MS": "200",
-    "JOB_STATS_INTERVAL_MS": "500",
-    "ALERT_INTERVAL_S": "0.5",
-    "ALERT_QUEUE_MAX": str(ALERT_QUEUE_MAX),
-    "SOCKETIO_MAX_CONNECTIONS_PER_USER": str(MAX_PER_USER),
-    "SOCKETIO_EVENTS_PER_SECOND": "10",
-    "ALLOWED_ORIGINS": "http://localhost:3000",
-    "DB_STATEMENT_TIMEOUT_MS": "2000",
-    "LOG_LEVEL": "WARNING",
-}
-EVENT_TABLES = ("job_events", "capture_state", "alert_state")
-
-
-def reset_event_log(engine: Engine, settings: Settings) -> None:
-    """The event log and alert episodes are the service's state: start each service from none."""
-    tables = ", ".join(f'"{settings.admin_schema}".{t}' for t in EVENT_TABLES)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {tables}")
-
-
-def worker_pids(service: RunningService) -> list[int]:
-    """The gunicorn master's children: its workers."""
-    pid = service.process.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return sorted(int(p) for p in children)
-
-
-@pytest.fixture(scope="module")
-def service(
-    database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningService]:
-    reset_event_log(engine, settings)
-    with run_service(database_url, tmp_path_factory.mktemp("socketio"), workers=1, env=ENV) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -200,16 +165,6 @@ def is_job(job: dict[str, Any], status: str) -> Callable[[Any], bool]:
         return update["job"]["id"] == job["id"] and update["job"]["status"] == status
 
     return check
-
-
-def change_status(data: Data, job: dict[str, Any], status: str) -> None:
-    """What a job writer does: update the row and its updated_at, and commit."""
-    data.execute("UPDATE archive.analysis_jobs SET status = :s, updated_at = now() WHERE id = :id", s=status, id=job["id"])
-
-
-def fresh_job(data: Data, **fields: Any) -> dict[str, Any]:
-    now = utcnow()
-    return data.job(created_at=now, updated_at=now, **fields)
 
 
 def raise_queue_overflow(engine: Engine, settings: Settings, data: Data) -> None:
