@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from flask import Flask
-from flask_cors import CORS
-from sqlalchemy import Engine
-from werkzeug.middleware.proxy_fix import ProxyFix
+from typing import TYPE_CHECKING
 
-from admin_service.config import Settings, load_settings
+# Nothing heavy at import time: gunicorn's master imports admin_service.lifecycle (and so this
+# package) before the workers fork and gevent patches them; Flask, SQLAlchemy and the app load
+# in the workers, with create_app.
+if TYPE_CHECKING:
+    from flask import Flask
+    from sqlalchemy import Engine
+
+    from admin_service.config import Settings
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
     """The WSGI app. Settings come from the environment unless given (tests give them)."""
+    from flask import Flask
+    from flask_cors import CORS
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     from admin_service import dashboard, docs, health, metrics, web
     from admin_service.api import API_CONFIG, Api
     from admin_service.auth import Authenticator
+    from admin_service.config import load_settings
     from admin_service.db.engine import make_engine
     from admin_service.errors import register_error_handlers
     from admin_service.jobs.routes import blp as jobs_blp

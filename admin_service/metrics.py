@@ -1,6 +1,6 @@
 """Prometheus metrics at GET /metrics (prometheus-client).
 
-Under gunicorn every worker is its own process: gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR
+Under gunicorn every worker is its own process: the master's on_starting hook (lifecycle.py) sets PROMETHEUS_MULTIPROC_DIR
 before the workers start, each worker writes its samples there, and a scrape answered by any
 worker reads them all (prometheus-client's multiprocess mode). Without that variable (tests'
 in-process apps, `flask run`) the samples are this process's own.
@@ -51,7 +51,7 @@ EVENTS_PUBLISHED = Counter(
 )
 SUBSCRIBERS_DROPPED = Counter(f"{PREFIX}_live_subscribers_dropped_total", "Subscribers dropped for being too slow")
 SSE_CLIENTS = Gauge(f"{PREFIX}_sse_clients", "Connected Server-Sent Events clients", multiprocess_mode="livesum")
-# Subscribers the hubs hold (one per SSE stream, one per worker for the Socket.IO gateway): more
+# Subscribers the hubs hold (one per SSE stream, one or two per worker for the Socket.IO relay): more
 # than the clients would mean subscriptions left behind by clients that went away.
 LIVE_SUBSCRIBERS = Gauge(
     f"{PREFIX}_live_subscribers",

@@ -1,7 +1,7 @@
 """The live dashboard page: /admin/dashboard.
 
-One HTML page, one script and one stylesheet, all served from this folder (no build step,
-no CDN). The page holds no data: it asks for an admin token and reads everything through
+One HTML page, its script (ES modules: static/dashboard.js and static/js/) and one stylesheet,
+all served from this folder (no build step, no CDN). The page holds no data: it asks for an admin token and reads everything through
 the REST API and the SSE stream with it.
 """
 

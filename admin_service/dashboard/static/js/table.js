@@ -1,0 +1,170 @@
+/* The jobs table: the list endpoint's filters, sorting by the column headers, paging, rows
+ * changed in place by live updates and a "new jobs" button. */
+
+import { api, explain, failed } from "./api.js";
+import { openJob } from "./dialog.js";
+import { $, el, show } from "./dom.js";
+import { compactFormat, fmtNumber, shortId, statusBadge, timeEl } from "./format.js";
+
+const query = { page: 1, limit: 25, sort_by: "created_at", sort_order: "DESC" };
+let filters = {};
+let listSeq = 0; // the newest list request: answers to older ones are dropped
+const visibleJobs = new Map(); // row id -> <tr>
+let newJobs = 0;
+
+function readFilters() {
+  return {
+    status: $("f-status").value,
+    assessment_name: $("f-assessment").value.trim(),
+    user_email: $("f-email").value.trim(),
+    date_from: $("f-from").value,
+    date_to: $("f-to").value,
+  };
+}
+
+export async function loadJobs() {
+  const seq = ++listSeq;
+  const params = { ...filters, ...query };
+  const summary = $("jobs-summary");
+  summary.textContent = "Loading jobs…";
+  $("jobs-table").setAttribute("aria-busy", "true");
+  let data;
+  try {
+    data = await api("/jobs", params);
+  } catch (error) {
+    if (seq !== listSeq || failed(error)) return;
+    $("jobs-table").removeAttribute("aria-busy");
+    if (error.status === 400 && error.details.length) {
+      const box = $("filters-error");
+      box.textContent = error.details.map((d) => `${d.field}: ${d.message}`).join(" ");
+      show(box, true);
+      summary.textContent = "Fix the filters to see jobs.";
+    } else {
+      summary.textContent = explain(error);
+    }
+    return;
+  }
+  if (seq !== listSeq) return; // a newer request has been made
+  $("jobs-table").removeAttribute("aria-busy");
+  show($("filters-error"), false);
+  newJobs = 0;
+  show($("jobs-new"), false);
+  renderJobs(data);
+}
+
+function renderJobs(data) {
+  const body = $("jobs-body");
+  visibleJobs.clear();
+  const rows = data.jobs.map((job) => {
+    const row = el(
+      "tr",
+      { "data-job-id": job.id, "data-status": job.status, role: "row" },
+      el("td", { class: "cell-job", role: "cell" }, el("button", { type: "button", class: "link", title: job.job_id, onclick: () => openJob(job.id) }, shortId(job.job_id))),
+      el("td", { class: "cell-status", role: "cell" }, statusBadge(job.status)),
+      el("td", { class: "cell-assessment", role: "cell", text: job.assessment_name || "—" }),
+      el("td", { class: "cell-user", role: "cell", title: job.user ? job.user.email : null, text: job.user ? job.user.email : "(unknown user)" }),
+      el("td", { class: "cell-priority col-optional num", role: "cell", text: job.priority ?? "—" }),
+      el("td", { class: "cell-created", role: "cell" }, timeEl(job.created_at, compactFormat)),
+      el("td", { class: "cell-updated col-optional", role: "cell" }, timeEl(job.updated_at, compactFormat)),
+      el("td", { class: "cell-completed col-optional", role: "cell" }, timeEl(job.completed_at, compactFormat)),
+    );
+    visibleJobs.set(job.id, row);
+    return row;
+  });
+  if (!rows.length) {
+    rows.push(el("tr", { role: "row" }, el("td", { colspan: 8, class: "empty", role: "cell", text: "No jobs match these filters." })));
+  }
+  body.replaceChildren(...rows);
+  const p = data.pagination;
+  const total = p.total === null || p.total === undefined ? "?" : fmtNumber(p.total);
+  const pages = p.totalPages ? fmtNumber(p.totalPages) : "1";
+  $("page-info").textContent = `Page ${fmtNumber(p.page || query.page)} of ${pages}`;
+  $("jobs-summary").textContent = `${total} ${p.total === 1 ? "job" : "jobs"} · sorted by ${sortDescription()}`;
+  $("jobs-summary").dataset.total = p.total ?? "";
+  $("page-prev").disabled = !p.hasPrev;
+  $("page-next").disabled = !p.hasNext;
+  for (const th of document.querySelectorAll("th[data-sort]")) {
+    const active = th.dataset.sort === query.sort_by;
+    th.setAttribute("aria-sort", active ? (query.sort_order === "ASC" ? "ascending" : "descending") : "none");
+  }
+}
+
+function sortDescription() {
+  const { sort_by: field, sort_order: order } = query;
+  const asc = order === "ASC";
+  if (field === "status") return `status, ${asc ? "A to Z" : "Z to A"}`;
+  if (field === "priority") return `priority, ${asc ? "lowest first" : "highest first"}`;
+  return `${field.replace("_at", "").replace("_", " ")} time, ${asc ? "oldest first" : "newest first"}`;
+}
+
+/** A live update: the job's row, if shown, changes in place (and flashes). */
+export function updateRow(job) {
+  const row = visibleJobs.get(job.id);
+  if (!row) return;
+  row.dataset.status = job.status;
+  row.querySelector(".cell-status").replaceChildren(statusBadge(job.status));
+  row.querySelector(".cell-updated").replaceChildren(timeEl(job.updated_at, compactFormat));
+  row.querySelector(".cell-completed").replaceChildren(timeEl(job.completed_at, compactFormat));
+  row.classList.remove("flash");
+  void row.offsetWidth; // restart the highlight
+  row.classList.add("flash");
+}
+
+/** A job was created: count it on the "new jobs" button rather than reshuffling the page. */
+export function noteNewJob() {
+  newJobs += 1;
+  const button = $("jobs-new");
+  button.textContent = `${fmtNumber(newJobs)} new ${newJobs === 1 ? "job" : "jobs"} · show`;
+  show(button, true);
+}
+
+function applyFilters() {
+  filters = readFilters();
+  query.page = 1;
+  loadJobs();
+}
+
+function sortBy(field) {
+  if (query.sort_by === field) {
+    query.sort_order = query.sort_order === "DESC" ? "ASC" : "DESC";
+  } else {
+    query.sort_by = field;
+    query.sort_order = field === "status" ? "ASC" : "DESC";
+  }
+  query.page = 1;
+  loadJobs();
+}
+
+export function initTable() {
+  $("jobs-new").addEventListener("click", () => {
+    query.page = 1;
+    loadJobs();
+  });
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyFilters();
+  });
+  $("filters").addEventListener("change", (event) => {
+    if (event.target.matches("select, input[type=date]")) applyFilters();
+  });
+  $("filters-clear").addEventListener("click", () => {
+    $("filters").reset();
+    applyFilters();
+  });
+  for (const th of document.querySelectorAll("th[data-sort]")) {
+    th.querySelector("button").addEventListener("click", () => sortBy(th.dataset.sort));
+  }
+  $("page-prev").addEventListener("click", () => {
+    query.page = Math.max(1, query.page - 1);
+    loadJobs();
+  });
+  $("page-next").addEventListener("click", () => {
+    query.page += 1;
+    loadJobs();
+  });
+  $("page-size").addEventListener("change", (event) => {
+    query.limit = Number(event.target.value);
+    query.page = 1;
+    loadJobs();
+  });
+}

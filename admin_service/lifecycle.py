@@ -1,0 +1,160 @@
+"""What the service does at gunicorn's turning points; gunicorn.conf.py holds the settings and
+hands its hooks to these functions.
+
+- The master: the Prometheus multiprocess folder (chosen and emptied at start, a dead worker's
+  live gauges dropped, removed at exit when it was made here).
+- Each worker: psycopg2 made cooperative (post_fork); the garbage collector tuned and a watcher
+  that ends the live streams at once on shutdown (post_worker_init).
+
+gunicorn.conf.py imports this module in the master, before any worker forks and so before a
+worker's gevent monkey-patching. So it imports only the standard library at module level (whole
+modules, whose attributes gevent patches in place), never the app, psycopg2, prometheus_client
+or gevent: each hook imports those when it runs, in the process that needs them.
+"""
+
+from __future__ import annotations
+
+import gc
+import glob
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import weakref
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+# The folder this module made (removed on exit); one given in PROMETHEUS_MULTIPROC_DIR is left alone.
+OWN_METRICS_DIR = "ADMIN_SERVICE_METRICS_TMPDIR"
+SHUTDOWN_POLL_S = 0.2
+
+
+class WorkerConfig(Protocol):
+    def set(self, name: str, value: Any) -> None: ...
+
+
+class Worker(Protocol):
+    """What the hooks use of gunicorn's worker (gunicorn ships no type hints)."""
+
+    alive: bool
+    pid: int
+    cfg: WorkerConfig
+    wsgi: WSGIApplication
+
+
+# --- master --------------------------------------------------------------------------------
+
+
+def on_starting(server: object) -> None:
+    """Prometheus multiprocess mode: every worker writes its samples into one folder, and a
+    scrape of /metrics answered by any worker reads them all. Set here, in the master before
+    the first fork, because workers read the variable when they import prometheus_client."""
+    if not os.environ.get(METRICS_DIR):
+        os.environ[METRICS_DIR] = os.environ[OWN_METRICS_DIR] = tempfile.mkdtemp(prefix="admin-service-metrics-")
+    # Samples of an earlier run in a given folder would be counted again: start empty.
+    for path in glob.glob(os.path.join(os.environ[METRICS_DIR], "*.db")):
+        os.remove(path)
+
+
+def child_exit(server: object, worker: Worker) -> None:
+    """A dead worker's live gauges (clients, pool, leadership) must stop counting."""
+    # Here, not at module level: the master must not hold prometheus_client's values before forking.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: object) -> None:
+    own = os.environ.get(OWN_METRICS_DIR)
+    if own and own == os.environ.get(METRICS_DIR):
+        shutil.rmtree(own, ignore_errors=True)
+
+
+# --- each worker -----------------------------------------------------------------------------
+
+
+def post_fork(server: object, worker: Worker) -> None:
+    # psycopg2 blocks the whole worker unless it yields to gevent while waiting on I/O.
+    from psycogreen.gevent import patch_psycopg  # type: ignore[import-untyped]
+
+    patch_psycopg()
+
+
+def post_worker_init(worker: Worker) -> None:
+    """Tune the collector, then watch for shutdown: on SIGTERM gunicorn only flips
+    worker.alive and waits graceful_timeout for requests, and endless SSE streams would hold
+    it that long. End them at once with a retry hint and give up capture leadership so that
+    another instance takes over."""
+    tune_garbage_collector()
+    # Here, not at module level: the master has no use for Flask.
+    from flask import Flask
+
+    from admin_service.services import EXTENSION, services
+
+    # wsgi.py serves Socket.IO's app around the Flask app (which it keeps as `flask_app`).
+    flask_app = getattr(worker.wsgi, "flask_app", worker.wsgi)
+    if not isinstance(flask_app, Flask) or EXTENSION not in flask_app.extensions:
+        return
+    runtime = services(flask_app).runtime
+    connections = track_connections(worker)
+
+    def watch() -> None:
+        while worker.alive:
+            time.sleep(SHUTDOWN_POLL_S)
+        runtime.shutdown()
+        # Keep-alive would hold the draining worker: an idle connection waits `keepalive` (75 s,
+        # longer than graceful_timeout) for its client's next request, and so does the connection
+        # of a request in flight at SIGTERM once answered. Close them once their answers are out:
+        # new connections close after one response, and the reading side of the known ones is shut,
+        # so a handler waiting for a next request sees the end at once (answers still go out).
+        worker.cfg.set("keepalive", 0)
+        for sock in list(connections):
+            shut_reading(sock)
+
+    threading.Thread(target=watch, name="live-shutdown-watch", daemon=True).start()
+
+
+def track_connections(worker: Worker) -> weakref.WeakSet[socket.socket]:
+    """The client sockets this worker is serving (a weak set: a connection's handler owns it)."""
+    connections: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+    app = worker.wsgi
+
+    # A plain function (not a class with __call__): it runs for every request.
+    def tracking_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            connections.add(sock)
+        return app(environ, start_response)
+
+    # gunicorn calls worker.wsgi for every request: wrap it (the Flask app stays reachable as before).
+    tracking_app.flask_app = getattr(app, "flask_app", app)  # type: ignore[attr-defined]
+    worker.wsgi = tracking_app
+    return connections
+
+
+def shut_reading(sock: socket.socket) -> None:
+    # Through a duplicate of the descriptor, as live/sse.py does: acting on gevent's own socket
+    # object would cancel a pending operation of its handler with EBADF.
+    with suppress(OSError), socket.fromfd(sock.fileno(), sock.family, sock.type) as dup:
+        dup.shutdown(socket.SHUT_RD)
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper cyclic-GC passes for a worker holding thousands of streams.
+
+    A fan-out to 10,000 SSE streams allocates tens of thousands of short-lived objects
+    (timers, callbacks); with the default gen-0 threshold of 700 they were collected, and
+    promoted, dozens of times per event, and the full passes that followed walked every
+    stream's objects: the profile of that fan-out showed over a third of the worker's time
+    in gc_collect_main. The app's own start-up objects (modules, routes, schemas) never
+    become garbage: freeze them out of every pass.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
