@@ -50,27 +50,18 @@ def setting(env: str, default: T, read: Reader) -> T:
     return field(default=default, metadata={ENV: env, READ: read})
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, lo: N, hi: N, parse: Callable[[str], N], kind: str) -> N:
+    """A bounded number (`kind` names it in the message: "an integer", "a number")."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
@@ -87,11 +78,11 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
 
 
 def integer(lo: int, hi: int) -> Reader:
-    return lambda env, name, default, _: _int(env, name, default, lo, hi)
+    return lambda env, name, default, _: _number(env, name, default, lo, hi, int, "an integer")
 
 
 def number(lo: float, hi: float) -> Reader:
-    return lambda env, name, default, _: _float(env, name, default, lo, hi)
+    return lambda env, name, default, _: _number(env, name, default, lo, hi, float, "a number")
 
 
 def boolean(env: Mapping[str, str], name: str, default: bool, _: Mapping[str, Any]) -> bool:

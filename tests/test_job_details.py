@@ -17,27 +17,11 @@ from admin_service import create_app
 from admin_service.db.engine import make_engine
 from admin_service.db.fixtures import create_fixture_tables
 from tests.support.envelopes import assert_error as assert_error_envelope
-from tests.support.factories import Data
+from tests.support.factories import JOB_COLUMNS, Data
 from tests.support.postgres import scratch_database
 from tests.support.settings import make_settings
 from tests.support.tokens import token_for
 
-JOB_COLUMNS = (
-    "id",
-    "job_id",
-    "user_id",
-    "status",
-    "result_id",
-    "error_message",
-    "completed_at",
-    "created_at",
-    "updated_at",
-    "assessment_name",
-    "priority",
-    "retry_count",
-    "max_retries",
-    "processing_started_at",
-)
 RESULT_JOB_KEYS = {"id", "job_id", "status", "assessment_name", "completed_at", "user_id", "created_at"}
 
 

@@ -11,6 +11,26 @@ from sqlalchemy import Engine, text
 ARCHIVE_TABLES = ("archive.analysis_jobs", "archive.analysis_results", "archive.system_metrics", "auth.users")
 
 
+# The columns of a job row, as the old service's clients read them: written out here, not taken
+# from admin_service.db.tables, so a column dropped from the code fails the tests.
+JOB_COLUMNS = (
+    "id",
+    "job_id",
+    "user_id",
+    "status",
+    "result_id",
+    "error_message",
+    "completed_at",
+    "created_at",
+    "updated_at",
+    "assessment_name",
+    "priority",
+    "retry_count",
+    "max_retries",
+    "processing_started_at",
+)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
