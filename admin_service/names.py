@@ -17,4 +17,6 @@ HIGH_FAILURE_RATE = "high_failure_rate"
 QUEUE_OVERFLOW = "queue_overflow"
 PROCESSING_TIMEOUT = "processing_timeout"
 RETRIES_EXHAUSTED = "retries_exhausted"
-ALERT_RULES = (HIGH_FAILURE_RATE, QUEUE_OVERFLOW, PROCESSING_TIMEOUT, RETRIES_EXHAUSTED)
+# The table-wide rules: raised once per episode and resolved when they clear.
+EPISODE_RULES = (HIGH_FAILURE_RATE, QUEUE_OVERFLOW, PROCESSING_TIMEOUT)
+ALERT_RULES = (*EPISODE_RULES, RETRIES_EXHAUSTED)

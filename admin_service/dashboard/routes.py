@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, render_template, send_from_directory, url_for
 
-from admin_service.names import ALERT_RULES, JOB_ALERT, JOB_STATS, JOB_UPDATE, RETRIES_EXHAUSTED
+from admin_service.names import EPISODE_RULES, JOB_ALERT, JOB_STATS, JOB_UPDATE
 
 blp = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -38,7 +38,7 @@ ASSET_MAX_AGE = 3600
 PAGE_NAMES = {
     "events": {"stats": JOB_STATS, "update": JOB_UPDATE, "alert": JOB_ALERT},
     # The table-wide rules: raised once per episode, shown until resolved (not the per-job rule).
-    "episodeRules": [rule for rule in ALERT_RULES if rule != RETRIES_EXHAUSTED],
+    "episodeRules": list(EPISODE_RULES),
 }
 
 

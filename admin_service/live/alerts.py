@@ -24,9 +24,10 @@ from typing import Any
 from admin_service.clock import full_precision, iso, utc, utc_now_iso
 from admin_service.config import Settings
 from admin_service.db.dbapi import Cursor
+from admin_service.db.tables import JOBS_TABLE
 from admin_service.jobs.status import stored_values
 from admin_service.live.log import NewEvent
-from admin_service.names import HIGH_FAILURE_RATE, JOB_ALERT, PROCESSING_TIMEOUT, QUEUE_OVERFLOW, RETRIES_EXHAUSTED
+from admin_service.names import EPISODE_RULES, HIGH_FAILURE_RATE, JOB_ALERT, PROCESSING_TIMEOUT, QUEUE_OVERFLOW, RETRIES_EXHAUSTED
 
 RESOLVED_SEVERITY = "low"
 MAX_JOB_IDS = 10
@@ -35,7 +36,7 @@ MAX_ERROR_CHARS = 1000
 # Episode start times must be strictly increasing: they make the dedupe keys unique.
 TICK = timedelta(microseconds=1)
 
-JOBS = "archive.analysis_jobs"
+JOBS = JOBS_TABLE
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,8 @@ RULES: tuple[tuple[str, str, Callable[[Cursor, Settings, datetime], Check]], ...
     (QUEUE_OVERFLOW, "Queue overflow", _queue_overflow),
     (PROCESSING_TIMEOUT, "Processing timeout", _processing_timeout),
 )
+# Every episode rule named in names.py has its check here (the dashboard lists them from there).
+assert tuple(rule for rule, _, _ in RULES) == EPISODE_RULES
 
 
 def _lock_state(cur: Cursor, schema: str, now: datetime) -> dict[str, tuple[bool, datetime, bool]]:

@@ -24,7 +24,8 @@ from admin_service import metrics
 from admin_service.clock import utc
 from admin_service.config import Settings
 from admin_service.db.dbapi import Connection, Cursor
-from admin_service.jobs.serialize import job_json
+from admin_service.db.tables import JOBS_TABLE, USERS_TABLE
+from admin_service.jobs.serialize import USER_EMAIL, USER_ID, USER_USERNAME, job_json
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
 from admin_service.live.connection import keep_connected, transaction, wait_for_notify
@@ -54,10 +55,11 @@ class LRU(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
-CHANGED_JOBS = """
-    SELECT j.*, u.id AS user_ref_id, u.email AS user_email, u.username AS user_username, clock_timestamp() AS db_now
-    FROM archive.analysis_jobs j
-    LEFT JOIN auth.users u ON u.id = j.user_id
+# The job with its user under the serialiser's labels (job_json reads them).
+CHANGED_JOBS = f"""
+    SELECT j.*, u.id AS {USER_ID}, u.email AS {USER_EMAIL}, u.username AS {USER_USERNAME}, clock_timestamp() AS db_now
+    FROM {JOBS_TABLE} j
+    LEFT JOIN {USERS_TABLE} u ON u.id = j.user_id
     WHERE j.updated_at >= %(since)s
       AND (%(after_at)s::timestamptz IS NULL OR (j.updated_at, j.id) > (%(after_at)s, %(after_id)s::uuid))
     ORDER BY j.updated_at, j.id
