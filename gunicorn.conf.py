@@ -36,3 +36,4 @@ on_exit = lifecycle.on_exit
 # Each worker: psycopg2 made cooperative, the garbage collector tuned, streams ended at shutdown.
 post_fork = lifecycle.post_fork
 post_worker_init = lifecycle.post_worker_init
+worker_exit = lifecycle.worker_exit

@@ -4,7 +4,8 @@ hands its hooks to these functions.
 - The master: the Prometheus multiprocess folder (chosen and emptied at start, a dead worker's
   live gauges dropped, removed at exit when it was made here).
 - Each worker: psycopg2 made cooperative (post_fork); the garbage collector tuned and a watcher
-  that ends the live streams at once on shutdown (post_worker_init).
+  that ends the live streams at once on shutdown (post_worker_init); at exit, the live loops
+  given time to end, so a capture leader hands over cleanly (worker_exit).
 
 gunicorn.conf.py imports this module in the master, before any worker forks and so before a
 worker's gevent monkey-patching. So it imports only the standard library at module level (whole
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import glob
+import logging
 import os
 import shutil
 import socket
@@ -30,10 +32,15 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+log = logging.getLogger("admin_service.lifecycle")
+
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # The folder this module made (removed on exit); one given in PROMETHEUS_MULTIPROC_DIR is left alone.
 OWN_METRICS_DIR = "ADMIN_SERVICE_METRICS_TMPDIR"
 SHUTDOWN_POLL_S = 0.2
+# How long an exiting worker waits for its live loops (capture, tail, stats) to end: a loop in a
+# database call when SIGTERM came ends after it returns (a poll interval at most, or a query).
+LOOPS_EXIT_S = 3.0
 
 
 class WorkerConfig(Protocol):
@@ -119,6 +126,21 @@ def post_worker_init(worker: Worker) -> None:
             shut_reading(sock)
 
     threading.Thread(target=watch, name="live-shutdown-watch", daemon=True).start()
+
+
+def worker_exit(server: object, worker: Worker) -> None:
+    """In the worker, once its requests are done: let the live loops end before the process
+    does. Without this the exit raced a capture leader still returning from a query, which then
+    never released its lock itself nor logged that it had (the kernel closed the connection)."""
+    from flask import Flask
+
+    from admin_service.services import EXTENSION, services
+
+    flask_app = getattr(worker.wsgi, "flask_app", worker.wsgi)
+    if isinstance(flask_app, Flask) and EXTENSION in flask_app.extensions:
+        runtime = services(flask_app).runtime
+        if runtime.stop.is_set() and not runtime.wait_stopped(LOOPS_EXIT_S):
+            log.warning("live loops still running after %.0f s; exiting anyway", LOOPS_EXIT_S)
 
 
 def track_connections(worker: Worker) -> weakref.WeakSet[socket.socket]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from sqlalchemy import Engine
@@ -51,6 +52,16 @@ class LiveRuntime:
         """End every stream (clients reconnect elsewhere) and give up capture leadership."""
         self.stop.set()
         self.hub.close_all(reason)
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """After shutdown: wait (at most `timeout` s in all) for the loops to end, so that a
+        leader closes its connection (releasing the lock) and says so before the process exits;
+        a worker exiting under a loop still in a query would leave that to the kernel. True when
+        all ended."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def _tick_stats(self, stop: threading.Event) -> None:
         """job-stats once per interval for everyone, and only while someone listens; the hub's
