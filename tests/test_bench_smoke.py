@@ -5,67 +5,47 @@ streams and both latency modes, and the report files. Seconds, not minutes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.harness import run_harness
+from tests.support.postgres import scratch_database
 
 
 @pytest.mark.timeout(300)
 def test_bench_harness_smoke(server_url: str, tmp_path: Path) -> None:
     if not shutil.which("wrk"):
         pytest.skip("wrk is not installed (make test and make bench install it: apt-get install wrk)")
-    name = f"admin_service_bench_smoke_{uuid.uuid4().hex[:8]}"
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     out = tmp_path / "report"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.run",
-                "--database-url",
-                url,
-                "--jobs",
-                "3000",
-                "--users",
-                "300",
-                "--seconds",
-                "1",
-                "--concurrency",
-                "4",
-                "--explain-runs",
-                "1",
-                "--sse",
-                "20",
-                "--sockets",
-                "",
-                "--updates",
-                "2",
-                "--smoke",
-                "--out",
-                str(out),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=280,
-            env={**os.environ, "LOG_LEVEL": "WARNING"},
+    with scratch_database(server_url, f"admin_service_bench_smoke_{uuid.uuid4().hex[:8]}") as url:
+        proc = run_harness(
+            "bench.run",
+            "--database-url",
+            url,
+            "--jobs",
+            "3000",
+            "--users",
+            "300",
+            "--seconds",
+            "1",
+            "--concurrency",
+            "4",
+            "--explain-runs",
+            "1",
+            "--sse",
+            "20",
+            "--sockets",
+            "",
+            "--updates",
+            "2",
+            "--smoke",
+            "--out",
+            str(out),
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
     results = json.loads((out / "results.json").read_text())
     mix = results["dataset"]["status_mix"]

@@ -5,18 +5,15 @@ REST load, the job writer, RSS sampling and the report files."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support.harness import run_harness
 from tests.support.postgres import scratch_database
 
-ROOT = Path(__file__).resolve().parent.parent
 MEMORY = "memory: no worker grows more than 10% after warm-up"
 
 
@@ -26,37 +23,28 @@ def test_soak_smoke(server_url: str, redis_url: str, tmp_path: Path) -> None:
         pytest.skip("node is not installed (make soak installs it)")
     out = tmp_path / "report"
     with scratch_database(server_url, f"admin_service_soak_smoke_{uuid.uuid4().hex[:8]}") as url:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.soak",
-                "--database-url",
-                url,
-                "--minutes",
-                "0.34",
-                "--streams",
-                "20",
-                "--jobs",
-                "3000",
-                "--users",
-                "300",
-                "--rest-rate",
-                "10",
-                "--change-rate",
-                "5",
-                "--workers",
-                "1",
-                "--redis-url",
-                redis_url,
-                "--out",
-                str(out),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=280,
-            env={**os.environ, "LOG_LEVEL": "WARNING"},
+        proc = run_harness(
+            "bench.soak",
+            "--database-url",
+            url,
+            "--minutes",
+            "0.34",
+            "--streams",
+            "20",
+            "--jobs",
+            "3000",
+            "--users",
+            "300",
+            "--rest-rate",
+            "10",
+            "--change-rate",
+            "5",
+            "--workers",
+            "1",
+            "--redis-url",
+            redis_url,
+            "--out",
+            str(out),
         )
 
     output = proc.stdout[-3000:] + proc.stderr[-3000:]
