@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from flask import Response, g, request
-from marshmallow import ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, post_load, validate
 
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
@@ -45,21 +45,51 @@ class EventsField(DocumentedField):
         return names
 
 
+# job_events.id is a bigserial.
+MAX_EVENT_ID = 2**63 - 1
+EVENT_ID_RULE = f"a log id, a whole number from 0 to {MAX_EVENT_ID}"
+
+
+def parse_event_id(text: str) -> int:
+    """A log id as a client sends it (Last-Event-ID, last_event_id); ValueError otherwise. ASCII
+    digits only: str.isdigit() also takes "²" and other digits int() refuses, and int() itself
+    refuses more than 4,300 digits; neither may reach the view as anything but a 400."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_EVENT_ID))) or int(text) > MAX_EVENT_ID:
+        raise ValueError(f"must be {EVENT_ID_RULE}")
+    return int(text)
+
+
+class EventIdField(DocumentedField):
+    openapi = {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        try:
+            return parse_event_id(str(value))
+        except ValueError:
+            raise ValidationError(f"Must be {EVENT_ID_RULE}.") from None
+
+
 class StreamQuerySchema(StrictQuerySchema):
     events = EventsField(metadata={"description": "Event names to receive (default: all)."})
     status = StatusListField(metadata={"description": "Only job-update events of these statuses."})
     assessment_name = fields.String(validate=validate.Length(min=1, max=255))
     user_id = fields.UUID()
-    last_event_id = fields.Integer(validate=validate.Range(min=0), metadata={"description": "Resume after this log id."})
+    last_event_id = EventIdField(metadata={"description": "Resume after this log id (Last-Event-ID, when sent, wins)."})
     access_token = fields.String(
         metadata={"description": "The admin token, for EventSource (which cannot send headers). Never logged."}
     )
 
-    @validates_schema
-    def _header_id(self, data: dict[str, Any], **kwargs: Any) -> None:
+    @post_load
+    def _header_id(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """EventSource resumes with the Last-Event-ID header: it wins over the query parameter."""
         header = request.headers.get("Last-Event-ID")
-        if header is not None and header.strip() and not header.strip().isdigit():
-            raise ValidationError("Last-Event-ID must be a log id (a whole number).", field_name="Last-Event-ID")
+        if header is not None and header.strip():
+            try:
+                data["last_event_id"] = parse_event_id(header)
+            except ValueError:
+                raise ValidationError(f"Last-Event-ID must be {EVENT_ID_RULE}.", field_name="Last-Event-ID") from None
+        return data
 
 
 def _replay(event_log: EventLog, after: int, sub_filter: EventFilter) -> tuple[list[bytes], int, bool]:
@@ -107,8 +137,7 @@ def stream(args: dict[str, Any]) -> Response:
     used = services()
     settings, runtime = used.settings, used.runtime
     runtime.start()  # no-op under gunicorn (started at worker boot); starts the tail elsewhere
-    header_id = (request.headers.get("Last-Event-ID") or "").strip()
-    last_id = int(header_id) if header_id else args.get("last_event_id")
+    last_id = args.get("last_event_id")
     sub_filter = EventFilter(
         events=args.get("events") or frozenset(EVENT_NAMES),
         statuses=frozenset(args.get("status") or ()),
@@ -143,6 +172,10 @@ def stream(args: dict[str, Any]) -> Response:
         retry_ms=settings.sse_retry_ms,
     )
     response = Response(body, mimetype="text/event-stream")
+    # The body's own clean-up runs only once it has started; a response closed before that (a
+    # HEAD request, a client gone before the first byte) would leave the subscriber behind.
+    # close() is what every WSGI server calls on every response, started or not.
+    response.call_on_close(lambda: runtime.hub.unsubscribe(sse))
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response

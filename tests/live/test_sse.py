@@ -20,6 +20,7 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
+from admin_service.services import services
 from tests.support.factories import Data
 from tests.support.live import (
     ENV,
@@ -207,6 +208,12 @@ def test_an_expired_token_ends_the_stream_with_an_error_event(service: RunningSe
         ({"last_event_id": "-1"}, {}, "last_event_id"),
         ({"last_event_id": "abc"}, {}, "last_event_id"),
         ({}, {"Last-Event-ID": "abc"}, "Last-Event-ID"),
+        # Digits to str.isdigit() that int() refuses, and more digits than int() reads: were 500s.
+        ({}, {"Last-Event-ID": "\xb2"}, "Last-Event-ID"),
+        ({}, {"Last-Event-ID": "9" * 5000}, "Last-Event-ID"),
+        ({"last_event_id": "9" * 5000}, {}, "last_event_id"),
+        ({"last_event_id": str(2**63)}, {}, "last_event_id"),
+        ({"last_event_id": "\xb2"}, {}, "last_event_id"),
         ({"colour": "blue"}, {}, "colour"),
     ],
 )
@@ -276,3 +283,17 @@ def test_sigterm_ends_streams_promptly_and_another_instance_takes_over(
             after = jobs.insert()
             on_b.wait_for(for_job(after), 5, "a change captured by the new leader")
             assert_no_duplicates(on_b.events)
+
+
+def test_head_of_the_stream_leaves_no_subscriber_behind(app: Any, auth: dict[str, str]) -> None:
+    """A HEAD answer is closed before its body starts: the stream's subscription must go with it
+    (it leaked one per request, and each then queued every published event until dropped)."""
+    hub = services(app).runtime.hub
+    before = len(hub.subscribers())
+    client = app.test_client()
+    for _ in range(20):
+        response = client.head("/admin/jobs/stream", headers=auth)
+        assert response.status_code == 200
+        assert response.content_type.startswith("text/event-stream")
+        response.close()  # as every WSGI server does with every response
+    assert len(hub.subscribers()) == before
