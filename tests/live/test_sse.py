@@ -20,7 +20,6 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from admin_service.services import services
 from tests.support.factories import Data
 from tests.support.live import (
     ENV,
@@ -34,6 +33,7 @@ from tests.support.live import (
     updates,
     wait_log,
 )
+from tests.support.metrics import scrape, value
 from tests.support.service import RunningService, run_service, self_signed_certificate
 from tests.support.sse_client import SSEClient
 from tests.support.tokens import bearer, token_for
@@ -285,15 +285,16 @@ def test_sigterm_ends_streams_promptly_and_another_instance_takes_over(
             assert_no_duplicates(on_b.events)
 
 
-def test_head_of_the_stream_leaves_no_subscriber_behind(app: Any, auth: dict[str, str]) -> None:
+def test_head_of_the_stream_leaves_no_subscriber_behind(service: RunningService, live: Data, admin: dict[str, Any]) -> None:
     """A HEAD answer is closed before its body starts: the stream's subscription must go with it
-    (it leaked one per request, and each then queued every published event until dropped)."""
-    hub = services(app).runtime.hub
-    before = len(hub.subscribers())
-    client = app.test_client()
+    (it leaked one per request, and each then queued every published event until dropped).
+    Counted by the workers' hub gauge, sampled every JOB_STATS_INTERVAL_MS (500 ms here)."""
+    headers = bearer(token_for(admin))
+    time.sleep(1.2)
+    before = value(scrape(service.url), "admin_service_live_subscribers")
     for _ in range(20):
-        response = client.head("/admin/jobs/stream", headers=auth)
+        response = requests.head(f"{service.url}/admin/jobs/stream", headers=headers, timeout=5)
         assert response.status_code == 200
-        assert response.content_type.startswith("text/event-stream")
-        response.close()  # as every WSGI server does with every response
-    assert len(hub.subscribers()) == before
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+    time.sleep(1.2)
+    assert value(scrape(service.url), "admin_service_live_subscribers") == before
