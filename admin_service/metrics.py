@@ -39,6 +39,24 @@ log = logging.getLogger("admin_service.metrics")
 
 PREFIX = "admin_service"
 
+# Every label value comes from a known, small set: a value a client chooses (gunicorn accepts
+# any 3-20-letter method) would add series to every metric that has it, unauthenticated.
+OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
+UNMATCHED = "<unmatched>"
+
+
+def bounded(value: str, known: frozenset[str] | tuple[str, ...]) -> str:
+    """`value` when it is one of `known`, else "other"."""
+    return value if value in known else OTHER
+
+
+def request_labels(method: str, rule: str | None, status: int) -> tuple[str, str, str]:
+    """(method, endpoint, status) of a request: a known method, the route's rule (the app's
+    own, finite) or "<unmatched>", an HTTP status code (100-599) or "other"."""
+    return (bounded(method, METHODS), rule if rule is not None else UNMATCHED, str(status) if 100 <= status <= 599 else OTHER)
+
+
 REQUESTS = Counter(f"{PREFIX}_http_requests_total", "HTTP requests answered", ["method", "endpoint", "status"])
 LATENCY = Histogram(
     f"{PREFIX}_http_request_duration_seconds",
@@ -201,7 +219,7 @@ def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings) 
         started = g.get("metrics_started")
         if started is not None:
             rule = request.url_rule
-            labels = (request.method, rule.rule if rule is not None else "<unmatched>", str(response.status_code))
+            labels = request_labels(request.method, rule.rule if rule is not None else None, response.status_code)
             REQUESTS.labels(*labels).inc()
             LATENCY.labels(*labels).observe(time.perf_counter() - started)
         return response
