@@ -8,16 +8,19 @@ import random
 import string
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import Engine
 
 from admin_service.config import Settings
+from tests.support.envelopes import assert_error
 from tests.support.event_log import reset_event_log
 from tests.support.factories import Data
 from tests.support.metrics import P, scrape
 from tests.support.service import RunningService, run_service
+from tests.support.settings import app_with
 from tests.support.tokens import bearer, token_for
 
 SOCKETIO_HANDSHAKE = "/admin/socket.io/?EIO=4&transport=polling"
@@ -65,3 +68,54 @@ def test_made_up_methods_do_not_grow_the_metrics(service: RunningService) -> Non
     other = sum(v for (n, labels), v in after.items() if n == counter and ("method", "other") in labels)
     other_before = sum(v for (n, labels), v in before.items() if n == counter and ("method", "other") in labels)
     assert other - other_before == 300
+
+
+# --- Retry-After (defect 8) --------------------------------------------------------------------
+
+
+def test_retry_after_only_on_429_and_503(service: RunningService, data: Data, admin_headers: dict[str, str]) -> None:
+    user = data.user(user_type="user")
+    answers = [
+        requests.get(f"{service.url}/admin/jobs", headers=admin_headers, timeout=10),  # 200
+        requests.get(f"{service.url}/admin/jobs/stats", headers=admin_headers, timeout=10),  # 200
+        requests.get(f"{service.url}/admin/jobs/{uuid.uuid4()}", headers=admin_headers, timeout=10),  # 404
+        requests.get(f"{service.url}/admin/jobs", timeout=10),  # 401
+        requests.get(f"{service.url}/admin/jobs", headers=bearer(token_for(user)), timeout=10),  # 403
+        requests.get(f"{service.url}/admin/jobs?limit=0", headers=admin_headers, timeout=10),  # 400
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 404, 401, 403, 400]
+    for response in answers:
+        assert "Retry-After" not in response.headers, (response.status_code, response.headers["Retry-After"])
+        # The rate-limit headers themselves stay.
+        assert "X-RateLimit-Remaining" in response.headers
+
+
+def test_a_429_says_when_the_budget_comes_back(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
+    client = app_with(database_url, engine, RATE_LIMIT="2 per minute").test_client()
+    headers = bearer(token_for(admin))
+    for _ in range(2):
+        assert "Retry-After" not in client.get("/admin/jobs", headers=headers).headers
+    response = client.get("/admin/jobs", headers=headers)
+    assert_error(response, 429, "RATE_LIMIT_EXCEEDED")
+    assert 50 <= int(response.headers["Retry-After"]) <= 60
+
+
+def test_a_503_keeps_its_own_retry_after(database_url: str, engine: Engine, data: Data, admin: dict[str, Any]) -> None:
+    """An outage's 503 says RETRY_AFTER_SECONDS (5), not the rate-limit window's reset."""
+    from admin_service.db.engine import make_engine
+    from tests.support.service import free_port
+    from tests.support.settings import make_settings
+
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    down_settings = make_settings(nowhere, env={"DB_CONNECT_TIMEOUT_S": "1"})
+    from admin_service import create_app
+
+    down = make_engine(down_settings)
+    try:
+        client = create_app(down_settings, down).test_client()
+        for path in ("/admin/jobs", "/admin/jobs/stats", f"/admin/jobs/{uuid.uuid4()}"):
+            response = client.get(path, headers=bearer(token_for(admin)))
+            assert_error(response, 503, "SERVICE_UNAVAILABLE")
+            assert response.headers["Retry-After"] == "5", path
+    finally:
+        down.dispose()
