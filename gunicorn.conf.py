@@ -28,6 +28,12 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 limit_request_line = 8190
 limit_request_field_size = 16384
+# Proxy headers are the app's to believe or not (TRUST_PROXY, werkzeug's ProxyFix): gunicorn
+# trusts none. Its defaults believe X-Forwarded-Proto/-Ssl/-Protocol (https: HSTS) and a
+# SCRIPT_NAME header (another route) from any loopback peer, whatever TRUST_PROXY says.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
 
 # Master: the Prometheus multiprocess folder (PROMETHEUS_MULTIPROC_DIR, a temporary one unless given).
 on_starting = lifecycle.on_starting

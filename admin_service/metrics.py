@@ -7,7 +7,8 @@ in-process apps, `flask run`) the samples are this process's own.
 
 Access: METRICS_ENABLED=false removes the route (404). With METRICS_TOKEN set a scrape needs
 `Authorization: Bearer <METRICS_TOKEN>`; without it only direct loopback requests are served
-(a request forwarded by a proxy, i.e. with Forwarded/X-Forwarded-For, is refused).
+(a request forwarded by a proxy, i.e. with any forwarding header: Forwarded, X-Forwarded-*,
+X-Real-IP, Via, is refused, whatever TRUST_PROXY says).
 """
 
 from __future__ import annotations
@@ -174,10 +175,21 @@ class JobStatsCollector(Collector):
 
 # --- the endpoint and the request hooks ------------------------------------------------------
 
-FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+# A request carrying any of these came through a proxy (with TRUST_PROXY, ProxyFix consumes
+# X-Forwarded-For but a proxy may send only one of the others): not a direct loopback scrape.
+FORWARDED = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Port",
+    "X-Forwarded-Prefix",
+    "X-Real-IP",
+    "Via",
+)
 
 
-def _check_access(token: str | None, trust_proxy: bool) -> None:
+def _check_access(token: str | None) -> None:
     if token:
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
@@ -188,7 +200,7 @@ def _check_access(token: str | None, trust_proxy: bool) -> None:
         loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
     except ValueError:
         loopback = False
-    forwarded = not trust_proxy and any(h in request.headers for h in FORWARDED)
+    forwarded = any(h in request.headers for h in FORWARDED)
     if not loopback or forwarded:
         raise ApiError(403, "Metrics are served to loopback only; set METRICS_TOKEN to scrape from elsewhere")
 
@@ -226,11 +238,11 @@ def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings) 
 
     if not settings.metrics_enabled:
         return
-    token, trust_proxy = settings.metrics_token, settings.trust_proxy
+    token = settings.metrics_token
 
     @app.get("/metrics")
     def metrics() -> Response:
-        _check_access(token, trust_proxy)
+        _check_access(token)
         response = Response(exposition(stats), mimetype=None, content_type=CONTENT_TYPE_LATEST)
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -119,3 +119,49 @@ def test_a_503_keeps_its_own_retry_after(database_url: str, engine: Engine, data
             assert response.headers["Retry-After"] == "5", path
     finally:
         down.dispose()
+
+
+# --- proxy headers ---------------------------------------------------------------------------
+
+
+def test_forwarded_proto_from_an_untrusted_peer_gets_no_hsts(service: RunningService) -> None:
+    """TRUST_PROXY=false: a loopback client saying X-Forwarded-Proto: https is not believed
+    (gunicorn itself trusts such headers from loopback unless told otherwise)."""
+    for header, value in (("X-Forwarded-Proto", "https"), ("X-Forwarded-Ssl", "on"), ("X-Forwarded-Protocol", "ssl")):
+        response = requests.get(f"{service.url}/health", headers={header: value}, timeout=10)
+        assert response.status_code == 200
+        assert "Strict-Transport-Security" not in response.headers, header
+
+
+def test_forwarder_headers_from_loopback_do_not_rewrite_the_path(service: RunningService) -> None:
+    """gunicorn takes a SCRIPT_NAME request header as the mount point from peers it trusts
+    (loopback by default): nobody may move a request to another route that way."""
+    response = requests.get(f"{service.url}/admin/health", headers={"SCRIPT_NAME": "/admin"}, timeout=10)
+    assert_error_status(response, 404)
+
+
+def assert_error_status(response: requests.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["success"] is False
+    return body
+
+
+def test_metrics_refuse_any_proxy_header_when_proxies_are_trusted(
+    database_url: str, engine: Engine, data: Data, settings: Settings
+) -> None:
+    """TRUST_PROXY=true: the request came through the proxy if it carries any forwarding
+    header, not just X-Forwarded-For; without METRICS_TOKEN that is refused."""
+    client = app_with(database_url, engine, TRUST_PROXY="true").test_client()
+    direct = {"REMOTE_ADDR": "127.0.0.1"}
+    assert client.get("/metrics", environ_base=direct).status_code == 200
+    for header, value in (
+        ("Forwarded", "for=203.0.113.9"),
+        ("X-Real-IP", "203.0.113.9"),
+        ("X-Forwarded-For", "127.0.0.1"),
+        ("X-Forwarded-Host", "metrics.example.com"),
+        ("X-Forwarded-Proto", "https"),
+    ):
+        response = client.get("/metrics", headers={header: value}, environ_base=direct)
+        assert_error(response, 403, "FORBIDDEN")
