@@ -165,3 +165,19 @@ def test_metrics_refuse_any_proxy_header_when_proxies_are_trusted(
     ):
         response = client.get("/metrics", headers={header: value}, environ_base=direct)
         assert_error(response, 403, "FORBIDDEN")
+
+
+# --- security headers on Socket.IO's answers -----------------------------------------------------
+
+
+def test_socketio_answers_carry_the_security_headers(service: RunningService) -> None:
+    answers = [
+        requests.get(f"{service.url}{SOCKETIO_HANDSHAKE}", timeout=10),  # the handshake
+        requests.get(f"{service.url}/admin/socket.io/?EIO=4&transport=nonsense", timeout=10),  # refused
+        requests.get(f"{service.url}/admin/socket.io/?EIO=4&transport=polling&sid=unknown", timeout=10),
+    ]
+    assert [r.status_code for r in answers] == [200, 400, 400]
+    flask_answer = requests.get(f"{service.url}/health", timeout=10)
+    for response in answers:
+        for name in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Content-Security-Policy", "Cache-Control"):
+            assert response.headers.get(name) == flask_answer.headers[name], (name, response.url)

@@ -14,6 +14,9 @@ subscriptions), filters (job rooms by filter), relay (hub events to rooms), limi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import socketio  # type: ignore[import-untyped, unused-ignore]  # no stubs
 from flask import Flask
 
@@ -22,11 +25,29 @@ from admin_service.live.socketio.namespace import JobsNamespace
 from admin_service.live.socketio.relay import Relay
 from admin_service.live.socketio.server import new_server
 from admin_service.services import services
+from admin_service.web import came_over_https, with_security_headers
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
 PATH = "admin/socket.io"
 
 
-def mount_socketio(flask_app: Flask) -> socketio.WSGIApp:
+class SecuredWSGIApp(socketio.WSGIApp):  # type: ignore[misc]  # python-socketio is untyped
+    """python-socketio's WSGI app, its answers (handshakes, polls, refusals) carrying the
+    service's security headers like Flask's do (these it leaves as they are)."""
+
+    def __init__(self, server: socketio.Server, flask_app: Flask, trust_proxy: bool) -> None:
+        super().__init__(server, flask_app, socketio_path=PATH)
+        self.flask_app = flask_app
+        self.trust_proxy = trust_proxy
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        secure = came_over_https(environ, self.trust_proxy)
+        return super().__call__(environ, with_security_headers(start_response, secure))  # type: ignore[no-any-return]
+
+
+def mount_socketio(flask_app: Flask) -> SecuredWSGIApp:
     """The WSGI app gunicorn serves: Socket.IO at /admin/socket.io, Flask for the rest."""
     used = services(flask_app)
     runtime = used.runtime
@@ -35,6 +56,4 @@ def mount_socketio(flask_app: Flask) -> socketio.WSGIApp:
     namespace = JobsNamespace(runtime, used.authenticator, rooms, Relay(server, runtime.hub, runtime.stop, rooms))
     server.register_namespace(namespace)
     flask_app.extensions["admin_service.socketio"] = namespace
-    wsgi = socketio.WSGIApp(server, flask_app, socketio_path=PATH)
-    wsgi.flask_app = flask_app
-    return wsgi
+    return SecuredWSGIApp(server, flask_app, runtime.settings.trust_proxy)
