@@ -78,6 +78,20 @@ LIVE_SUBSCRIBERS = Gauge(
     multiprocess_mode="livesum",
 )
 SOCKETIO_CLIENTS = Gauge(f"{PREFIX}_socketio_clients", "Connected Socket.IO clients", multiprocess_mode="livesum")
+SOCKETIO_PENDING = Gauge(
+    f"{PREFIX}_socketio_pending_sessions",
+    "Engine.IO sessions waiting for their Socket.IO CONNECT with a valid token",
+    multiprocess_mode="livesum",
+)
+SOCKETIO_HANDSHAKES_REFUSED = Counter(
+    f"{PREFIX}_socketio_handshakes_refused_total",
+    "Engine.IO handshakes refused: reason=rate (per client address) or capacity (too many pending)",
+    ["reason"],
+)
+SOCKETIO_UNAUTHENTICATED_CLOSED = Counter(
+    f"{PREFIX}_socketio_unauthenticated_closed_total",
+    "Engine.IO sessions closed for not authenticating within SOCKETIO_CONNECT_TIMEOUT_S",
+)
 EVENTS_LOGGED = Counter(
     f"{PREFIX}_capture_events_logged_total", "Events (job updates and alerts) the capture leader appended to the log"
 )
