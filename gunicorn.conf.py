@@ -9,7 +9,9 @@ import os
 from admin_service import lifecycle
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3007')}"
-worker_class = "gevent"
+# gunicorn's gevent worker with a deadline for request heads (REQUEST_HEAD_TIMEOUT_S, 10 s) and
+# its own error answers in the JSON envelope: admin_service/http_worker.py.
+worker_class = "admin_service.http_worker.HttpWorker"
 # Two workers per core is plenty for an I/O-bound gevent app [WEB_CONCURRENCY].
 workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
 # Each SSE stream or socket holds one greenlet: leave room for ten thousand.

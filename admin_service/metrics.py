@@ -65,6 +65,10 @@ LATENCY = Histogram(
     ["method", "endpoint", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+REQUEST_HEAD_TIMEOUTS = Counter(
+    f"{PREFIX}_http_request_head_timeouts_total",
+    "Connections closed with 408 for not sending a request's headers within REQUEST_HEAD_TIMEOUT_S",
+)
 EVENTS_PUBLISHED = Counter(
     f"{PREFIX}_live_events_published_total", "Events the hub of a worker published to its subscribers", ["event"]
 )
