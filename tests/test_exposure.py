@@ -5,6 +5,7 @@ headers it was not told to trust, the security headers on every answer (Socket.I
 from __future__ import annotations
 
 import random
+import re
 import string
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from tests.support.settings import app_with
 from tests.support.tokens import bearer, token_for
 
 SOCKETIO_HANDSHAKE = "/admin/socket.io/?EIO=4&transport=polling"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +184,47 @@ def test_socketio_answers_carry_the_security_headers(service: RunningService) ->
     for response in answers:
         for name in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Content-Security-Policy", "Cache-Control"):
             assert response.headers.get(name) == flask_answer.headers[name], (name, response.url)
+
+
+# --- the docs page's CSP --------------------------------------------------------------------------
+
+CSP_PROBE = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`);
+});
+"""
+
+
+def test_docs_page_allows_no_inline_script(service: RunningService) -> None:
+    page = requests.get(f"{service.url}/admin/docs", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    directives = dict(d.strip().split(" ", 1) for d in page.headers["Content-Security-Policy"].split(";") if d.strip())
+    assert directives["script-src"] == "'self'"
+    assert "unsafe" not in directives["script-src"] and "unsafe" not in directives["default-src"]
+    # Every script is a file of this service's.
+    assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", page.text) == []
+
+
+@pytest.mark.timeout(120)
+def test_docs_page_renders_swagger_ui_under_its_csp(service: RunningService) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.add_init_script(CSP_PROBE)
+            response = page.goto(f"{service.url}/admin/docs")
+            assert response is not None and response.ok
+            expect(page.locator(".swagger-ui .info .title")).to_contain_text("admin-service")
+            expect(page.locator(".opblock-summary-path", has_text="/admin/jobs/stats")).to_be_visible()
+            page.locator(".opblock-summary-path", has_text="/admin/jobs/stats").click()  # an operation opens
+            expect(page.locator(".opblock-body").first).to_be_visible()
+            assert page.evaluate("window.__cspViolations") == []
+            assert errors == []
+        finally:
+            browser.close()
