@@ -97,6 +97,9 @@ class HandshakeGuard:
         self._pending[eio_sid] = self._clock() + self.connect_timeout_s
         metrics.SOCKETIO_PENDING.set(len(self._pending))
 
+    def is_pending(self, eio_sid: str) -> bool:
+        return eio_sid in self._pending
+
     # -- at the Socket.IO CONNECT ----------------------------------------------------------
     def connecting(self, eio_sid: str) -> bool:
         """Its CONNECT arrived; False when the session is not waiting for one."""

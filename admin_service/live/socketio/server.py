@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import engineio  # type: ignore[import-untyped, unused-ignore]  # no stubs; kept narrow by this module
+import engineio.socket  # type: ignore[import-untyped, unused-ignore]
 import orjson
 import socketio  # type: ignore[import-untyped, unused-ignore]
 
@@ -22,16 +23,35 @@ REASONS = {429: "TOO MANY REQUESTS", 503: "SERVICE UNAVAILABLE"}
 
 
 class GuardedEngineIO(engineio.Server):  # type: ignore[misc]  # python-engineio is untyped
-    """Engine.IO's server, asking the handshake guard before it opens a session."""
+    """Engine.IO's server, asking the handshake guard before it opens a session, and keeping
+    the background tasks of the sessions still waiting to authenticate (their ping timer, which
+    sleeps ping_interval holding the session): a dropped session's are ended with it."""
 
     guard: HandshakeGuard
     trust_proxy: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending_tasks: dict[str, list[Any]] = {}
 
     def _handle_connect(self, environ: dict[str, Any], start_response: Any, transport: str, jsonp_index: Any = None) -> Any:
         refusal = self.guard.admit(client_address(environ, self.trust_proxy))
         if refusal is not None:
             return refused(refusal)  # before any session, queue or ping task exists
         return super()._handle_connect(environ, start_response, transport, jsonp_index)
+
+    def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
+        task = super().start_background_task(target, *args, **kwargs)
+        owner = getattr(target, "__self__", None)
+        if isinstance(owner, engineio.socket.Socket) and self.guard.is_pending(owner.sid):
+            self._pending_tasks.setdefault(owner.sid, []).append(task)
+        return task
+
+    def release_tasks(self, sid: str, *, end: bool) -> None:
+        """The session no longer waits to authenticate: forget its tasks, ending them if `end`."""
+        for task in self._pending_tasks.pop(sid, ()):
+            if end:
+                task.kill(block=False)
 
 
 def refused(refusal: Refusal) -> dict[str, Any]:
@@ -87,9 +107,12 @@ class GuardedServer(socketio.Server):  # type: ignore[misc]  # python-socketio i
             authenticated = sid is not None and self.manager.is_connected(sid, NAMESPACE)
         finally:
             self.handshakes.connected(eio_sid, authenticated)
+            if authenticated:
+                self.eio.release_tasks(eio_sid, end=False)
 
     def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         self.handshakes.closed(eio_sid)
+        self.eio.release_tasks(eio_sid, end=False)
         super()._handle_eio_disconnect(eio_sid, reason)
 
     def _sweep(self) -> None:
@@ -106,6 +129,7 @@ class GuardedServer(socketio.Server):  # type: ignore[misc]  # python-socketio i
     def _drop(self, eio_sid: str) -> None:
         self.handshakes.closed(eio_sid)
         metrics.SOCKETIO_UNAUTHENTICATED_CLOSED.inc()
+        self.eio.release_tasks(eio_sid, end=True)  # its ping timer would hold it ping_interval more
         sock = self.eio.sockets.pop(eio_sid, None)
         if sock is not None:
             # A CLOSE packet tells a client that polls or holds a WebSocket; no waiting for it
