@@ -17,8 +17,7 @@ from tests.support.postgres import scratch_database
 
 @pytest.mark.timeout(300)
 def test_bench_harness_smoke(server_url: str, tmp_path: Path) -> None:
-    if not shutil.which("wrk"):
-        pytest.skip("wrk is not installed (make test and make bench install it: apt-get install wrk)")
+    assert shutil.which("wrk"), "wrk is missing: `make test-tools` installs it (Debian's wrk)"
     out = tmp_path / "report"
     with scratch_database(server_url, f"admin_service_bench_smoke_{uuid.uuid4().hex[:8]}") as url:
         proc = run_harness(

@@ -11,6 +11,7 @@ requests to any other origin. Screenshots go to tests/artifacts/ (ignored by git
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -60,6 +61,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    assert os.path.isfile(CHROMIUM), f"{CHROMIUM} is missing: `make test-tools` installs Debian's chromium"
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

@@ -5,7 +5,7 @@ v4, under Node), with the dashboard's exact options:
 
 tests/live/socketio/node/client.js connects that way, emits subscribe:jobs and prints what it receives as
 JSON lines. socket.io-client is installed from the npm registry into tests/live/socketio/node/node_modules
-(git-ignored) on first use, at the versions tests/live/socketio/node/package-lock.json pins.
+(git-ignored) by `make test` (.ci/tools.sh: `npm ci`, the versions tests/live/socketio/node/package-lock.json pins).
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 
 @pytest.fixture(scope="module")
 def node_client() -> Path:
-    """tests/live/socketio/node/client.js, with socket.io-client installed next to it."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    assert node and npm, "these tests need Node.js and npm on PATH"
-    if not (NODE_DIR / "node_modules" / "socket.io-client" / "package.json").is_file():
-        subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300, capture_output=True)
-    installed = json.loads((NODE_DIR / "node_modules" / "socket.io-client" / "package.json").read_text())
+    """tests/live/socketio/node/client.js, with socket.io-client installed next to it (by `make test-tools`)."""
+    assert shutil.which("node"), "node is missing: `make test-tools` installs it (Debian's nodejs)"
+    package = NODE_DIR / "node_modules" / "socket.io-client" / "package.json"
+    assert package.is_file(), f"{package.parent} is missing: `make test-tools` installs it (npm ci in {NODE_DIR})"
+    installed = json.loads(package.read_text())
     assert installed["version"].startswith("4."), installed["version"]
     return NODE_DIR / "client.js"
 
