@@ -232,13 +232,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
     token = admin_token(engine, settings, ADMIN_EMAIL) if server is not None else None
     engine.dispose()
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"]
-    child = subprocess.Popen(gunicorn, env=env, cwd=ROOT)
+    # gunicorn in a process group of its own, so that the terminal's Ctrl+C reaches this process
+    # only: it stops gunicorn gracefully (SIGTERM: streams end with a retry hint), where workers
+    # sent SIGINT by the terminal would quit abruptly, each with a traceback. A second one stops
+    # it at once.
+    child = subprocess.Popen(gunicorn, env=env, cwd=ROOT, process_group=0)
+    stops = 0
 
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+    def forward(_signum: int, _frame: object) -> None:
+        nonlocal stops
+        stops += 1
+        child.send_signal(signal.SIGTERM if stops == 1 else signal.SIGINT)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     # The URLs (and the token) only once the port answers: a start that fails prints none.
     if wait_until_serving(child, host, port, READY_TIMEOUT_S):
         print(banner(port, token, settings.database_url if server is not None else None), flush=True)
