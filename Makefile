@@ -73,4 +73,4 @@ lock: $(VENV)/.installed
 	$(VENV)/bin/pip-compile -q --strip-extras --generate-hashes -o requirements-dev.txt requirements-dev.in
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache bench/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench/node_modules tests/live/socketio/node/node_modules

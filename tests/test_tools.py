@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -64,3 +65,20 @@ def test_a_present_tool_is_not_reported(tmp_path: Path) -> None:
 
     assert proc.returncode == 1
     assert proc.stderr == "missing: nodejs (Debian packages); install them with: sudo apt-get install -y nodejs\n"
+
+
+def test_a_skipped_test_fails_the_run(tmp_path: Path) -> None:
+    """What a test skips proves nothing, so a run with a skip does not pass (tests/conftest.py)."""
+    (tmp_path / "test_needs_a_tool.py").write_text(
+        "import pytest\n\ndef test_passes():\n    pass\n\ndef test_needs_a_tool():\n    pytest.skip('the tool is missing')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "--rootdir", str(tmp_path), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.returncode == 1, proc.stdout
+    assert "1 skipped test(s) fail the run: a skip is not a pass" in proc.stdout
