@@ -30,7 +30,7 @@ test: test-tools $(VENV)/.installed
 TOOLS := PATH="$$PATH:/usr/sbin:/sbin" $(SHELL) .ci/tools.sh
 
 ## test-tools: Debian's chromium (browser tests), node + npm (Socket.IO client tests, and their npm
-## packages), wrk (bench smoke test), nginx (load-balancer test), redis-server (a Redis of the tests' own)
+## packages), wrk (bench smoke test), nginx (load-balancer test), redis-server (a Redis of the tests' own), curl (the make run banner test)
 test-tools:
 	@$(TOOLS)
 

@@ -215,7 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = _load_or_exit({**env, "JWT_SECRET": env.get("JWT_SECRET") or PLACEHOLDER_SECRET} if embedded else env)
     host, port = env.get("HOST", "0.0.0.0"), settings.port
     if port_in_use(host, port):
-        sys.exit(f"port {port} is in use; set PORT to a free one (PORT={port + 1} make run)")
+        sys.exit(port_in_use_line(port))
     if embedded and not available():
         sys.exit(UNAVAILABLE)
     server = None
@@ -247,13 +247,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     # The URLs (and the token) only once the port answers: a start that fails prints none.
-    if wait_until_serving(child, host, port, READY_TIMEOUT_S):
+    ready = wait_until_serving(child, host, port, READY_TIMEOUT_S)
+    if child.poll() is None:
+        if not ready:
+            print(f"gunicorn has not answered /health within {READY_TIMEOUT_S} s (its log is above)", file=sys.stderr)
         print(banner(port, token, settings.database_url if server is not None else None), flush=True)
-    elif child.poll() is not None and port_in_use(host, port):
-        print(f"port {port} is in use; set PORT to a free one (PORT={port + 1} make run)", file=sys.stderr)
+    elif port_in_use(host, port):  # taken between the check above and gunicorn's bind
+        print(port_in_use_line(port), file=sys.stderr)
     code = child.wait()
     del server  # the embedded PostgreSQL stops when this process exits
     sys.exit(code)
+
+
+def port_in_use_line(port: int) -> str:
+    return f"port {port} is in use; set PORT to a free one (PORT={port + 1} make run)"
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -302,7 +309,7 @@ def banner(port: int, token: str | None, embedded_url: str | None) -> str:
         ]
     else:
         lines += [
-            "  Token:      TOKEN=$(python -m admin_service token --email <an admin's email>)",
+            "  Token:      TOKEN=$(python -m admin_service token --email EMAIL)   (EMAIL: an active admin's)",
             f'  Try:        curl -H "Authorization: Bearer $TOKEN" {base}/admin/jobs/stats',
         ]
     if embedded_url:

@@ -47,8 +47,8 @@ def test_make_test_stops_at_once_naming_what_is_missing_and_how_to_install_it(tm
     # which the Makefile adds to PATH (a user's PATH may lack it; the nginx test runs it there).
     ours, *rest = proc.stderr.splitlines()
     assert ours == (
-        "missing: chromium nodejs npm wrk redis-server (Debian packages); "
-        "install them with: sudo apt-get install -y chromium nodejs npm wrk redis-server"
+        "missing: chromium nodejs npm wrk redis-server curl (Debian packages); "
+        "install them with: sudo apt-get install -y chromium nodejs npm wrk redis-server curl"
     )
     assert all(line.startswith("make: *** ") for line in rest), rest
 
