@@ -1,9 +1,10 @@
 """`make test` on a machine without the programs its tests run (Chromium, Node/npm, wrk, nginx,
-redis-server): as root it installs them (.ci/tools.sh); without a way to install them it stops
-at once with one line naming what is missing and the command that installs it, before any
+redis-server, curl): as root it installs them (.ci/tools.sh); without a way to install them it
+stops at once with one line naming what is missing and the command that installs it, before any
 test runs (and so before any test could error or skip for a missing tool).
 
-The missing tools are simulated with a PATH that lacks them and apt-get (this machine has them)."""
+The missing tools are simulated with a PATH that lacks them (this machine has them), root's
+apt-get with a stand-in that records what it was asked to install."""
 
 from __future__ import annotations
 
@@ -51,6 +52,37 @@ def test_make_test_stops_at_once_naming_what_is_missing_and_how_to_install_it(tm
         "install them with: sudo apt-get install -y chromium nodejs npm wrk redis-server curl"
     )
     assert all(line.startswith("make: *** ") for line in rest), rest
+
+
+def test_as_root_make_test_tools_installs_what_is_missing_with_apt_get(tmp_path: Path) -> None:
+    """Root with apt-get (here a stand-in that records its calls and provides the commands)."""
+    bin_dir = Path(bare_path(tmp_path / "bin"))
+    log = tmp_path / "apt-get.log"
+    stub(bin_dir, "id", "echo 0")
+    stub(
+        bin_dir,
+        "apt-get",
+        f'echo "$*" >> {log}\n'
+        f'for p in "$@"; do case $p in -*|install|update) ;; nodejs) : > {bin_dir}/node; /bin/chmod +x {bin_dir}/node ;; '
+        f"*) : > {bin_dir}/$p; /bin/chmod +x {bin_dir}/$p ;; esac; done",
+    )
+    proc = subprocess.run(
+        [shutil.which("make") or "make", "-s", "test-tools"],
+        cwd=ROOT,
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "installing Debian packages the tests need: chromium nodejs npm wrk redis-server curl"
+    assert log.read_text().splitlines() == ["update -qq", "install -y -qq chromium nodejs npm wrk redis-server curl"]
+
+
+def stub(folder: Path, command: str, body: str) -> None:
+    (folder / command).write_text(f"#!/bin/sh\n{body}\n")
+    (folder / command).chmod(0o755)
 
 
 def test_a_present_tool_is_not_reported(tmp_path: Path) -> None:
