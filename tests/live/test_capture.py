@@ -254,3 +254,92 @@ def test_failover_when_the_capture_leader_dies(
             assert LEADER in b.log()
             assert event.data["event"] == "created"
             assert_no_duplicates(on_b.events)
+
+
+class RecordingCursor:
+    """A cursor that records every statement it runs (with its parameters) on its connection."""
+
+    def __init__(self, owner: RecordingConnection, cursor: Any) -> None:
+        self._owner = owner
+        self._cursor = cursor
+
+    @property
+    def connection(self) -> RecordingConnection:
+        return self._owner  # the event log opens its plain cursors through it: recorded too
+
+    def execute(self, query: str, params: Any = None) -> None:
+        self._owner.statements.append((query, params))
+        self._cursor.execute(query, params)
+
+    def __enter__(self) -> RecordingCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class RecordingConnection:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.statements: list[tuple[str, Any]] = []
+
+    def cursor(self, *args: Any, **kwargs: Any) -> RecordingCursor:
+        return RecordingCursor(self, self._conn.cursor(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def test_a_polling_pass_reads_the_jobs_table_through_indexes_only(
+    database_url: str, alone: Data, engine: Engine, settings: Settings
+) -> None:
+    """At 1,000,000 jobs a pass that scans the table costs PostgreSQL ~100 ms, twice a second,
+    with nobody watching: every statement of a pass must be served by an index the owner has."""
+    from admin_service.live.capture import Capturer
+    from admin_service.live.connection import connect
+    from admin_service.live.log import EventLog
+
+    with engine.begin() as conn:  # enough old rows that the planner scans whatever no index serves
+        conn.execute(
+            text(
+                """INSERT INTO archive.analysis_jobs (id, job_id, user_id, status, completed_at, created_at, updated_at)
+                   SELECT gen_random_uuid(), 'old-' || g, gen_random_uuid(),
+                          CASE WHEN g <= 40 THEN 'queued' WHEN g <= 80 THEN 'processing' ELSE 'completed' END,
+                          CASE WHEN g > 80 THEN now() - make_interval(mins => g) END,
+                          now() - make_interval(mins => g + 5), now() - make_interval(mins => g)
+                   FROM generate_series(1, 30000) AS g"""
+            )
+        )
+        conn.execute(text("ANALYZE archive.analysis_jobs"))
+        started, closed = conn.execute(
+            text("SELECT id::text FROM archive.analysis_jobs WHERE job_id IN ('old-1', 'old-50') ORDER BY job_id")
+        ).scalars()
+    capturer = Capturer(settings, database_url, EventLog(settings.admin_schema))
+    real = connect(settings, database_url, "test-capture-plans")
+    capture = RecordingConnection(real)
+    try:
+        capturer.capture_once(capture)  # the first pass: nothing changed lately
+        jobs = Jobs(engine)
+        new = jobs.insert()
+        jobs.set_status({"id": started}, "processing")
+        jobs.set_status({"id": closed}, "completed")
+        for _ in range(3):
+            capturer.capture_once(capture)
+        # The plan of each statement that read the jobs table, with the parameters it ran with.
+        on_jobs = [(query, params) for query, params in capture.statements if "archive.analysis_jobs" in query]
+        plans = []
+        with real.cursor() as cur:
+            for query, params in on_jobs:
+                cur.execute("EXPLAIN " + query, params)
+                plans.append("\n".join(row[0] for row in cur.fetchall()))
+    finally:
+        real.close()
+    scans = [plan for plan in plans if "Seq Scan on analysis_jobs" in plan]
+    assert not scans, f"{len(scans)} of {len(plans)} statements scan the jobs table, e.g.:\n{scans[0]}"
+    assert len(plans) >= 4 * 2, "each pass read new jobs and the open ones"
+    assert any("id = ANY" in query for query, _ in on_jobs), "jobs that left the open set were read by primary key"
+    kinds = {(job, kind) for _, kind, job, _ in logged_events(engine, settings)}
+    assert kinds == {(new["id"], "created"), (started, "updated"), (closed, "completed")}
