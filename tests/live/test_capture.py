@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import requests
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
@@ -24,6 +25,7 @@ from tests.support import ROOT
 from tests.support.event_log import logged_events
 from tests.support.factories import Data
 from tests.support.live import ENV, LEADER, UPDATES_ONLY, Jobs, assert_no_duplicates, change_key, for_job, updates, wait_log
+from tests.support.metrics import scrape
 from tests.support.service import RunningService, run_service, worker_pids
 from tests.support.settings import TEST_SECRET
 from tests.support.sse_client import SSEClient, SSEEvent
@@ -148,6 +150,24 @@ def test_capture_woken_by_the_notify_trigger(
             assert not conn.execute(text("SELECT count(*) FROM pg_proc WHERE proname = :n"), {"n": TRIGGER_NAME}).scalar()
     print(f"\ncommit-to-client latency, notify trigger (CAPTURE_POLL_MS=10000): {summary(woken)}")
     assert max(woken) < 3
+
+
+def reported_modes(svc: RunningService) -> tuple[str, dict[str, float]]:
+    """(the mode /health/ready gives, the admin_service_capture_mode samples by mode)."""
+    ready = requests.get(f"{svc.url}/health/ready", timeout=5)
+    assert ready.status_code == 200, ready.text
+    samples = scrape(svc.url)
+    gauge = {dict(labels)["mode"]: v for (name, labels), v in samples.items() if name == "admin_service_capture_mode"}
+    return ready.json()["data"]["capture"]["mode"], gauge
+
+
+def test_capture_reports_its_mode(database_url: str, alone: Data, engine: Engine, tmp_path: Path) -> None:
+    with run_service(database_url, tmp_path, env=ENV) as svc:
+        assert reported_modes(svc) == ("poll", {"poll": 1, "notify-trigger": 0, "exact": 0})
+        cli(database_url, "db", "install-notify-trigger")
+        assert reported_modes(svc) == ("notify-trigger", {"poll": 0, "notify-trigger": 1, "exact": 0})
+        cli(database_url, "db", "install-notify-trigger", "--drop")
+        assert reported_modes(svc)[0] == "poll"
 
 
 class Writer(threading.Thread):
