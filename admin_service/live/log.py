@@ -159,9 +159,9 @@ class EventLog:
 
     # -- REST views ---------------------------------------------------------------------------
     def timeline(self, conn: SqlConnection, job_row_id: Any) -> list[dict[str, Any]]:
-        """Every logged event of one job, oldest first."""
+        """Every logged event of one job, oldest first (with the job's status for job updates)."""
         rows = conn.execute(
-            text(f"SELECT id, event, kind, occurred_at, payload FROM {self._events} WHERE job_row_id = :id ORDER BY id"),
+            text(f"SELECT id, event, kind, status, occurred_at, payload FROM {self._events} WHERE job_row_id = :id ORDER BY id"),
             {"id": job_row_id},
         )
         return [dict(row) for row in rows.mappings()]
