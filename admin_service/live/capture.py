@@ -18,7 +18,6 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 import psycopg2.extras
@@ -128,23 +127,13 @@ class Capturer:
         then open jobs changed since then and jobs no longer open, by primary key; log their events."""
         overlap = timedelta(seconds=self.settings.capture_overlap_s)
         since: datetime | None = None
-        after: tuple[datetime, Any] | None = None
+        scan = polling.Pass(self._open_jobs, BATCH)
         total = 0
-        while True:
-            rows, since = self._capture_page(conn, since, overlap, partial(polling.new_jobs, after=after, limit=BATCH))
-            total += len(rows)
-            if len(rows) < BATCH:
-                break
-            # Page on (created_at, id): restarting from `since` would re-read the same BATCH
-            # rows forever once the overlap window holds more than BATCH of them.
-            after = (rows[-1]["created_at"], rows[-1]["id"])
-        with conn.cursor() as cur, transaction(cur):
-            ids, seen = self._open_jobs.changes(cur, since)
-        for chunk in polling.batches(ids, BATCH):
-            rows, _ = self._capture_page(conn, since, overlap, partial(polling.jobs_by_id, ids=chunk))
+        while not scan.done:
+            rows, since = self._capture_page(conn, since, overlap, scan.rows)
             total += len(rows)
         # Only now: had a page failed, the next pass would look for the jobs that left again.
-        self._open_jobs.commit(seen)
+        self._open_jobs.commit(scan.seen)
         return total
 
     def _capture_page(

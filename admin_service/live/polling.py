@@ -18,7 +18,7 @@ the owner is open again, so it is seen. The exact capture mode records every cha
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -77,11 +77,6 @@ def jobs_by_id(cur: Cursor, since: datetime, *, ids: list[str]) -> list[dict[str
     return cur.fetchall()
 
 
-def batches(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 @dataclass
 class OpenSet:
     """What the next pass should believe once this one's events are logged."""
@@ -120,3 +115,35 @@ class OpenJobs:
     def commit(self, seen: OpenSet | None) -> None:
         if seen is not None:
             self.ids, self.fingerprint = seen.ids, seen.fingerprint
+
+
+def _change(row: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return row["id"], row["updated_at"], row["status"]
+
+
+class Pass:
+    """The rows of one polling pass, page by page (`rows` is handed each page's cursor): full
+    pages of new jobs first; then the last page of them together with the open jobs changed
+    since `since` and the jobs that left the open set, so that within a page events follow the
+    order of the changes (updated_at), not of the reads."""
+
+    def __init__(self, open_jobs: OpenJobs, limit: int) -> None:
+        self.open_jobs = open_jobs
+        self.limit = limit
+        self.after: tuple[datetime, Any] | None = None
+        self.done = False
+        self.seen: OpenSet | None = None  # to commit to open_jobs once the pass is logged
+
+    def rows(self, cur: Cursor, since: datetime) -> list[dict[str, Any]]:
+        new = new_jobs(cur, since, after=self.after, limit=self.limit)
+        if len(new) == self.limit:
+            # Page on (created_at, id): restarting from `since` would re-read the same rows
+            # forever once the overlap window holds more than a page of them.
+            self.after = (new[-1]["created_at"], new[-1]["id"])
+            return sorted(new, key=lambda r: (r["updated_at"], str(r["id"])))
+        self.done = True
+        with cur.connection.cursor() as plain:
+            wanted, self.seen = self.open_jobs.changes(plain, since)
+        read = {_change(r) for r in new}
+        rows = new + [r for r in (jobs_by_id(cur, since, ids=wanted) if wanted else []) if _change(r) not in read]
+        return sorted(rows, key=lambda r: (r["updated_at"], str(r["id"])))
