@@ -124,7 +124,8 @@ class Capturer:
     # -- one pass ------------------------------------------------------------------------
     def capture_once(self, conn: Connection) -> int:
         """One polling pass (live/polling.py): new jobs since the watermark (minus the overlap),
-        then open jobs changed since then and jobs no longer open, by primary key; log their events."""
+        open jobs changed since then and jobs no longer open (by primary key); log their events,
+        one transaction per page (one in all unless new jobs fill more than a page)."""
         overlap = timedelta(seconds=self.settings.capture_overlap_s)
         since: datetime | None = None
         scan = polling.Pass(self._open_jobs, BATCH)
