@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,18 @@ from admin_service.db.archive_options import TRIGGER_NAME
 from tests.support import ROOT
 from tests.support.event_log import logged_events
 from tests.support.factories import Data
-from tests.support.live import ENV, LEADER, UPDATES_ONLY, Jobs, assert_no_duplicates, change_key, for_job, updates, wait_log
+from tests.support.live import (
+    ENV,
+    LEADER,
+    UPDATES_ONLY,
+    Jobs,
+    assert_no_duplicates,
+    change_key,
+    for_job,
+    updates,
+    wait_log,
+    wait_until,
+)
 from tests.support.metrics import scrape
 from tests.support.service import RunningService, run_service, worker_pids
 from tests.support.settings import TEST_SECRET
@@ -244,6 +255,31 @@ def test_no_duplicates_when_the_capture_leader_restarts(
     assert twice == []
     logged = [row[0] for row in logged_events(engine, settings) if row[2] is not None]
     assert [e.int_id for e in updates(seen)] == logged, "every logged change reached the client, across the restart"
+
+
+def test_a_job_that_closed_while_no_leader_ran_is_seen_by_the_next_one(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    # Created an hour ago: only the open set can tell that it changed (no created_at window).
+    data = alone
+    job = data.job(status="queued", created_at=datetime.now(UTC) - timedelta(hours=1))
+    jobs = Jobs(engine)
+    token = token_for(admin)
+    with run_service(database_url, tmp_path, env=ENV) as first, SSEClient(first.url, token=token, params=UPDATES_ONLY) as c:
+        wait_log(first, LEADER)
+        jobs.set_status(job, "processing")
+        c.wait_for(for_job(job, "updated"), 5, "the job starting")
+    jobs.set_status(job, "completed")  # no service runs: nobody sees it now
+    with run_service(database_url, tmp_path, env=ENV) as second:
+        wait_log(second, LEADER)
+        wait_until(
+            lambda: (
+                [kind for _, kind, job_id, _ in logged_events(engine, settings) if job_id == job["id"]]
+                == ["updated", "completed"]
+            ),
+            10,
+            "the completion, logged by the next leader",
+        )
 
 
 def hard_kill(svc: RunningService) -> None:
