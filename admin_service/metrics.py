@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
@@ -31,6 +31,7 @@ from sqlalchemy import Engine, event
 from admin_service.auth import unauthorized
 from admin_service.errors import ApiError
 from admin_service.jobs.status import STATUSES
+from admin_service.names import CAPTURE_MODES
 
 if TYPE_CHECKING:
     from admin_service.config import Settings
@@ -191,6 +192,25 @@ class JobStatsCollector(Collector):
             yield queued
 
 
+class CaptureModeCollector(Collector):
+    """admin_service_capture_mode{mode}: 1 for the mode capture runs in, 0 for the others (an
+    info-style state set); absent while the database cannot say."""
+
+    def __init__(self, read_mode: Callable[[], str]) -> None:
+        self.read_mode = read_mode
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            current = self.read_mode()
+        except Exception as exc:
+            log.warning("metrics: capture mode unavailable: %s", type(exc).__name__)
+            return
+        mode = GaugeMetricFamily(f"{PREFIX}_capture_mode", "1 for the capture mode in use", labels=["mode"])
+        for name in CAPTURE_MODES:
+            mode.add_metric([name], 1 if name == current else 0)
+        yield mode
+
+
 # --- the endpoint and the request hooks ------------------------------------------------------
 
 # A request carrying any of these came through a proxy (with TRUST_PROXY, ProxyFix consumes
@@ -223,9 +243,10 @@ def _check_access(token: str | None) -> None:
         raise ApiError(403, "Metrics are served to loopback only; set METRICS_TOKEN to scrape from elsewhere")
 
 
-def exposition(shared: SharedStats) -> bytes:
+def exposition(shared: SharedStats, read_mode: Callable[[], str]) -> bytes:
     stats = CollectorRegistry(auto_describe=False)
     stats.register(JobStatsCollector(shared))
+    stats.register(CaptureModeCollector(read_mode))
     if multiprocess():
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
@@ -234,8 +255,9 @@ def exposition(shared: SharedStats) -> bytes:
     return generate_latest(registry) + generate_latest(stats)
 
 
-def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings) -> None:
-    """Request metrics for every route, pool gauges, and GET /metrics when METRICS_ENABLED."""
+def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings, read_mode: Callable[[], str]) -> None:
+    """Request metrics for every route, pool gauges, and GET /metrics when METRICS_ENABLED
+    (`read_mode`: the capture mode, live/mode.py, which this module may not import)."""
     watch_pool(engine)
 
     def start() -> None:
@@ -261,6 +283,6 @@ def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings) 
     @app.get("/metrics")
     def metrics() -> Response:
         _check_access(token)
-        response = Response(exposition(stats), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+        response = Response(exposition(stats, read_mode), mimetype=None, content_type=CONTENT_TYPE_LATEST)
         response.headers["Cache-Control"] = "no-store"
         return response

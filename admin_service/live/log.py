@@ -129,6 +129,17 @@ class EventLog:
             )
             return {str(job): str(status) for job, status in plain.fetchall()}
 
+    def open_jobs(self, cur: Cursor, statuses: Sequence[str]) -> list[str]:
+        """Jobs whose newest logged job-update shows one of `statuses`: the open jobs as the log
+        last saw them (a new capture leader starts from them)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"SELECT job_row_id::text FROM (SELECT DISTINCT ON (job_row_id) job_row_id, status FROM {self._events} "
+                "WHERE event = %s AND job_row_id IS NOT NULL ORDER BY job_row_id, id DESC) newest WHERE status = ANY(%s)",
+                (JOB_UPDATE, list(statuses)),
+            )
+            return [str(row[0]) for row in plain.fetchall()]
+
     # -- reading (tail, replay) -------------------------------------------------------------
     def read_after(self, cur: Cursor, after_id: int, limit: int = READ_PAGE) -> list[LiveEvent]:
         """Up to `limit` events after `after_id`, oldest first."""
@@ -148,9 +159,9 @@ class EventLog:
 
     # -- REST views ---------------------------------------------------------------------------
     def timeline(self, conn: SqlConnection, job_row_id: Any) -> list[dict[str, Any]]:
-        """Every logged event of one job, oldest first."""
+        """Every logged event of one job, oldest first (with the job's status for job updates)."""
         rows = conn.execute(
-            text(f"SELECT id, event, kind, occurred_at, payload FROM {self._events} WHERE job_row_id = :id ORDER BY id"),
+            text(f"SELECT id, event, kind, status, occurred_at, payload FROM {self._events} WHERE job_row_id = :id ORDER BY id"),
             {"id": job_row_id},
         )
         return [dict(row) for row in rows.mappings()]
