@@ -8,12 +8,14 @@ Without that, about 7 in 10 polling-only connects failed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import Engine
 
 from admin_service import lifecycle
@@ -23,7 +25,7 @@ from tests.support.event_log import reset_event_log
 from tests.support.factories import Data
 from tests.support.node_socketio import NodeClient, node_client_script
 from tests.support.service import RunningService, run_service
-from tests.support.socketio import ENV, Probe, change_status, fresh_job, is_job
+from tests.support.socketio import ENV, PATH, Probe, change_status, fresh_job, is_job
 from tests.support.tokens import token_for
 
 CONNECTS = 20
@@ -104,3 +106,21 @@ def test_node_clients_all_connect_and_receive_updates(
 
 def test_the_master_and_the_workers_agree_on_the_socket_folder() -> None:
     assert lifecycle.WORKER_SOCKETS_DIR == affinity.SOCKET_DIR_ENV
+
+
+@pytest.mark.parametrize(
+    "sid",
+    ["0badc0deAAAAAAAAAAAAAAAAAAAA", "../../../etc/passwd", "00000000", "not-a-session"],
+    ids=["gone-worker", "path", "tag-only", "no-tag"],
+)
+def test_a_session_no_worker_holds_is_refused_at_once(two_workers: RunningService, sid: str) -> None:
+    """A session of a worker that exited (its tag names no listening socket), or an id no worker
+    made: Engine.IO's own 400, from whichever worker got it, never a hang or a 500."""
+    for method in ("GET", "POST"):
+        started = time.monotonic()
+        response = requests.request(
+            method, f"{two_workers.url}{PATH}/", params={"EIO": "4", "transport": "polling", "sid": sid}, data="3", timeout=10
+        )
+        assert response.status_code == 400, (method, response.status_code, response.text)
+        assert "Invalid session" in response.text
+        assert time.monotonic() - started < 5
