@@ -70,6 +70,9 @@ def deployment(
         instances = [stack.enter_context(run_service(database_url, folder, workers=None, env=env)) for _ in range(2)]
         nginx = stack.enter_context(run_nginx(instances))
         yield Deployment(instances, nginx)
+        # Refused connections to the stopped instance are expected ([error]); nothing worse.
+        serious = [line for line in nginx.error_log().splitlines() if any(f"[{w}]" in line for w in ("crit", "alert", "emerg"))]
+        assert not serious, serious
 
 
 def refused(response: requests.Response, status: int, code: str) -> requests.Response:
