@@ -10,6 +10,8 @@ The last test stops an instance: it stays last in this module.
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -181,6 +183,45 @@ def test_socketio_through_nginx(
     finally:
         for client in clients:
             client.close()
+
+
+def test_socketio_polling_clients_are_spread_by_address_and_each_kept_on_its_instance(
+    deployment: Deployment, admin: dict[str, Any]
+) -> None:
+    """Clients from 20 addresses (127.0.0.2...): each one's handshake, CONNECT and polls all
+    reach one instance (where its session is), and the addresses use both instances."""
+    token = token_for(admin)
+    before = len(deployment.nginx.access_log())
+    addresses = [f"127.0.0.{n}" for n in range(2, 22)]
+    for address in addresses:
+        conn = http.client.HTTPConnection("127.0.0.1", deployment.nginx.port, timeout=10, source_address=(address, 0))
+        try:
+            opened = poll(conn, "GET", "")
+            sid = json.loads(opened[1:])["sid"]
+            assert poll(conn, "POST", sid, "40" + json.dumps({"token": token})) == "OK"
+            answer = poll(conn, "GET", sid)  # the CONNECT's answer: found where the session is
+            assert answer.startswith("40{") and '"sid"' in answer, answer
+            assert poll(conn, "POST", sid, "41") == "OK"  # and leave
+        finally:
+            conn.close()
+    by_address: dict[str, set[str]] = {}
+    for line in new_lines(deployment.nginx, before):
+        if " /admin/socket.io/" in line:
+            by_address.setdefault(line.split()[0], set()).add(answered_by(line))
+    assert set(by_address) == set(addresses)
+    assert all(len(answered) == 1 for answered in by_address.values()), by_address
+    assert len(set().union(*by_address.values())) == 2, "the addresses hash onto both instances"
+
+
+def poll(conn: http.client.HTTPConnection, method: str, sid: str, body: str | None = None) -> str:
+    """One Engine.IO long-polling request on this connection (keep-alive), its answer's text."""
+    query = "EIO=4&transport=polling" + (f"&sid={sid}" if sid else "")
+    headers = {"Content-Type": "text/plain;charset=UTF-8"} if body is not None else {}
+    conn.request(method, f"/admin/socket.io/?{query}", body=body, headers=headers)
+    response = conn.getresponse()
+    text = response.read().decode()
+    assert response.status == 200, (method, response.status, text)
+    return text
 
 
 class JobWriter:
