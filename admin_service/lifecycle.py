@@ -114,6 +114,7 @@ def post_worker_init(worker: Worker) -> None:
     # Here, not at module level: the master has no use for Flask.
     from flask import Flask
 
+    from admin_service.live.socketio import AFFINITY
     from admin_service.services import EXTENSION, services
 
     # wsgi.py serves Socket.IO's app around the Flask app (which it keeps as `flask_app`).
@@ -122,7 +123,7 @@ def post_worker_init(worker: Worker) -> None:
         return
     runtime = services(flask_app).runtime
     connections = track_connections(worker)
-    stop_worker_socket = serve_worker_socket(worker, flask_app.extensions.get("admin_service.socketio_affinity"))
+    stop_worker_socket = serve_worker_socket(worker, flask_app.extensions.get(AFFINITY))
 
     def watch() -> None:
         while worker.alive:
