@@ -31,7 +31,7 @@ from tests.support.live import ENV as LIVE_ENV
 from tests.support.live import UPDATES_ONLY, Jobs, assert_no_duplicates, updates, wait_until
 from tests.support.metrics import P, scrape, value
 from tests.support.nginx import RunningNginx, answered_by, run_nginx
-from tests.support.node_socketio import NodeClient, install_node_client
+from tests.support.node_socketio import NodeClient, node_client_script
 from tests.support.service import RunningService, run_service
 from tests.support.socketio import is_job
 from tests.support.sse_client import SSEClient, SSEEvent
@@ -166,7 +166,7 @@ def test_exactly_one_capture_leader_across_both_instances(deployment: Deployment
 def test_socketio_through_nginx(
     deployment: Deployment, data: Data, admin: dict[str, Any], transports: list[str], count: int
 ) -> None:
-    script: Path = install_node_client()
+    script: Path = node_client_script()
     token = token_for(admin)
     clients = [NodeClient(script, deployment.url, token, transports) for _ in range(count)]
     try:

@@ -24,11 +24,13 @@ from admin_service.live.socketio import affinity
 from tests.support.event_log import reset_event_log
 from tests.support.factories import Data
 from tests.support.node_socketio import NodeClient, node_client_script
-from tests.support.service import RunningService, run_service
+from tests.support.service import RunningService, run_service, self_signed_certificate
 from tests.support.socketio import ENV, PATH, Probe, change_status, fresh_job, is_job
 from tests.support.tokens import token_for
 
 CONNECTS = 20
+# Room for every socket of a test under one admin (the limit is per worker).
+WORKERS_ENV = {**ENV, "SOCKETIO_MAX_CONNECTIONS_PER_USER": str(2 * CONNECTS)}
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +38,7 @@ def two_workers(
     database_url: str, engine: Engine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningService]:
     reset_event_log(engine, settings)
-    # Room for every socket of the test under one admin (the limit is per worker).
-    env = {**ENV, "SOCKETIO_MAX_CONNECTIONS_PER_USER": str(2 * CONNECTS)}
-    with run_service(database_url, tmp_path_factory.mktemp("socketio-workers"), workers=2, env=env) as running:
+    with run_service(database_url, tmp_path_factory.mktemp("socketio-workers"), workers=2, env=WORKERS_ENV) as running:
         assert len(running.workers()) == 2
         yield running
 
@@ -124,3 +124,24 @@ def test_a_session_no_worker_holds_is_refused_at_once(two_workers: RunningServic
         assert response.status_code == 400, (method, response.status_code, response.text)
         assert "Invalid session" in response.text
         assert time.monotonic() - started < 5
+
+
+def test_the_dashboards_own_origin_over_https_is_accepted_on_either_worker(
+    database_url: str, two_workers: RunningService, admin: dict[str, Any], tmp_path: Path
+) -> None:
+    """gunicorn serving TLS itself, and a page of its own origin polling: the forwarded polls
+    (plain HTTP on the Unix socket between workers) are judged with the client's https origin."""
+    cert, key = self_signed_certificate(tmp_path)
+    with run_service(database_url, tmp_path, workers=2, env=WORKERS_ENV, tls=(cert, key)) as service:
+        token = token_for(admin)
+        trusting = requests.Session()
+        trusting.verify = str(cert)
+        trusting.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, replaces `verify`
+        probes = [Probe(service.url, http_session=trusting) for _ in range(10)]
+        try:
+            for probe in probes:
+                probe.connect(token, transports=["polling"], headers={"Origin": service.url})
+                assert probe.call("subscribe:jobs") == {"ok": True}
+        finally:
+            for probe in probes:
+                probe.close()
