@@ -65,7 +65,7 @@ def answered_by(line: str) -> str:
 @contextmanager
 def run_nginx(instances: Sequence[RunningService], start_timeout: float = 10) -> Iterator[RunningNginx]:
     binary = shutil.which("nginx") or NGINX
-    assert Path(binary).exists(), "these tests need nginx (Debian: apt-get install nginx)"
+    assert Path(binary).exists(), "nginx is missing: `make test-tools` installs it (Debian's nginx)"
     # Not under pytest's 0700 basetemp: nginx's workers (user nobody when started as root) write
     # their temporary files under the prefix.
     prefix = Path(tempfile.mkdtemp(prefix="admin-service-nginx-"))
