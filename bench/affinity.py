@@ -77,12 +77,18 @@ def connection(port: int, *, worker: str | None = None, not_worker: str | None =
         sock.close()
 
 
-def connected_session(port: int, token: str, worker: str) -> str:
-    """A Socket.IO session (CONNECT done) held by `worker`."""
-    sock, sid = connection(port, worker=worker)
+def authenticate(sock: socket.socket, sid: str, token: str) -> None:
+    """The Socket.IO CONNECT with the token (a session without one is dropped after
+    SOCKETIO_CONNECT_TIMEOUT_S), and its answer."""
     query = f"EIO=4&transport=polling&sid={sid}"
     assert exchange(sock, "POST", query, b"40" + json.dumps({"token": token}).encode()) == "OK"
     assert exchange(sock, "GET", query).startswith("40")
+
+
+def connected_session(port: int, token: str, worker: str) -> str:
+    """A Socket.IO session (CONNECT done) held by `worker`."""
+    sock, sid = connection(port, worker=worker)
+    authenticate(sock, sid, token)
     sock.close()
     return sid
 
@@ -133,11 +139,13 @@ def main() -> None:
         with engine.begin() as conn:
             create_fixture_tables(conn)
         token = token_for(Data(engine).user(user_type="admin"))
-        env = {"LOG_LEVEL": "WARNING", "SOCKETIO_EVENTS_PER_SECOND": "10000"}
+        # No limit of the measured paths in the way: events per socket, handshakes per address.
+        env = {"LOG_LEVEL": "WARNING", "SOCKETIO_EVENTS_PER_SECOND": "10000", "SOCKETIO_HANDSHAKES_PER_MINUTE": "100000"}
         with run_service(url, Path(tempfile.mkdtemp()), workers=2, env=env) as service:
             port = service.port
             on_a, sid_a = connection(port)
             on_b, sid_b = connection(port, not_worker=sid_a[:TAG])
+            authenticate(on_a, sid_a, token)
             # Polls: a session of A, on A's connection and on B's.
             polls: dict[str, list[float]] = {"local": [], "forwarded": []}
             for round_ in range(100 + args.rounds):
