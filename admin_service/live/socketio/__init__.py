@@ -8,7 +8,8 @@ Client -> server: subscribe:jobs [filter], unsubscribe:jobs, subscribe:alerts,
 unsubscribe:alerts, request:job-stats. Server -> client: job-stats, job-update,
 job-alert, error {message}.
 
-By role: server (the transport and its settings), namespace (the client events: auth, rate,
+By role: affinity (each Engine.IO session kept on the worker that opened it), server (the
+transport and its settings), namespace (the client events: auth, rate,
 subscriptions), filters (job rooms by filter), relay (hub events to rooms), limits.
 """
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 import socketio  # type: ignore[import-untyped, unused-ignore]  # no stubs
 from flask import Flask
 
+from admin_service.live.socketio.affinity import SessionAffinityApp, WorkerAffinity
 from admin_service.live.socketio.filters import JobRooms
 from admin_service.live.socketio.namespace import JobsNamespace
 from admin_service.live.socketio.relay import Relay
@@ -47,13 +49,21 @@ class SecuredWSGIApp(socketio.WSGIApp):  # type: ignore[misc]  # python-socketio
         return super().__call__(environ, with_security_headers(start_response, secure))  # type: ignore[no-any-return]
 
 
-def mount_socketio(flask_app: Flask) -> SecuredWSGIApp:
-    """The WSGI app gunicorn serves: Socket.IO at /admin/socket.io, Flask for the rest."""
+AFFINITY = "admin_service.socketio_affinity"
+
+
+def mount_socketio(flask_app: Flask) -> SessionAffinityApp:
+    """The WSGI app gunicorn serves: Socket.IO at /admin/socket.io (a request for another
+    worker's session forwarded to it), Flask for the rest."""
     used = services(flask_app)
     runtime = used.runtime
-    server = new_server(runtime.settings)
+    affinity = WorkerAffinity.from_environment()
+    server = new_server(runtime.settings, sid_prefix=affinity.tag)
     rooms = JobRooms()
     namespace = JobsNamespace(runtime, used.authenticator, rooms, Relay(server, runtime.hub, runtime.stop, rooms))
     server.register_namespace(namespace)
     flask_app.extensions["admin_service.socketio"] = namespace
-    return SecuredWSGIApp(server, flask_app, runtime.settings.trust_proxy)
+    flask_app.extensions[AFFINITY] = affinity
+    wsgi = SessionAffinityApp(SecuredWSGIApp(server, flask_app, runtime.settings.trust_proxy), affinity, PATH)
+    wsgi.flask_app = flask_app  # type: ignore[attr-defined]  # what lifecycle.py looks for
+    return wsgi

@@ -25,10 +25,15 @@ REASONS = {429: "TOO MANY REQUESTS", 503: "SERVICE UNAVAILABLE"}
 class GuardedEngineIO(engineio.Server):  # type: ignore[misc]  # python-engineio is untyped
     """Engine.IO's server, asking the handshake guard before it opens a session, and keeping
     the background tasks of the sessions still waiting to authenticate (their ping timer, which
-    sleeps ping_interval holding the session): a dropped session's are ended with it."""
+    sleeps ping_interval holding the session): a dropped session's are ended with it. Its
+    session ids start with the worker's tag (sid_prefix: affinity.py)."""
 
     guard: HandshakeGuard
     trust_proxy: bool
+    sid_prefix = ""
+
+    def generate_id(self) -> str:
+        return self.sid_prefix + str(super().generate_id())
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -147,8 +152,8 @@ class GuardedServer(socketio.Server):  # type: ignore[misc]  # python-socketio i
                 self.emit("error", {"message": "Malformed Socket.IO packet"}, to=sid)
 
 
-def new_server(settings: Settings) -> GuardedServer:
-    return GuardedServer(
+def new_server(settings: Settings, sid_prefix: str = "") -> GuardedServer:
+    server = GuardedServer(
         settings,
         async_mode="gevent",
         cors_allowed_origins=lambda origin, environ: origin_allowed(settings, origin, environ),
@@ -158,6 +163,8 @@ def new_server(settings: Settings) -> GuardedServer:
         logger=False,
         engineio_logger=False,
     )
+    server.eio.sid_prefix = sid_prefix
+    return server
 
 
 def origin_allowed(settings: Settings, origin: str | None, environ: dict[str, Any]) -> bool:
