@@ -379,8 +379,8 @@ JOB_BY_JOB_ID = with_user(jobs).where(jobs.c.job_id == bindparam("job_id")).limi
 
 def find_job(conn: Connection, ident: str) -> dict[str, Any] | None:
     """A job by row id, else by its business job_id, with its user."""
-    # Longer than the column, or holding a NUL (PostgreSQL text cannot): no such job.
-    if len(ident) > 255 or "\x00" in ident:
+    # Longer than the column, or text PostgreSQL cannot hold (NUL, a lone surrogate): no such job.
+    if len(ident) > 255 or text_problem(ident) is not None:
         return None
     as_uuid = parse_uuid(ident)
     if as_uuid is None:
