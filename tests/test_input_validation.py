@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from admin_service.errors import ApiError
 from admin_service.services import services
@@ -217,3 +218,10 @@ def test_a_failing_statement_logs_no_bound_values(app: Flask, caplog: pytest.Log
     assert_error(resp, 500, "INTERNAL_ERROR")
     assert "no_such_column" in caplog.text  # the traceback is there
     assert "do-not-log-me" not in caplog.text
+
+
+def test_the_engine_keeps_bound_values_out_of_exception_text(engine: Engine) -> None:
+    """Whoever logs a failed statement's exception (here or in a library) logs no parameters."""
+    with pytest.raises(DBAPIError) as caught, engine.connect() as conn:
+        conn.execute(text("SELECT no_such_column, CAST(:v AS text)"), {"v": SECRET_VALUE})
+    assert "[parameters:" not in str(caught.value) and "hide_parameters=True" in str(caught.value)
