@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint typecheck openapi lock clean bench bench-deps soak wrk wrk-optional
+.PHONY: run test fuzz lint typecheck openapi lock clean bench bench-deps soak wrk wrk-optional
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(VENV)/.installed wrk-optional
 	$(PY) -m admin_service openapi export --check
 	$(PY) .ci/pip_audit.py requirements.txt
 	$(PY) -m pytest
+
+## fuzz: schemathesis over the OpenAPI document against the service under gunicorn, with 300 examples per
+## operation and mode (make test runs the same tests with 25); FUZZ_MAX_EXAMPLES overrides the count
+fuzz: $(VENV)/.installed
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-300} $(PY) -m pytest -p no:cacheprovider tests/test_fuzz.py
 
 ## wrk: the load generator of the benchmark (Debian's package)
 wrk:
