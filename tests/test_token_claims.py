@@ -5,6 +5,8 @@ token too). The same tokens over SSE and Socket.IO: tests/live/test_untrusted_in
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,9 +14,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from admin_service.config import ConfigError, load_settings
+from tests.support.auth_service import AuthStub
 from tests.support.envelopes import assert_error
 from tests.support.settings import TEST_SECRET, app_with
-from tests.support.tokens import Later, bearer, token_with
+from tests.support.tokens import Later, bearer, claims_json, signed_raw, token_with
 
 URL = "/admin/jobs/stats"
 DEFAULT_MAX_LIFETIME_S = 7 * 86400
@@ -91,3 +94,23 @@ def test_the_rate_limit_applies_to_requests_with_such_tokens(
     token = token_with(admin["id"], claims)
     statuses = [client.get(URL, headers=bearer(token)).status_code for _ in range(5)]
     assert statuses == [401, 401, 401, 429, 429]
+
+
+@pytest.fixture
+def auth_stub() -> Iterator[AuthStub]:
+    stub = AuthStub()
+    stub.thread.start()
+    yield stub
+    stub.server.shutdown()
+    stub.server.server_close()
+
+
+def test_through_the_auth_service_an_absurd_exp_is_not_a_500(database_url: str, engine: Engine, auth_stub: AuthStub) -> None:
+    """With AUTH_SERVICE_URL the auth service decides; this service only reads exp (unverified)
+    to end streams on time, and an exp it cannot use is no expiry of its own, not a 500."""
+    client = app_with(database_url, engine, AUTH_SERVICE_URL=auth_stub.url).test_client()
+    user_id = str(uuid.uuid4())
+    token = signed_raw(claims_json(user_id, exp=HUGE), secret="the-auth-services-own-secret-0123456789")
+    auth_stub.users[token] = {"id": user_id, "email": "a@example.com", "user_type": "admin", "is_active": True}
+    resp = client.get(URL, headers=bearer(token))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
