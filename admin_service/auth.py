@@ -361,7 +361,7 @@ def check_claims(claims: dict[str, Any], max_lifetime_s: float, now: float) -> N
         raise invalid_token()
     if "iat" in times and exp - times["iat"] > max_lifetime_s:
         raise invalid_token()
-    if not isinstance(claims.get("id", ""), str) or not isinstance(claims.get("sub", ""), str):
+    if not all(isinstance(claims.get(name), (str, type(None))) for name in ("id", "sub")):  # null: absent
         raise invalid_token()
 
 
