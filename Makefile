@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-tools lint typecheck openapi lock clean bench bench-deps soak
+.PHONY: run test test-tools fuzz lint typecheck openapi lock clean bench bench-deps soak
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: test-tools $(VENV)/.installed
 	$(PY) -m admin_service openapi export --check
 	$(PY) .ci/pip_audit.py requirements.txt
 	$(PY) -m pytest
+
+## fuzz: schemathesis over the OpenAPI document against the service under gunicorn, with 300 examples per
+## operation and mode (make test runs the same tests with 25); FUZZ_MAX_EXAMPLES overrides the count
+fuzz: $(VENV)/.installed
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-300} $(PY) -m pytest -p no:cacheprovider tests/test_fuzz.py
 
 # .ci/tools.sh installs Debian packages when root, else stops with one line saying what to install.
 # nginx is in /usr/sbin, which a user's PATH may lack.

@@ -134,6 +134,8 @@ def admin_token(engine: Engine, settings: Settings, email: str, ttl: int = 12 * 
         sys.exit(f"no user with email {email!r} in {USERS_TABLE}")
     if row.user_type not in ADMIN_TYPES or not row.is_active:
         print(f"warning: {email} is not an active admin; the service will refuse this token", file=sys.stderr)
+    if ttl > settings.jwt_max_lifetime_s:
+        print(f"warning: --ttl {ttl} exceeds JWT_MAX_LIFETIME_S; the service will refuse this token", file=sys.stderr)
     return sign_token(settings, str(row.id), ttl_seconds=ttl)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 import uuid
@@ -39,6 +40,8 @@ MAX_TOKEN_LENGTH = 8192
 JWT_LEEWAY_S = 5
 # How long a verified token's claims are reused without checking its signature again.
 CLAIMS_CACHE_SECONDS = 60
+# 9999-12-31T23:59:59Z, the last second a datetime can hold: no NumericDate of ours is later.
+MAX_NUMERIC_DATE = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class LocalVerifier:
         if self._key is None:
             raise invalid_token()
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 self._key,
                 algorithms=list(self.settings.jwt_algorithms),
@@ -208,6 +211,8 @@ class LocalVerifier:
             )
         except (jwt.InvalidTokenError, ValueError, TypeError):  # ExpiredSignatureError included
             raise invalid_token() from None
+        check_claims(claims, self.settings.jwt_max_lifetime_s, time.time())
+        return claims
 
     @staticmethod
     def subject(claims: dict[str, Any]) -> str:
@@ -326,6 +331,40 @@ class AuthServiceVerifier:
         return admin
 
 
+def numeric_date(value: Any) -> float | None:
+    """A JWT NumericDate (RFC 7519: a JSON number of seconds since the epoch) as a float, or None
+    when it is not one: a string or a bool (PyJWT reads both through int()), NaN, infinity, a
+    negative number, or one beyond year 9999 (float(10**400) raises, and such an exp would
+    outlive anything that compares or schedules with it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and not 0 <= value <= MAX_NUMERIC_DATE:  # before float(): no overflow
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and 0 <= seconds <= MAX_NUMERIC_DATE else None
+
+
+def check_claims(claims: dict[str, Any], max_lifetime_s: float, now: float) -> None:
+    """What PyJWT leaves unchecked, or checks leniently, in verified claims; a 401 otherwise.
+    exp/iat/nbf must be NumericDates (exp is required), the token may not live longer than
+    JWT_MAX_LIFETIME_S (exp - iat) nor be valid for longer from now (exp - now), and the
+    subject claims must be strings (`sub` PyJWT checks itself)."""
+    times = {}
+    for name in ("exp", "iat", "nbf"):
+        if name in claims:
+            seconds = numeric_date(claims[name])
+            if seconds is None:
+                raise invalid_token()
+            times[name] = seconds
+    exp = times.get("exp")
+    if exp is None or exp - now > max_lifetime_s + JWT_LEEWAY_S:
+        raise invalid_token()
+    if "iat" in times and exp - times["iat"] > max_lifetime_s:
+        raise invalid_token()
+    if not all(isinstance(claims.get(name), (str, type(None))) for name in ("id", "sub")):  # null: absent
+        raise invalid_token()
+
+
 def make_verifier(settings: Settings, engine: Engine) -> Verifier:
     """AUTH_SERVICE_URL set: the auth service decides; otherwise signatures are checked here."""
     if settings.auth_service_url:
@@ -369,10 +408,10 @@ class Authenticator:
 def unverified_exp(token: str) -> float | None:
     """The exp claim of a token the auth service vouched for (its signature is not ours to check)."""
     try:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-        return float(exp) if exp is not None else None
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
     except (jwt.InvalidTokenError, TypeError, ValueError):
         return None
+    return numeric_date(claims.get("exp"))
 
 
 def request_token(allow_query: bool = False) -> str:

@@ -231,6 +231,8 @@ class Settings:
     jwt_algorithms: tuple[str, ...] = setting("JWT_ALGORITHMS", ("HS256",), _algorithms)
     jwt_issuer: str | None = setting("JWT_ISSUER", None, optional_text)
     jwt_audience: str | None = setting("JWT_AUDIENCE", None, optional_text)
+    # Longest lifetime a locally verified token may claim (exp - iat, and exp - now); see the README.
+    jwt_max_lifetime_s: int = setting("JWT_MAX_LIFETIME_S", 7 * 86400, integer(60, 366 * 86400))
     auth_service_url: str | None = setting("AUTH_SERVICE_URL", None, _auth_service_url)
     auth_service_timeout_s: float = setting("AUTH_SERVICE_TIMEOUT_S", 3.0, number(0.1, 60))
     auth_cache_seconds: float = setting("AUTH_CACHE_SECONDS", 5.0, number(0, 300))

@@ -7,12 +7,13 @@ success: {success, message, data, timestamp}; error: {success, error{code,messag
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -178,8 +179,36 @@ def handle_translated(exc: Exception) -> ResponseReturnValue:
     return error_response(answer) if answer is not None else handle_unexpected(exc)
 
 
+# What PostgreSQL says about a value it refuses (SQLSTATE class 22, data exception): the request
+# held it, so it is the client's error. Validation rejects such values first (clock.parse_instant,
+# jobs/schemas.text_problem); this is the net under it.
+DATA_REFUSED = "A value in the request cannot be used by the database."
+
+
+def database_failure(exc: DBAPIError) -> str:
+    """A log line for a failed statement without the values it was sent: the statement with its
+    placeholders, the driver's error class and SQLSTATE. Not the server's message: psycopg2
+    interpolates parameters on the client, so PostgreSQL quotes them back (`LINE 1: ...`, or
+    `invalid input syntax ...: "<value>"`); the engine's hide_parameters keeps SQLAlchemy's
+    own `[parameters: ...]` out of the exception's text too."""
+    original = exc.orig
+    return (
+        f"{type(exc).__name__}: {type(original).__name__} (SQLSTATE {getattr(original, 'pgcode', None)}) "
+        f"in: {' '.join(str(exc.statement or '').split())[:500]}"
+    )
+
+
+def log_database_failure(exc: DBAPIError) -> None:
+    """The traceback (where it failed) and database_failure (what), never the exception's text."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled database error: %s\nTraceback (most recent call last):\n%s", database_failure(exc), frames)
+
+
 def handle_database_error(exc: DBAPIError | PoolTimeoutError) -> ResponseReturnValue:
     original = getattr(exc, "orig", None)
+    if isinstance(exc, DataError):
+        log.warning("database refused a value: %s", database_failure(exc))
+        return error_response(ApiError(400, DATA_REFUSED, details=[{"field": "request", "message": DATA_REFUSED}]))
     if original is not None and getattr(original, "pgcode", None) == "57014":
         message = "The database did not answer in time; retry shortly"
     elif isinstance(exc, PoolTimeoutError):
@@ -195,7 +224,14 @@ def handle_database_error(exc: DBAPIError | PoolTimeoutError) -> ResponseReturnV
 
 
 def handle_unexpected(exc: Exception) -> ResponseReturnValue:
-    log.exception("unhandled error")
+    if isinstance(exc, DBAPIError):
+        log_database_failure(exc)
+    else:
+        log.exception("unhandled error")
+    return internal_error(exc)
+
+
+def internal_error(exc: Exception) -> ResponseReturnValue:
     message = "Internal server error"
     if current_app.debug:
         message = f"{type(exc).__name__}: {exc}"

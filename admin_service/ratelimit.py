@@ -32,7 +32,11 @@ def rate_limit_key() -> str:
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else request.args.get("access_token")
     # Only a verified signature may pick the bucket: a forged `sub` must not dodge the limit.
-    user_id = services().authenticator.user_id_if_valid(token)
+    try:
+        user_id = services().authenticator.user_id_if_valid(token)
+    except Exception as exc:  # flask-limiter lets a request whose key raises pass unlimited
+        log.warning("rate-limit key: token not readable (%s); keyed by address", type(exc).__name__)
+        user_id = None
     return f"user:{user_id}" if user_id else f"ip:{get_remote_address()}"
 
 

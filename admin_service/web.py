@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
 access_log = logging.getLogger("admin_service.access")
+# The code points UTF-8 cannot encode (Python strings may hold them: json.loads("\"\\ud800\"")).
+SURROGATE = re.compile("[\ud800-\udfff]")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # Query parameters that carry secrets and must never reach a log line.
 SECRET_PARAMS = ("access_token", "token")
@@ -37,8 +39,42 @@ def _encode_other(o: Any) -> Any:
 def json_bytes(obj: Any) -> bytes:
     """The service's one JSON encoder: orjson, which writes datetimes and dates as ISO-8601
     (identical to isoformat()) and UUIDs as strings natively, several times faster than
-    json.dumps with a `default` hook; NaN becomes null instead of invalid JSON."""
-    return orjson.dumps(obj, default=_encode_other, option=orjson.OPT_NON_STR_KEYS)
+    json.dumps with a `default` hook; NaN becomes null instead of invalid JSON.
+
+    Text that UTF-8 cannot hold (a lone surrogate, which a client can put in any JSON it sends)
+    makes orjson refuse the whole document: it is then encoded again with such text replaced
+    by U+FFFD, so an answer that quotes client input is never lost to it (nor echoes it)."""
+    try:
+        return orjson.dumps(obj, default=_encode_other, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        cleaned = _encodable(obj)
+        if cleaned is obj:
+            raise
+        return orjson.dumps(cleaned, default=_encode_other, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _encodable(obj: Any) -> Any:
+    """obj with every str UTF-8 cannot encode (dict keys included) made encodable; obj itself
+    when nothing needed it."""
+    if isinstance(obj, str):
+        return obj if _utf8_safe(obj) else SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, dict):
+        items = [(_encodable(k), _encodable(v)) for k, v in obj.items()]
+        if all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, obj.items(), strict=True)):
+            return obj
+        return dict(items)
+    if isinstance(obj, (list, tuple)):
+        cleaned = [_encodable(v) for v in obj]
+        return obj if all(a is b for a, b in zip(cleaned, obj, strict=True)) else cleaned
+    return obj
+
+
+def _utf8_safe(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class IsoJSONProvider(DefaultJSONProvider):

@@ -34,6 +34,9 @@ def make_engine(settings: Settings, database_url: str | None = None, *, autocomm
         pool_timeout=5,
         pool_recycle=1800,
         isolation_level="AUTOCOMMIT" if autocommit else None,
+        # A failed statement's exception (and so its logged traceback) must not carry the values
+        # it was sent: they are client input, tokens' subjects, ...
+        hide_parameters=True,
         connect_args={
             "connect_timeout": settings.db_connect_timeout_s,
             "application_name": "admin-service",

@@ -17,10 +17,11 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
+from admin_service.clock import NotAnInstant, full_precision, parse_instant
 from admin_service.db.tables import RESULTS_TABLE, jobs, users
 from admin_service.errors import validation_error
 from admin_service.jobs import status as job_status
-from admin_service.jobs.schemas import Moment
+from admin_service.jobs.schemas import SORT_FIELDS, Moment, text_problem
 from admin_service.jobs.serialize import job_of, with_user
 
 if TYPE_CHECKING:
@@ -191,15 +192,19 @@ def assessment_name_matches(term: str) -> ColumnElement[bool]:
 
 def encode_cursor(sort_by: str, order: str, value: Any, row_id: uuid.UUID) -> str:
     if isinstance(value, datetime):
-        value = value.isoformat()
+        value = full_precision(value)  # UTC, whatever the session's time zone: parse_instant reads it
     raw = json.dumps([sort_by, order, value, str(row_id)], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 NOT_OUR_CURSOR = "Not a cursor this service issued."
+# The priority column is an integer: a bound beyond it is no cursor of ours.
+INT4 = range(-(2**31), 2**31)
 
 
 def decode_cursor(cursor: str, sort_by: str, order: str) -> tuple[Any, uuid.UUID]:
+    """The (sort value, row id) a cursor resumes after, checked like any other input: every
+    value in it goes through the parser of its kind, since it reaches the statement."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         c_sort, c_order, value, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -208,22 +213,26 @@ def decode_cursor(cursor: str, sort_by: str, order: str) -> tuple[Any, uuid.UUID
         row_uuid = uuid.UUID(row_id)
     except (ValueError, TypeError):
         raise validation_error("cursor", NOT_OUR_CURSOR) from None
+    # Only names of ours are echoed: anything else may not even be encodable (a lone surrogate).
+    if c_sort not in SORT_FIELDS or c_order not in ("ASC", "DESC"):
+        raise validation_error("cursor", NOT_OUR_CURSOR)
     if c_sort != sort_by or c_order != order:
         raise validation_error("cursor", f"The cursor was issued for sort_by={c_sort}&sort_order={c_order}.")
     if value is None:
         return None, row_uuid
     if sort_by.endswith("_at"):
+        if not isinstance(value, str):
+            raise validation_error("cursor", NOT_OUR_CURSOR)
         try:
-            value = datetime.fromisoformat(value)
-        except (TypeError, ValueError):
+            value = parse_instant(value)
+        except NotAnInstant:
             raise validation_error("cursor", NOT_OUR_CURSOR) from None
     elif sort_by == "priority":
         # bool is an int to Python but not to PostgreSQL (integer < boolean is an error).
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, int) or isinstance(value, bool) or value not in INT4:
             raise validation_error("cursor", NOT_OUR_CURSOR)
     elif sort_by == "status":
-        # NUL cannot be sent to PostgreSQL in text.
-        if not isinstance(value, str) or "\x00" in value:
+        if not isinstance(value, str) or text_problem(value) is not None:
             raise validation_error("cursor", NOT_OUR_CURSOR)
     return value, row_uuid
 
@@ -370,8 +379,8 @@ JOB_BY_JOB_ID = with_user(jobs).where(jobs.c.job_id == bindparam("job_id")).limi
 
 def find_job(conn: Connection, ident: str) -> dict[str, Any] | None:
     """A job by row id, else by its business job_id, with its user."""
-    # Longer than the column, or holding a NUL (PostgreSQL text cannot): no such job.
-    if len(ident) > 255 or "\x00" in ident:
+    # Longer than the column, or text PostgreSQL cannot hold (NUL, a lone surrogate): no such job.
+    if len(ident) > 255 or text_problem(ident) is not None:
         return None
     as_uuid = parse_uuid(ident)
     if as_uuid is None:

@@ -30,6 +30,25 @@ blp = ApiBlueprint(
 SECURED: dict[str, Any] = {"security": [{"bearerAuth": []}]}
 
 
+def job_link(path: str, description: str) -> dict[str, Any]:
+    """An OpenAPI link from a job list to an operation on its first job (operationRef: the
+    document has no operationIds). Clients read where a listed id goes; schemathesis's
+    stateful run (make fuzz) follows it."""
+    pointer = path.replace("~", "~0").replace("/", "~1")
+    return {
+        "operationRef": f"#/paths/{pointer}/get",
+        "parameters": {"job_ref": "$response.body#/data/jobs/0/id"},
+        "description": description,
+    }
+
+
+LIST_LINKS = {
+    "JobDetails": job_link("/admin/jobs/{job_ref}", "The first listed job's details."),
+    "JobResults": job_link("/admin/jobs/{job_ref}/results", "The first listed job's result."),
+    "JobTimeline": job_link("/admin/jobs/{job_ref}/events", "The first listed job's timeline."),
+}
+
+
 def find_job(conn: Connection, job_ref: str) -> dict[str, Any]:
     """The job a path names, or a 404 NOT_FOUND."""
     job = queries.find_job(conn, job_ref)
@@ -64,7 +83,7 @@ def job_stats(args: dict[str, Any]) -> Response:
 @blp.arguments(JobListQuerySchema, location="query")
 @blp.response(200, JobListEnvelopeSchema)
 @blp.errors(401, 403, 429, 503)
-@blp.doc(**SECURED)
+@blp.doc(**SECURED, responses={200: {"links": LIST_LINKS}})
 def list_jobs(args: dict[str, Any]) -> Response:
     """List jobs
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
+from admin_service.clock import NotAnInstant, parse_instant
 from admin_service.jobs.status import ALIASES, STATUSES, UnknownStatus, parse_statuses
 
 SORT_FIELDS = ("created_at", "updated_at", "completed_at", "status", "priority")
@@ -64,13 +65,11 @@ class MomentField(DocumentedField):
             return Moment(date.fromisoformat(text))
         except ValueError:
             pass
+        # An unencoded "+" of an offset arrives as a space.
         try:
-            parsed = datetime.fromisoformat(text.replace(" ", "+") if text.count(" ") == 1 and "T" in text else text)
-        except ValueError:
-            raise self.make_error("invalid") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return Moment(parsed)
+            return Moment(parse_instant(text.replace(" ", "+") if text.count(" ") == 1 and "T" in text else text))
+        except NotAnInstant as exc:
+            raise (self.make_error("invalid") if exc.malformed else ValidationError(str(exc))) from None
 
 
 class StatusListField(DocumentedField):
@@ -101,15 +100,31 @@ class SortOrderField(fields.String):
         return order
 
 
-def _no_nul(value: str) -> None:
-    # PostgreSQL text cannot hold NUL: no stored value has one, and psycopg2 refuses to send it (a 500).
+def text_problem(value: str) -> str | None:
+    """Why this text cannot reach the database or an answer, None when it can: the one check of
+    client text (query parameters, cursor values, Socket.IO filters). PostgreSQL text cannot
+    hold NUL (psycopg2 refuses to send it), and a lone surrogate ("\\ud800" in JSON: cursors,
+    Socket.IO payloads) cannot be encoded as UTF-8 at all, for psycopg2 nor for the answer."""
     if "\x00" in value:
-        raise ValidationError("Must not contain a NUL character.")
+        return "Must not contain a NUL character."
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "Must be valid Unicode text (no lone surrogates)."
+    return None
+
+
+def storable_text(value: str) -> None:
+    """text_problem as a marshmallow validator."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
 
 
 def _text(description: str) -> fields.String:
     return fields.String(
-        validate=[validate.Length(min=1, max=MAX_TEXT), _no_nul],
+        validate=[validate.Length(min=1, max=MAX_TEXT), storable_text],
         metadata={"description": description, "pattern": "^[^\\u0000]*$"},
     )
 

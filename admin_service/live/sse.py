@@ -20,7 +20,7 @@ from marshmallow import ValidationError, fields, post_load, validate
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
 from admin_service.db.dbapi import Cursor
-from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQuerySchema, comma_list
+from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQuerySchema, comma_list, storable_text
 from admin_service.live.hub import EventFilter
 from admin_service.live.log import EventLog
 from admin_service.live.stream import id_line, message, open_stream, opening_line, sse_message
@@ -73,7 +73,7 @@ class EventIdField(DocumentedField):
 class StreamQuerySchema(StrictQuerySchema):
     events = EventsField(metadata={"description": "Event names to receive (default: all)."})
     status = StatusListField(metadata={"description": "Only job-update events of these statuses."})
-    assessment_name = fields.String(validate=validate.Length(min=1, max=255))
+    assessment_name = fields.String(validate=[validate.Length(min=1, max=255), storable_text])
     user_id = fields.UUID()
     last_event_id = EventIdField(metadata={"description": "Resume after this log id (Last-Event-ID, when sent, wins)."})
     access_token = fields.String(

@@ -11,6 +11,7 @@ import json
 import threading
 from typing import Any
 
+from admin_service.jobs.schemas import text_problem
 from admin_service.jobs.status import parse_status
 from admin_service.live.hub import EventFilter, LiveEvent
 from admin_service.names import JOB_UPDATE
@@ -37,6 +38,10 @@ def filter_from(payload: Any) -> EventFilter | None:
     name = payload.get("assessment_name")
     if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 255):
         raise ValueError("assessment_name must be a string of 1-255 characters")
+    # The same text rules as the REST filter of the same name (a lone surrogate, NUL).
+    problem = text_problem(name) if name is not None else None
+    if problem is not None:
+        raise ValueError(f"assessment_name: {problem}")
     return EventFilter(events=frozenset({JOB_UPDATE}), statuses=frozenset(statuses), assessment_name=name)
 
 

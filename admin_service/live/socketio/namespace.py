@@ -138,6 +138,10 @@ class JobsNamespace(socketio.Namespace):  # type: ignore[misc]  # python-socketi
             admin = self.auth.authenticate(token, client_address(environ, self.settings.trust_proxy))
         except AUTH_FAILURES as exc:
             raise socketio.exceptions.ConnectionRefusedError(refusal_for(exc)) from None
+        except Exception:
+            # Anything else escaping here leaves the client without any answer to its CONNECT.
+            log.exception("socket.io connect: authentication failed unexpectedly")
+            raise socketio.exceptions.ConnectionRefusedError(UNAVAILABLE) from None
         if not self.per_user.admit(admin.id):
             raise socketio.exceptions.ConnectionRefusedError("Too many connections for this user")
         with self._sessions_lock:
