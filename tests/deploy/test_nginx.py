@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from admin_service.config import Settings
 from admin_service.names import ALERT_RULES
 from tests.support.event_log import logged_events, reset_event_log
-from tests.support.factories import Data
+from tests.support.factories import Data, utcnow
 from tests.support.live import ENV as LIVE_ENV
 from tests.support.live import UPDATES_ONLY, Jobs, assert_no_duplicates, updates, wait_until
 from tests.support.metrics import P, scrape, value
@@ -174,7 +174,8 @@ def test_socketio_through_nginx(
             connected = client.wait_for(lambda r: r["type"] in ("connect", "connect_error"), timeout=15)
             assert connected["type"] == "connect" and connected["transport"] in transports, connected
             assert client.wait_for(lambda r: r["type"] == "ack", timeout=10)["data"] == {"ok": True}
-        job = data.job(status="processing")
+        # Stamped now, as the platform writes a new job: polling finds new jobs by created_at.
+        job = data.job(status="processing", created_at=utcnow())
         data.execute("UPDATE archive.analysis_jobs SET status = 'completed', updated_at = now() WHERE id = :id", id=job["id"])
         for client in clients:
             client.event("job-update", is_job(job, "completed"), timeout=15)
