@@ -8,8 +8,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
@@ -20,23 +18,12 @@ from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
 from admin_service.db.archive_options import TRIGGER_NAME
-from tests.support import ROOT
 from tests.support.event_log import logged_events
 from tests.support.factories import Data
-from tests.support.live import ENV, LEADER, UPDATES_ONLY, Jobs, assert_no_duplicates, change_key, for_job, updates, wait_log
+from tests.support.live import ENV, LEADER, UPDATES_ONLY, Jobs, assert_no_duplicates, change_key, cli, for_job, updates, wait_log
 from tests.support.service import RunningService, run_service, worker_pids
-from tests.support.settings import TEST_SECRET
 from tests.support.sse_client import SSEClient, SSEEvent
 from tests.support.tokens import token_for
-
-
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": TEST_SECRET}
-    proc = subprocess.run(
-        [sys.executable, "-m", "admin_service", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 def trigger_installed(engine: Engine) -> bool:

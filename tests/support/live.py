@@ -3,6 +3,9 @@ rows written as the platform writes them, and matchers and waits for what subscr
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -14,8 +17,10 @@ import requests
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
-from admin_service.db.archive_options import drop_notify_trigger_ddl, run_ddl
+from admin_service.db.archive_options import change_capture_ddl, drop_change_capture_ddl, drop_notify_trigger_ddl, run_ddl
+from tests.support import ROOT
 from tests.support.service import RunningService
+from tests.support.settings import TEST_SECRET
 from tests.support.sse_client import SSEEvent
 from tests.support.tokens import bearer
 
@@ -31,10 +36,27 @@ ENV = {
 JOB_UPDATE = "job-update"
 UPDATES_ONLY = {"events": JOB_UPDATE}
 LEADER = "capture leadership acquired"
+EXACT_MODE = "capture mode: exact"
+
+
+def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """python -m admin_service ARGS against the database; asserts it succeeded."""
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": TEST_SECRET}
+    proc = subprocess.run(
+        [sys.executable, "-m", "admin_service", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def drop_trigger(engine: Engine, settings: Settings) -> None:
+    """Neither the notify trigger nor change capture on archive.analysis_jobs."""
     run_ddl(engine, drop_notify_trigger_ddl(settings))
+    run_ddl(engine, drop_change_capture_ddl(settings))
+
+
+def install_change_capture(engine: Engine, settings: Settings) -> None:
+    run_ddl(engine, change_capture_ddl(settings))
 
 
 class Jobs:
@@ -73,18 +95,20 @@ class Jobs:
         self.committed_at = time.monotonic()
         return row
 
-    def set_status(self, job: dict[str, Any], status: str, *, error_message: str | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                text(
-                    """UPDATE archive.analysis_jobs SET status = :status, updated_at = now(),
-                           error_message = COALESCE(:error_message, error_message),
-                           processing_started_at = CASE WHEN :status = 'processing' THEN now() ELSE processing_started_at END,
-                           completed_at = CASE WHEN :status IN ('completed', 'failed', 'cancelled') THEN now() ELSE completed_at END
-                       WHERE id = :id"""
-                ),
-                {"status": status, "error_message": error_message, "id": job["id"]},
-            )
+    def set_status(self, job: dict[str, Any], status: str, *, error_message: str | None = None, conn: Any = None) -> None:
+        sql = text(
+            """UPDATE archive.analysis_jobs SET status = :status, updated_at = now(),
+                   error_message = COALESCE(:error_message, error_message),
+                   processing_started_at = CASE WHEN :status = 'processing' THEN now() ELSE processing_started_at END,
+                   completed_at = CASE WHEN :status IN ('completed', 'failed', 'cancelled') THEN now() ELSE completed_at END
+               WHERE id = :id"""
+        )
+        params = {"status": status, "error_message": error_message, "id": job["id"]}
+        if conn is not None:  # the caller's open transaction
+            conn.execute(sql, params)
+            return
+        with self.engine.begin() as own:
+            own.execute(sql, params)
         self.committed_at = time.monotonic()
         job["status"] = status
 
