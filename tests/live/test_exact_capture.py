@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
 from admin_service.live.changes import BATCH
-from tests.support.event_log import logged_events
+from tests.support.event_log import logged_events, reset_event_log
 from tests.support.factories import Data
 from tests.support.live import (
     ENV,
@@ -36,7 +36,9 @@ from tests.support.live import (
     wait_log,
     wait_until,
 )
+from tests.support.postgres import PrivateServer
 from tests.support.service import RunningService, run_service
+from tests.support.settings import make_settings
 from tests.support.sse_client import SSEClient
 from tests.support.tokens import token_for
 
@@ -331,3 +333,34 @@ def test_killing_the_capture_leader_mid_burst_loses_and_repeats_nothing(
     print(f"\n{writer.transactions} writer transactions, {sum(map(len, expected.values()))} changes, {kills} leaders killed")
     assert kills == 3
     assert_logged_exactly_once_in_order(engine, settings, expected)
+
+
+def test_restarting_postgresql_mid_burst_loses_and_repeats_nothing(
+    private_server: PrivateServer, private_engine: Engine, tmp_path: Path
+) -> None:
+    settings = make_settings(private_server.url)
+    Data(private_engine).clear()
+    reset_event_log(private_engine, settings)
+    install_change_capture(private_engine, settings)
+    writer = Writer(private_server.url)
+    with run_service(private_server.url, tmp_path, env=ENV) as svc:
+        wait_log(svc, EXACT_MODE)
+        writer.start()
+        try:
+            time.sleep(1.5)
+            before = writer.transactions
+            private_server.stop()  # fast shutdown: sessions (the leader's page, the writer's commit) cut
+            assert writer.transactions > before or before > 0
+            time.sleep(1.0)
+            private_server.start()
+            private_engine.dispose()
+            restarted = writer.transactions
+            wait_until(lambda: writer.transactions > restarted + 100, 30, "the writer writing again")
+            wait_log(svc, LEADER, timeout=30, count=2)  # the leader's session was cut: it leads again
+        finally:
+            writer.stop()
+        expected = writer.resolve(private_engine)
+        wait_until(lambda: settled(private_engine, settings, expected), 60, "every change logged")
+        time.sleep(1.0)
+    print(f"\n{writer.transactions} writer transactions, {len(writer.uncertain)} uncertain commits settled from the rows")
+    assert_logged_exactly_once_in_order(private_engine, settings, expected)
