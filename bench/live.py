@@ -35,10 +35,11 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def trigger(database_url: str, install: bool) -> None:
+def trigger(database_url: str, install: bool, command: str = "install-notify-trigger") -> None:
+    """Install (or drop) an opt-in trigger: the NOTIFY trigger, or `install-change-capture` (exact mode)."""
     env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": BENCH_SECRET}
     subprocess.run(
-        [sys.executable, "-m", "admin_service", "db", "install-notify-trigger", *([] if install else ["--drop"])],
+        [sys.executable, "-m", "admin_service", "db", command, *([] if install else ["--drop"])],
         cwd=ROOT,
         env=env,
         check=True,
