@@ -30,6 +30,7 @@ from tests.support.live import (
     Jobs,
     assert_no_duplicates,
     cli,
+    drop_trigger,
     for_job,
     install_change_capture,
     updates,
@@ -76,6 +77,40 @@ def test_install_prints_its_ddl_and_drop_removes_it(database_url: str, live: Dat
     with engine.connect() as conn:
         left = conn.execute(text("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'admin_service_%'")).scalar()
     assert left == 0
+
+
+def test_capture_follows_an_install_and_a_drop_without_losing_or_repeating_a_state(
+    database_url: str, alone: Data, engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    jobs = Jobs(engine)
+
+    def logged(job: dict[str, Any], count: int = 1) -> bool:
+        return len(job_updates(engine, settings, job["id"])) >= count
+
+    with run_service(database_url, tmp_path, env=ENV) as svc:
+        wait_log(svc, "capture mode: poll")
+        before = jobs.insert()
+        wait_until(lambda: logged(before), 10, "a change while polling")
+        install_change_capture(engine, settings)
+        handed_over = jobs.insert()  # polled or recorded, whichever comes first: logged once
+        wait_log(svc, EXACT_MODE, timeout=15)
+        exact = jobs.insert()
+        jobs.set_status(exact, "processing")
+        jobs.set_status(exact, "completed")
+        wait_until(lambda: logged(exact, 3), 10, "every transition once exact")
+        drop_trigger(engine, settings)
+        wait_log(svc, "capture mode: poll", timeout=15, count=2)
+        after = jobs.insert()
+        wait_until(lambda: logged(after), 10, "a change after the drop")
+        time.sleep(float(ENV["CAPTURE_OVERLAP_S"]) + 1)  # polling re-reads its overlap window meanwhile
+    assert job_updates(engine, settings, exact["id"]) == [
+        ("created", "queued"),
+        ("updated", "processing"),
+        ("completed", "completed"),
+    ]
+    for job in (before, handed_over, after):
+        assert job_updates(engine, settings, job["id"]) == [("created", "queued")]
+    assert pending_changes(engine, settings) == 0
 
 
 def test_a_fast_sequence_yields_every_transition_in_order(
