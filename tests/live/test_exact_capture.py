@@ -234,7 +234,7 @@ def test_bursts_in_one_transaction_are_logged_whole(
 
 class Writer(threading.Thread):
     """A worker's pace: jobs created, started and finished in their own transactions without a
-    pause, every tenth step a transaction changing 20 jobs at once; it records every change it
+    pause, every 20th step a transaction creating 200 jobs at once; it records every change it
     committed (job, status), in order. A step whose commit failed is recorded as uncertain
     (it may have committed): `resolve` asks the database."""
 
@@ -262,8 +262,8 @@ class Writer(threading.Thread):
             step = 0
             while conn is not None and not self.halt.is_set():
                 step += 1
-                if len(open_jobs) < 20 or step % 10 == 0:
-                    batch = [(str(uuid.uuid4()), "queued") for _ in range(20 if step % 10 == 0 else 1)]
+                if len(open_jobs) < 20 or step % 20 == 0:
+                    batch = [(str(uuid.uuid4()), "queued") for _ in range(200 if step % 20 == 0 else 1)]
                     sql = (
                         "INSERT INTO archive.analysis_jobs (id, job_id, user_id, status, created_at, updated_at) "
                         "SELECT i, 'w-' || i, gen_random_uuid(), 'queued', now(), now() FROM unnest(%s::uuid[]) AS i"
@@ -320,6 +320,20 @@ def assert_logged_exactly_once_in_order(engine: Engine, settings: Settings, expe
     assert set(logged) == set(expected), "events for changes nobody committed"
 
 
+def leader_in_transaction(engine: Engine) -> bool:
+    """Whether the capture leader's connection (the advisory lock's holder) is inside a transaction."""
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'admin-service-capture' "
+                    "AND a.datname = current_database() AND a.xact_start IS NOT NULL"
+                )
+            ).scalar()
+        )
+
+
 def json_lines(svc: RunningService) -> list[dict[str, Any]]:
     lines = []
     for line in svc.log().splitlines():
@@ -340,7 +354,7 @@ def test_killing_the_capture_leader_mid_burst_loses_and_repeats_nothing(
 ) -> None:
     install_change_capture(engine, settings)
     writer = Writer(database_url)
-    kills = 0
+    kills = in_transaction = 0
     killed: set[int] = set()
 
     def leader_pid(services: list[RunningService]) -> int | None:
@@ -356,6 +370,11 @@ def test_killing_the_capture_leader_mid_burst_loses_and_repeats_nothing(
             for _ in range(3):  # SIGKILL whichever worker leads, while the writer goes on
                 time.sleep(1.5)
                 leader = wait_until(lambda: leader_pid([a, b]), 20, "a live leader")
+                # Aim at a page being logged: the leader's connection inside a transaction.
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline and not leader_in_transaction(engine):
+                    time.sleep(0.002)
+                in_transaction += leader_in_transaction(engine)
                 os.kill(leader, signal.SIGKILL)
                 killed.add(leader)
                 kills += 1
@@ -365,7 +384,10 @@ def test_killing_the_capture_leader_mid_burst_loses_and_repeats_nothing(
         wait_until(lambda: leader_pid([a, b]), 20, "a live leader after the last kill")
         wait_until(lambda: settled(engine, settings, expected), 30, "every change logged")
         time.sleep(1.0)
-    print(f"\n{writer.transactions} writer transactions, {sum(map(len, expected.values()))} changes, {kills} leaders killed")
+    print(
+        f"\n{writer.transactions} writer transactions, {sum(map(len, expected.values()))} changes, {kills} leaders killed "
+        f"({in_transaction} seen inside a transaction just before)"
+    )
     assert kills == 3
     assert_logged_exactly_once_in_order(engine, settings, expected)
 
