@@ -5,9 +5,7 @@ and a leader's death."""
 from __future__ import annotations
 
 import os
-import random
 import signal
-import statistics
 import threading
 import time
 from datetime import datetime
@@ -20,7 +18,20 @@ from admin_service.config import Settings
 from admin_service.db.archive_options import TRIGGER_NAME
 from tests.support.event_log import logged_events
 from tests.support.factories import Data
-from tests.support.live import ENV, LEADER, UPDATES_ONLY, Jobs, assert_no_duplicates, change_key, cli, for_job, updates, wait_log
+from tests.support.live import (
+    ENV,
+    LEADER,
+    UPDATES_ONLY,
+    Jobs,
+    assert_no_duplicates,
+    change_key,
+    cli,
+    for_job,
+    latencies,
+    summary,
+    updates,
+    wait_log,
+)
 from tests.support.service import RunningService, run_service, worker_pids
 from tests.support.sse_client import SSEClient, SSEEvent
 from tests.support.tokens import token_for
@@ -29,23 +40,6 @@ from tests.support.tokens import token_for
 def trigger_installed(engine: Engine) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(text("SELECT count(*) FROM pg_trigger WHERE tgname = :n"), {"n": TRIGGER_NAME}).scalar())
-
-
-def latencies(client: SSEClient, jobs: Jobs, count: int, spread_s: float) -> list[float]:
-    """Commit-to-client seconds for `count` inserts, spread at random over the poll phase."""
-    found = []
-    for _ in range(count):
-        time.sleep(random.uniform(0, spread_s))
-        job = jobs.insert()
-        event = client.wait_for(for_job(job), 5, f"the event of {job['id']}")
-        found.append(event.received_at - jobs.committed_at)
-    return found
-
-
-def summary(values: list[float]) -> str:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"n={len(values)} p50={statistics.median(values) * 1000:.0f}ms p99={p99 * 1000:.0f}ms max={max(values) * 1000:.0f}ms"
 
 
 def test_a_late_committing_transaction_is_not_missed(

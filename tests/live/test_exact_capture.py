@@ -33,6 +33,8 @@ from tests.support.live import (
     drop_trigger,
     for_job,
     install_change_capture,
+    latencies,
+    summary,
     updates,
     wait_log,
     wait_until,
@@ -111,6 +113,23 @@ def test_capture_follows_an_install_and_a_drop_without_losing_or_repeating_a_sta
     for job in (before, handed_over, after):
         assert job_updates(engine, settings, job["id"]) == [("created", "queued")]
     assert pending_changes(engine, settings) == 0
+
+
+def test_exact_capture_is_woken_by_its_notify(
+    database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    # Capture polls only every 10 s here: quick delivery can only come from the change trigger's NOTIFY.
+    install_change_capture(engine, settings)
+    env = {**ENV, "CAPTURE_POLL_MS": "10000", "ALERT_INTERVAL_S": "60"}
+    with (
+        run_service(database_url, tmp_path, env=env) as svc,
+        SSEClient(svc.url, token=token_for(admin), params=UPDATES_ONLY) as client,
+    ):
+        wait_log(svc, EXACT_MODE)
+        time.sleep(0.5)  # the leader's first pass is done and it LISTENs
+        woken = latencies(client, Jobs(engine), 10, 0.2)
+    print(f"\ncommit-to-client latency, exact capture (CAPTURE_POLL_MS=10000): {summary(woken)}")
+    assert max(woken) < 3
 
 
 def test_a_fast_sequence_yields_every_transition_in_order(

@@ -4,6 +4,8 @@ rows written as the platform writes them, and matchers and waits for what subscr
 from __future__ import annotations
 
 import os
+import random
+import statistics
 import subprocess
 import sys
 import time
@@ -118,6 +120,23 @@ def for_job(job: dict[str, Any], kind: str | None = None) -> Callable[[SSEEvent]
         return event.name == JOB_UPDATE and event.data["job"]["id"] == job["id"] and (kind is None or event.data["event"] == kind)
 
     return match
+
+
+def latencies(client: Any, jobs: Jobs, count: int, spread_s: float) -> list[float]:
+    """Commit-to-client seconds for `count` inserts, spread at random over the poll phase."""
+    found = []
+    for _ in range(count):
+        time.sleep(random.uniform(0, spread_s))
+        job = jobs.insert()
+        event = client.wait_for(for_job(job), 5, f"the event of {job['id']}")
+        found.append(event.received_at - jobs.committed_at)
+    return found
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return f"n={len(values)} p50={statistics.median(values) * 1000:.0f}ms p99={p99 * 1000:.0f}ms max={max(values) * 1000:.0f}ms"
 
 
 def updates(events: list[SSEEvent]) -> list[SSEEvent]:
