@@ -3,6 +3,7 @@ each printing the DDL it runs. Nothing else in the service alters those tables."
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -45,6 +46,11 @@ CHANGE_TRIGGERS = ("admin_service_record_job_insert_delete", "admin_service_reco
 WAKE_FUNCTION = "admin_service_wake_capture"
 
 
+def asleep_lock_key(schema: str) -> int:
+    """The advisory lock the exact-capture leader holds while it sleeps (live/changes.py)."""
+    return zlib.crc32(f"admin-service-capture-asleep:{schema}".encode())
+
+
 def _shown(record: str) -> str:
     """The shown columns of NEW or OLD as one jsonb object (the consumer reads it back with
     jsonb_populate_record, so types survive; columns we do not show are not copied)."""
@@ -76,9 +82,15 @@ BEGIN
     RETURN NULL;
 END $$;
 REVOKE ALL ON FUNCTION "{schema}".{CHANGE_FUNCTION}() FROM PUBLIC;
+-- NOTIFY only when the leader sleeps (it holds the lock exclusively): a transaction that
+-- NOTIFYs takes a database-wide lock at commit, which would serialise the writers' commits.
+-- Otherwise the shared lock, held to the end of this transaction, keeps the leader from going
+-- to sleep before it can see this change (ChangeConsumer.wait).
 CREATE OR REPLACE FUNCTION "{schema}".{WAKE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('{CHANGES_CHANNEL}', '');
+    IF NOT pg_try_advisory_xact_lock_shared({asleep_lock_key(schema)}) THEN
+        PERFORM pg_notify('{CHANGES_CHANNEL}', '');
+    END IF;
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS {insert_delete} ON {JOBS_TABLE};
@@ -90,7 +102,7 @@ CREATE TRIGGER {insert_delete} AFTER INSERT OR DELETE ON {JOBS_TABLE}
 CREATE TRIGGER {update} AFTER UPDATE OF {columns} ON {JOBS_TABLE}
     FOR EACH ROW WHEN (ROW({old}) IS DISTINCT FROM ROW({new}))
     EXECUTE FUNCTION "{schema}".{CHANGE_FUNCTION}();
--- One NOTIFY per writing statement (PostgreSQL folds identical ones in a transaction).
+-- Wakes a sleeping leader (PostgreSQL folds identical NOTIFYs in a transaction).
 CREATE TRIGGER {WAKE_FUNCTION} AFTER INSERT OR UPDATE OR DELETE ON {JOBS_TABLE}
     FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".{WAKE_FUNCTION}();
 """.strip()

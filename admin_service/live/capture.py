@@ -143,7 +143,11 @@ class Capturer:
                 with conn.cursor() as cur:
                     self.log.prune(cur, self.settings.event_retention_days)
                 next_prune = now + PRUNE_EVERY_S
-            wait_for_notify(conn, min(poll_s, max(0.05, next_alerts - time.monotonic())))
+            timeout = min(poll_s, max(0.05, next_alerts - time.monotonic()))
+            if self.mode == EXACT:
+                self.changes.wait(conn, timeout)
+            else:
+                wait_for_notify(conn, timeout)
 
     def _check_mode(self, conn: Connection) -> None:
         """Capture exactly when the change-capture trigger is installed (CAPTURE_MODE=auto), by

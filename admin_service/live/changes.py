@@ -41,6 +41,7 @@ the states already logged.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,13 +50,13 @@ import psycopg2.extras
 from admin_service import metrics
 from admin_service.clock import utc
 from admin_service.config import Settings
-from admin_service.db.archive_options import CHANGE_TRIGGERS
+from admin_service.db.archive_options import CHANGE_TRIGGERS, asleep_lock_key
 from admin_service.db.dbapi import Connection, Cursor
 from admin_service.db.tables import JOBS_TABLE, USERS_TABLE
 from admin_service.jobs.serialize import USER_EMAIL, USER_ID, USER_USERNAME, job_json
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
-from admin_service.live.connection import transaction
+from admin_service.live.connection import transaction, wait_for_notify
 from admin_service.live.log import EventLog, NewEvent
 from admin_service.names import JOB_UPDATE
 
@@ -63,6 +64,8 @@ log = logging.getLogger("admin_service.capture")
 
 EXACT, POLL = "exact", "poll"
 BATCH = 5000
+# While a writer that did not NOTIFY is still in its transaction, how often the leader looks again.
+AWAKE_RECHECK_S = 0.02
 DELETED = "deleted"  # the job-update kind of a deleted job (exact mode only)
 
 INSTALLED = """
@@ -105,6 +108,7 @@ class ChangeConsumer:
         self.log = event_log
         schema = event_log.schema
         self._changes = f'"{schema}".job_changes'
+        self._asleep = asleep_lock_key(schema)
         # The row as it was written (typed again by jsonb_populate_record), with its user now.
         self._page = f"""
             SELECT c.id AS change_id, c.op AS change_op, c.old_status AS change_old_status, j.*,
@@ -116,13 +120,44 @@ class ChangeConsumer:
             LIMIT %s
         """
 
+    def wait(self, conn: Connection, timeout: float) -> None:
+        """Wait until changes may be there (or `timeout`), without making every writer NOTIFY.
+
+        A transaction that NOTIFYs takes a database-wide lock at commit (PostgreSQL keeps the
+        notification queue in commit order), so NOTIFYing on every change would serialise the
+        writers' commits. Instead the leader sleeps holding an advisory lock exclusively, and the
+        wake trigger NOTIFYs only when it cannot take that lock shared. A writer that did take it
+        (the leader was awake) holds it until its transaction ends, so the leader can only go to
+        sleep once every such writer has committed (or rolled back), and then it looks once more
+        before sleeping: no change waits for the fallback timer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (self._asleep,))
+                asleep = bool(cur.fetchone()[0])
+            if asleep:
+                try:
+                    if not self._any(conn):
+                        wait_for_notify(conn, max(0.0, deadline - time.monotonic()))
+                finally:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT pg_advisory_unlock(%s)", (self._asleep,))
+                return
+            # A writer that saw us awake has not finished: look again shortly.
+            remaining = deadline - time.monotonic()
+            if wait_for_notify(conn, min(AWAKE_RECHECK_S, max(0.0, remaining))) or remaining <= 0 or self._any(conn):
+                return
+
+    def _any(self, conn: Connection) -> bool:
+        with conn.cursor() as cur:
+            # One index probe, no transaction, no row lock (idle passes stay this cheap).
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {self._changes})")
+            return bool(cur.fetchone()[0])
+
     def consume(self, conn: Connection) -> int:
         """Log every change in the table, oldest first; the number of changes consumed."""
-        with conn.cursor() as cur:
-            # Idle passes (the fallback timer) cost one index probe, no transaction, no row lock.
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {self._changes})")
-            if not cur.fetchone()[0]:
-                return 0
+        if not self._any(conn):
+            return 0
         total = 0
         while True:
             count = self._consume_page(conn)

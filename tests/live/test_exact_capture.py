@@ -46,11 +46,16 @@ from tests.support.sse_client import SSEClient
 from tests.support.tokens import token_for
 
 
+# No timer wakes the leader within a test (capture and alert passes 60 s apart): every delivery
+# must come from a NOTIFY or from the leader seeing a change before it sleeps.
+NO_TIMER = {**ENV, "CAPTURE_POLL_MS": "60000", "ALERT_INTERVAL_S": "60"}
+
+
 @contextmanager
 def exact_service(database_url: str, tmp_path: Path, engine: Engine, settings: Settings) -> Iterator[RunningService]:
     """One instance, the change-capture trigger installed before it starts: it leads in exact mode."""
     install_change_capture(engine, settings)
-    with run_service(database_url, tmp_path, env=ENV) as svc:
+    with run_service(database_url, tmp_path, env=NO_TIMER) as svc:
         wait_log(svc, EXACT_MODE)
         yield svc
 
@@ -149,7 +154,7 @@ def test_a_fast_sequence_yields_every_transition_in_order(
             written.append(job)
         assert time.monotonic() - started < 5
         for job in written:
-            client.wait_for(for_job(job, "completed"), 10, f"the completion of {job['id']}")
+            client.wait_for(for_job(job, "completed"), 5, f"the completion of {job['id']}")
         client.collect(0.5)
     for job in written:
         got = [(e.data["event"], e.data["job"]["status"]) for e in updates(client.events) if e.data["job"]["id"] == job["id"]]
