@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint typecheck openapi lock clean bench bench-deps soak wrk wrk-optional
+.PHONY: run test test-tools lint typecheck openapi lock clean bench bench-deps soak
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	$(PY) -m admin_service serve
 
-## test: the whole suite against DATABASE_URL/TEST_DATABASE_URL, else an embedded PostgreSQL
-## (with a smoke run of the benchmark harness: tests/test_bench_smoke.py, needs wrk)
-test: $(VENV)/.installed wrk-optional
+## test: the whole suite against DATABASE_URL/TEST_DATABASE_URL, else an embedded PostgreSQL.
+## First what the tests run besides Python (test-tools), so that none of them errors for a missing tool.
+test: test-tools $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(MAKE) -s typecheck
@@ -25,18 +25,19 @@ test: $(VENV)/.installed wrk-optional
 	$(PY) .ci/pip_audit.py requirements.txt
 	$(PY) -m pytest
 
-## wrk: the load generator of the benchmark (Debian's package)
-wrk:
-	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+# .ci/tools.sh installs Debian packages when root, else stops with one line saying what to install.
+# nginx is in /usr/sbin, which a user's PATH may lack.
+TOOLS := PATH="$$PATH:/usr/sbin:/sbin" $(SHELL) .ci/tools.sh
 
-# make test must also work without root (no apt): then the bench smoke test says it was skipped.
-wrk-optional:
-	@command -v wrk >/dev/null 2>&1 || $(MAKE) -s wrk || echo "warning: wrk could not be installed (apt needs root); tests/test_bench_smoke.py will be skipped"
+## test-tools: Debian's chromium (browser tests), node + npm (Socket.IO client tests, and their npm
+## packages), wrk (bench smoke test), nginx (load-balancer test), redis-server (a Redis of the tests' own), curl (the make run banner test)
+test-tools:
+	@$(TOOLS)
 
 ## bench: 1,000,000 jobs, the service under gunicorn, wrk and live clients; writes bench/results.json,
 ## bench/RESULTS.md, bench/latency.png. BENCH_DATABASE_URL=postgresql://.../bench uses that database
 ## (created when missing) instead of a fresh embedded PostgreSQL. BENCH_ARGS passes options to bench.run.
-bench: $(VENV)/.installed wrk bench-deps
+bench: $(VENV)/.installed bench-deps
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 ## soak: 10 minutes of mixed load (REST, 1,000 SSE streams, job changes) against two instances sharing
@@ -46,9 +47,9 @@ bench: $(VENV)/.installed wrk bench-deps
 soak: $(VENV)/.installed bench-deps
 	$(PY) -m bench.soak $(SOAK_ARGS)
 
-# What bench and soak need beyond the venv: Node (the stream clients) and bench/requirements.txt.
+# What bench and soak need beyond the venv: wrk, Node (the stream clients) and bench/requirements.txt.
 bench-deps: $(VENV)/.installed
-	@command -v node >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@$(TOOLS) wrk node npm
 	$(PY) -m pip install -q -r bench/requirements.txt
 	@test -d bench/node_modules/socket.io-client || (cd bench && npm ci --no-audit --no-fund --loglevel=error)
 
@@ -72,4 +73,4 @@ lock: $(VENV)/.installed
 	$(VENV)/bin/pip-compile -q --strip-extras --generate-hashes -o requirements-dev.txt requirements-dev.in
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache bench/node_modules
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench/node_modules tests/live/socketio/node/node_modules

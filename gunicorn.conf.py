@@ -3,15 +3,18 @@
 Settings only: what happens at start, fork, worker start and exit is admin_service/lifecycle.py.
 """
 
-import multiprocessing
 import os
 
 from admin_service import lifecycle
+from admin_service.cpus import usable_cpus
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3007')}"
-worker_class = "gevent"
-# Two workers per core is plenty for an I/O-bound gevent app [WEB_CONCURRENCY].
-workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
+# gunicorn's gevent worker with a deadline for request heads (REQUEST_HEAD_TIMEOUT_S, 10 s) and
+# its own error answers in the JSON envelope: admin_service/http_worker.py.
+worker_class = "admin_service.http_worker.HttpWorker"
+# One worker per CPU this process may use (affinity, cgroup quota: not the host's cores), at
+# least 2, is plenty for an I/O-bound gevent app [WEB_CONCURRENCY].
+workers = int(os.environ.get("WEB_CONCURRENCY", max(2, usable_cpus())))
 # Each SSE stream or socket holds one greenlet: leave room for ten thousand.
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "20000"))
 timeout = 30
@@ -28,6 +31,12 @@ errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 limit_request_line = 8190
 limit_request_field_size = 16384
+# Proxy headers are the app's to believe or not (TRUST_PROXY, werkzeug's ProxyFix): gunicorn
+# trusts none. Its defaults believe X-Forwarded-Proto/-Ssl/-Protocol (https: HSTS) and a
+# SCRIPT_NAME header (another route) from any loopback peer, whatever TRUST_PROXY says.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
 
 # Master: the Prometheus multiprocess folder (PROMETHEUS_MULTIPROC_DIR, a temporary one unless given).
 on_starting = lifecycle.on_starting

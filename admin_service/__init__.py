@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Flask:
     """The WSGI app. Settings come from the environment unless given (tests give them)."""
+    from functools import partial
+
     from flask import Flask
     from flask_cors import CORS
     from werkzeug.middleware.proxy_fix import ProxyFix
@@ -28,6 +30,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.errors import register_error_handlers
     from admin_service.jobs.routes import blp as jobs_blp
     from admin_service.jobs.stats import SharedStats
+    from admin_service.live.mode import read_capture_mode
     from admin_service.live.routes import blp as events_blp
     from admin_service.live.runtime import LiveRuntime
     from admin_service.live.sse import blp as live_blp
@@ -56,7 +59,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         max_age=600,
     )
     web.install(app, settings)
-    metrics.install(app, engine, stats, settings)
+    metrics.install(app, engine, stats, settings, partial(read_capture_mode, engine))
     # After web.install: its preflight answer must run before the limiter's check.
     limiter = make_limiter(app, settings)
     # Failed token checks count in the rate-limit store.

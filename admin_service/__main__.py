@@ -14,36 +14,75 @@ openapi export [--check]  write (or verify) openapi/openapi.json
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, select, text
 
 from admin_service.config import ConfigError, Settings, load_settings
+from admin_service.db.fixtures import ADMIN_EMAIL
 from admin_service.db.tables import JOBS_TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENAPI_PATH = ROOT / "openapi" / "openapi.json"
 
 
+# The embedded server this command process attached to (kept referenced: pgserver stops the
+# server when its last handle goes, so `serve`'s keeps it up after this command).
+_attached: list[Any] = []
+
+
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        sys.exit(f"configuration error: {exc}")
+    """The settings from the environment; without DATABASE_URL, the embedded default's database
+    and secret, found as `serve` finds them (so `token` works beside `make run`)."""
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL"):
+        url, secret = _embedded_default(env)
+        env["DATABASE_URL"] = url
+        env.setdefault("JWT_SECRET", secret)
+    return _load_or_exit(env)
+
+
+def _embedded_default(env: dict[str, str]) -> tuple[str, str]:
+    """Attach to (or start) the embedded server `serve` created; its URL and signing secret."""
+    from admin_service.db.embedded import UNAVAILABLE, available, initialised, start_embedded
+
+    if not available():
+        sys.exit(UNAVAILABLE)
+    data_dir = _load_or_exit({**env, "JWT_SECRET": PLACEHOLDER_SECRET}).embedded_pg_dir
+    if not initialised(data_dir):
+        sys.exit(
+            f"DATABASE_URL is not set and there is no embedded database in {data_dir} yet: start it with `make run`, or set DATABASE_URL"
+        )
+    print(f"using the embedded PostgreSQL in {data_dir} (DATABASE_URL is not set)", file=sys.stderr)
+    server, url = start_embedded(data_dir)
+    _attached.append(server)
+    return url, _embedded_secret(data_dir)
+
+
+def _embedded_secret(data_dir: Path) -> str:
+    """The embedded default's signing secret, beside its data dir: tokens survive restarts."""
+    secret_file = data_dir.parent / "jwt_secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(48))
+        secret_file.chmod(0o600)
+    return secret_file.read_text().strip()
 
 
 def _engine(settings: Settings):  # type: ignore[no-untyped-def]
     from admin_service.db.engine import make_engine
 
-    if not settings.database_url:
-        sys.exit("DATABASE_URL is not set (the embedded default is started by `serve`)")
     return make_engine(settings)
 
 
@@ -53,8 +92,8 @@ def cmd_seed(args: argparse.Namespace) -> None:
     engine = _engine(_settings())
     started = time.perf_counter()
     with engine.begin() as conn:
-        seed_demo(conn, args.jobs)
-    print(f"seeded {args.jobs} jobs in {time.perf_counter() - started:.1f} s")
+        seeded = seed_demo(conn, args.jobs)
+    print(f"{seeded.summary()} in {time.perf_counter() - started:.1f} s")
 
 
 def cmd_upgrade(_: argparse.Namespace) -> None:
@@ -169,24 +208,33 @@ def _embedded_database(settings: Settings, demo_jobs: int) -> tuple[object, str,
             print(f"seeding {demo_jobs} demo jobs ...", flush=True)
             seed_demo(conn, demo_jobs)
     engine.dispose()
-    secret_file = data_dir.parent / "jwt_secret"
-    if not secret_file.exists():
-        secret_file.write_text(secrets.token_urlsafe(48))
-        secret_file.chmod(0o600)
-    return server, url, secret_file.read_text().strip()
+    return server, url, _embedded_secret(data_dir)
+
+
+PLACEHOLDER_SECRET = "placeholder-secret-replaced-before-serving"
+# How long `serve` waits for gunicorn to answer before it prints the URLs anyway.
+READY_TIMEOUT_S = 60
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from admin_service.db.embedded import UNAVAILABLE, available
+
     env = dict(os.environ)
     if args.port:
         env["PORT"] = str(args.port)
     if args.workers:
         env["WEB_CONCURRENCY"] = str(args.workers)
+    embedded = not env.get("DATABASE_URL")
+    # Every setting checked (PORT first of all) before anything starts; the embedded default's
+    # secret is only known once its data dir is.
+    settings = _load_or_exit({**env, "JWT_SECRET": env.get("JWT_SECRET") or PLACEHOLDER_SECRET} if embedded else env)
+    host, port = env.get("HOST", "0.0.0.0"), settings.port
+    if port_in_use(host, port):
+        sys.exit(port_in_use_line(port))
+    if embedded and not available():
+        sys.exit(UNAVAILABLE)
     server = None
-    if not os.environ.get("DATABASE_URL"):
-        # Embedded default: settings without a database, and a dev secret kept across restarts.
-        base_env = {**env, "JWT_SECRET": env.get("JWT_SECRET") or "placeholder-secret-replaced-before-serving"}
-        settings = _load_or_exit(base_env)
+    if embedded:
         server, url, secret = _embedded_database(settings, args.demo_jobs)
         env["DATABASE_URL"] = url
         env.setdefault("JWT_SECRET", secret)
@@ -196,30 +244,95 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     engine = make_engine(settings)
     upgrade(engine, settings)
-    port = settings.port
-    base = f"http://localhost:{port}"
-    print(f"\nadmin-service on {base}")
-    print(f"  API docs:   {base}/admin/docs")
-    print(f"  Live:       {base}/admin/jobs/stream (SSE), socket.io path /admin/socket.io")
-    print(f"  Stats:      {base}/admin/jobs/stats")
-    if server is not None:
-        token = admin_token(engine, settings, "admin@example.com")
-        print(f"  Admin token (12 h):\n    {token}")
-        print(f"  Dashboard:  {base}/admin/dashboard#token={token}")
-        print(f"  Try: curl -H 'Authorization: Bearer {token[:16]}...' {base}/admin/jobs/stats")
+    token = admin_token(engine, settings, ADMIN_EMAIL) if server is not None else None
     engine.dispose()
-    sys.stdout.flush()
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"]
-    child = subprocess.Popen(gunicorn, env=env, cwd=ROOT)
+    # gunicorn in a process group of its own, so that the terminal's Ctrl+C reaches this process
+    # only: it stops gunicorn gracefully (SIGTERM: streams end with a retry hint), where workers
+    # sent SIGINT by the terminal would quit abruptly, each with a traceback. A second one stops
+    # it at once.
+    child = subprocess.Popen(gunicorn, env=env, cwd=ROOT, process_group=0)
+    stops = 0
 
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+    def forward(_signum: int, _frame: object) -> None:
+        nonlocal stops
+        stops += 1
+        child.send_signal(signal.SIGTERM if stops == 1 else signal.SIGINT)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    # The URLs (and the token) only once the port answers: a start that fails prints none.
+    ready = wait_until_serving(child, host, port, READY_TIMEOUT_S)
+    if child.poll() is None:
+        if not ready:
+            print(f"gunicorn has not answered /health within {READY_TIMEOUT_S} s (its log is above)", file=sys.stderr)
+        print(banner(port, token, settings.database_url if server is not None else None), flush=True)
+    elif port_in_use(host, port):  # taken between the check above and gunicorn's bind
+        print(port_in_use_line(port), file=sys.stderr)
     code = child.wait()
     del server  # the embedded PostgreSQL stops when this process exits
     sys.exit(code)
+
+
+def port_in_use_line(port: int) -> str:
+    return f"port {port} is in use; set PORT to a free one (PORT={port + 1} make run)"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when another process listens on host:port (gunicorn would retry for 5 s, then fail)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As gunicorn binds: a port left in TIME_WAIT by a previous run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def wait_until_serving(child: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> bool:
+    """Poll /health until it answers 200 (True), gunicorn exits or `timeout` passes (False)."""
+    probe = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+    deadline = time.monotonic() + timeout
+    while child.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{probe}:{port}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def banner(port: int, token: str | None, embedded_url: str | None) -> str:
+    """What `serve` prints once it answers: the dashboard first, then what to paste."""
+    base = f"http://localhost:{port}"
+    dashboard = f"{base}/admin/dashboard"
+    lines = [f"\nadmin-service is up: {dashboard}" + (f"#token={token}" if token else "")]
+    if token:
+        lines.append(f"  (signed in as {ADMIN_EMAIL} for 12 h; the token is kept in the tab only)")
+    lines += [
+        f"  API docs:   {base}/admin/docs",
+        f"  Live:       {base}/admin/jobs/stream (SSE), Socket.IO at path /admin/socket.io",
+    ]
+    if token:
+        lines += [
+            f"  Token:      {token}",
+            f"  Try:        curl -H 'Authorization: Bearer {token}' {base}/admin/jobs/stats",
+        ]
+    else:
+        lines += [
+            "  Token:      TOKEN=$(python -m admin_service token --email EMAIL)   (EMAIL: an active admin's)",
+            f'  Try:        curl -H "Authorization: Bearer $TOKEN" {base}/admin/jobs/stats',
+        ]
+    if embedded_url:
+        from admin_service.db.embedded import psql_command
+
+        lines.append(f"  Database:   {psql_command(embedded_url)}")
+    lines.append("Stop with Ctrl+C.")
+    return "\n".join(lines)
 
 
 def _load_or_exit(env: dict[str, str]) -> Settings:
@@ -229,22 +342,54 @@ def _load_or_exit(env: dict[str, str]) -> Settings:
         sys.exit(f"configuration error: {exc}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m admin_service", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help (not for required ones, nor a None whose help says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """The command line's parsers, sub-commands' included (they are made with this class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def at_least(lowest: int) -> Any:
+    """An integer option's type: refused below `lowest`, naming the option (argparse adds it)."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {raw!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m admin_service", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service under gunicorn")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
-    serve.add_argument("--demo-jobs", type=int, default=20_000, help="jobs seeded on the embedded default's first start")
+    serve.add_argument("--port", type=int, help="port to listen on (default: $PORT, else 3007)")
+    serve.add_argument(
+        "--workers", type=at_least(1), help="gunicorn workers (default: $WEB_CONCURRENCY, else one per usable CPU, at least 2)"
+    )
+    serve.add_argument("--demo-jobs", type=at_least(0), default=20_000, help="jobs seeded on the embedded default's first start")
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     seed = db_sub.add_parser("seed", help="create fixture tables if missing and fill demo data")
-    seed.add_argument("--jobs", type=int, default=10_000)
+    seed.add_argument("--jobs", type=at_least(1), default=10_000, help="demo jobs to generate (rows already there are kept)")
     seed.set_defaults(func=cmd_seed)
     db_sub.add_parser("upgrade", help="create/migrate the service's own schema").set_defaults(func=cmd_upgrade)
     trigger = db_sub.add_parser("install-notify-trigger", help="opt-in: NOTIFY on job changes so capture wakes at once")
@@ -266,13 +411,13 @@ def main(argv: list[str] | None = None) -> None:
     indexes.set_defaults(func=cmd_indexes)
 
     token = sub.add_parser("token", help="print a signed admin token (development)")
-    token.add_argument("--email", required=True)
-    token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds")
+    token.add_argument("--email", required=True, help="an active admin's email in auth.users")
+    token.add_argument("--ttl", type=at_least(1), default=12 * 3600, help="seconds the token is valid")
     token.set_defaults(func=cmd_token)
 
     smoke = sub.add_parser("smoke", help="check a running instance")
-    smoke.add_argument("--url", required=True)
-    smoke.add_argument("--token", required=True)
+    smoke.add_argument("--url", required=True, help="the instance's base URL, e.g. http://host:3007")
+    smoke.add_argument("--token", required=True, help="an admin token the instance accepts")
     smoke.set_defaults(func=cmd_smoke)
 
     openapi = sub.add_parser("openapi", help="the OpenAPI document")
@@ -280,8 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     export = openapi_sub.add_parser("export", help="write openapi/openapi.json")
     export.add_argument("--check", action="store_true", help="fail if the file differs from the code")
     export.set_defaults(func=cmd_openapi)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     args.func(args)
 
 

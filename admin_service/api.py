@@ -68,9 +68,7 @@ API_CONFIG = {
     "OPENAPI_VERSION": "3.0.3",
     "OPENAPI_URL_PREFIX": "/admin",
     "OPENAPI_JSON_PATH": "openapi.json",
-    "OPENAPI_SWAGGER_UI_PATH": "/docs",
-    # Served by this service (swagger-ui-bundle): the docs work without any CDN.
-    "OPENAPI_SWAGGER_UI_URL": "/admin/docs-assets/",
+    # The docs page is admin_service/docs.py's (no inline script), not flask-smorest's.
     "API_SPEC_OPTIONS": {
         "info": {
             "description": "Admin monitoring of analysis jobs. Every response is an envelope: "

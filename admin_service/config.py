@@ -281,6 +281,10 @@ class Settings:
     # Socket.IO
     socketio_max_connections_per_user: int = setting("SOCKETIO_MAX_CONNECTIONS_PER_USER", 20, integer(1, 100_000))
     socketio_events_per_second: float = setting("SOCKETIO_EVENTS_PER_SECOND", 10.0, number(0.1, 10_000))
+    # Engine.IO sessions before their Socket.IO CONNECT (live/socketio/handshakes.py), per worker
+    socketio_connect_timeout_s: float = setting("SOCKETIO_CONNECT_TIMEOUT_S", 5.0, number(0.5, 120))
+    socketio_max_pending: int = setting("SOCKETIO_MAX_PENDING", 1000, integer(1, 1_000_000))
+    socketio_handshakes_per_minute: int = setting("SOCKETIO_HANDSHAKES_PER_MINUTE", 300, integer(1, 1_000_000))
     # /metrics (admin_service/metrics.py): without a token, loopback only
     metrics_enabled: bool = setting("METRICS_ENABLED", True, boolean)
     metrics_token: str | None = setting("METRICS_TOKEN", None, optional_text)

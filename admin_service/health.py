@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response
-from sqlalchemy import text
 
 from admin_service.errors import envelope, unavailable
+from admin_service.live.mode import capture_mode
 from admin_service.services import services
 
 blp = Blueprint("health", __name__)
@@ -20,7 +20,7 @@ def health() -> Response:
 def ready() -> Response:
     try:
         with services().engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            mode = capture_mode(conn)
     except Exception:
         raise unavailable("Database unreachable") from None
-    return envelope({"status": "ready", "database": "ok"}, "Service is ready")
+    return envelope({"status": "ready", "database": "ok", "capture": {"mode": mode}}, "Service is ready")

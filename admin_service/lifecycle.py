@@ -2,9 +2,11 @@
 hands its hooks to these functions.
 
 - The master: the Prometheus multiprocess folder (chosen and emptied at start, a dead worker's
-  live gauges dropped, removed at exit when it was made here).
-- Each worker: psycopg2 made cooperative (post_fork); the garbage collector tuned and a watcher
-  that ends the live streams at once on shutdown (post_worker_init); at exit, the live loops
+  live gauges dropped, removed at exit when it was made here); the folder of the workers'
+  Socket.IO sockets (live/socketio/affinity.py), made at start and removed at exit.
+- Each worker: psycopg2 made cooperative (post_fork); the garbage collector tuned, its worker
+  socket listening (Engine.IO sessions forwarded by its siblings) and a watcher that ends the
+  live streams at once on shutdown (post_worker_init); at exit, the live loops
   given time to end, so a capture leader hands over cleanly (worker_exit).
 
 gunicorn.conf.py imports this module in the master, before any worker forks and so before a
@@ -29,7 +31,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger("admin_service.lifecycle")
@@ -37,6 +39,9 @@ log = logging.getLogger("admin_service.lifecycle")
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # The folder this module made (removed on exit); one given in PROMETHEUS_MULTIPROC_DIR is left alone.
 OWN_METRICS_DIR = "ADMIN_SERVICE_METRICS_TMPDIR"
+# = admin_service.live.socketio.affinity.SOCKET_DIR_ENV (not imported: this module imports no app
+# code at module level); tests/live/socketio/test_socketio_workers.py checks that they agree.
+WORKER_SOCKETS_DIR = "ADMIN_SERVICE_WORKER_SOCKETS"
 SHUTDOWN_POLL_S = 0.2
 # How long an exiting worker waits for its live loops (capture, tail, stats) to end: a loop in a
 # database call when SIGTERM came ends after it returns (a poll interval at most, or a query).
@@ -68,6 +73,9 @@ def on_starting(server: object) -> None:
     # Samples of an earlier run in a given folder would be counted again: start empty.
     for path in glob.glob(os.path.join(os.environ[METRICS_DIR], "*.db")):
         os.remove(path)
+    # Each worker listens on a socket here for its siblings' forwarded Engine.IO requests. One
+    # folder per master (0700), so that two instances on one host never meet.
+    os.environ[WORKER_SOCKETS_DIR] = tempfile.mkdtemp(prefix="admin-service-workers-")
 
 
 def child_exit(server: object, worker: Worker) -> None:
@@ -82,6 +90,9 @@ def on_exit(server: object) -> None:
     own = os.environ.get(OWN_METRICS_DIR)
     if own and own == os.environ.get(METRICS_DIR):
         shutil.rmtree(own, ignore_errors=True)
+    sockets = os.environ.get(WORKER_SOCKETS_DIR)
+    if sockets:
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 # --- each worker -----------------------------------------------------------------------------
@@ -103,6 +114,7 @@ def post_worker_init(worker: Worker) -> None:
     # Here, not at module level: the master has no use for Flask.
     from flask import Flask
 
+    from admin_service.live.socketio import AFFINITY
     from admin_service.services import EXTENSION, services
 
     # wsgi.py serves Socket.IO's app around the Flask app (which it keeps as `flask_app`).
@@ -111,10 +123,12 @@ def post_worker_init(worker: Worker) -> None:
         return
     runtime = services(flask_app).runtime
     connections = track_connections(worker)
+    stop_worker_socket = serve_worker_socket(worker, flask_app.extensions.get(AFFINITY))
 
     def watch() -> None:
         while worker.alive:
             time.sleep(SHUTDOWN_POLL_S)
+        stop_worker_socket()
         runtime.shutdown()
         # Keep-alive would hold the draining worker: an idle connection waits `keepalive` (75 s,
         # longer than graceful_timeout) for its client's next request, and so does the connection
@@ -141,6 +155,30 @@ def worker_exit(server: object, worker: Worker) -> None:
         runtime = services(flask_app).runtime
         if runtime.stop.is_set() and not runtime.wait_stopped(LOOPS_EXIT_S):
             log.warning("live loops still running after %.0f s; exiting anyway", LOOPS_EXIT_S)
+
+
+def serve_worker_socket(worker: Worker, affinity: Any) -> Callable[[], None]:
+    """Listen on this worker's socket (live/socketio/affinity.py): Engine.IO requests for this
+    worker's sessions that a sibling received come in here, and gunicorn's own request handling
+    serves them, as if this worker had accepted the connection. Returns how to stop."""
+    path = getattr(affinity, "own_socket_path", None)
+    if path is None:  # not under our master, or no Socket.IO
+        return lambda: None
+    from gevent.server import StreamServer  # type: ignore[import-untyped, unused-ignore]
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1024)
+    handle = getattr(worker, "handle")  # noqa: B009  (gunicorn's worker: handle(listener, client, addr))
+    server = StreamServer(listener, handle=lambda client, addr: handle(listener, client, addr))
+    server.start()
+
+    def stop() -> None:
+        server.close()
+        with suppress(OSError):
+            os.remove(path)
+
+    return stop
 
 
 def track_connections(worker: Worker) -> weakref.WeakSet[socket.socket]:

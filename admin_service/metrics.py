@@ -7,7 +7,8 @@ in-process apps, `flask run`) the samples are this process's own.
 
 Access: METRICS_ENABLED=false removes the route (404). With METRICS_TOKEN set a scrape needs
 `Authorization: Bearer <METRICS_TOKEN>`; without it only direct loopback requests are served
-(a request forwarded by a proxy, i.e. with Forwarded/X-Forwarded-For, is refused).
+(a request forwarded by a proxy, i.e. with any forwarding header: Forwarded, X-Forwarded-*,
+X-Real-IP, Via, is refused, whatever TRUST_PROXY says).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, g, request
@@ -30,6 +31,7 @@ from sqlalchemy import Engine, event
 from admin_service.auth import unauthorized
 from admin_service.errors import ApiError
 from admin_service.jobs.status import STATUSES
+from admin_service.names import CAPTURE_MODES
 
 if TYPE_CHECKING:
     from admin_service.config import Settings
@@ -39,12 +41,34 @@ log = logging.getLogger("admin_service.metrics")
 
 PREFIX = "admin_service"
 
+# Every label value comes from a known, small set: a value a client chooses (gunicorn accepts
+# any 3-20-letter method) would add series to every metric that has it, unauthenticated.
+OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
+UNMATCHED = "<unmatched>"
+
+
+def bounded(value: str, known: frozenset[str] | tuple[str, ...]) -> str:
+    """`value` when it is one of `known`, else "other"."""
+    return value if value in known else OTHER
+
+
+def request_labels(method: str, rule: str | None, status: int) -> tuple[str, str, str]:
+    """(method, endpoint, status) of a request: a known method, the route's rule (the app's
+    own, finite) or "<unmatched>", an HTTP status code (100-599) or "other"."""
+    return (bounded(method, METHODS), rule if rule is not None else UNMATCHED, str(status) if 100 <= status <= 599 else OTHER)
+
+
 REQUESTS = Counter(f"{PREFIX}_http_requests_total", "HTTP requests answered", ["method", "endpoint", "status"])
 LATENCY = Histogram(
     f"{PREFIX}_http_request_duration_seconds",
     "Time to answer an HTTP request (for streams: until the response starts)",
     ["method", "endpoint", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REQUEST_HEAD_TIMEOUTS = Counter(
+    f"{PREFIX}_http_request_head_timeouts_total",
+    "Connections closed with 408 for not sending a request's headers within REQUEST_HEAD_TIMEOUT_S",
 )
 EVENTS_PUBLISHED = Counter(
     f"{PREFIX}_live_events_published_total", "Events the hub of a worker published to its subscribers", ["event"]
@@ -59,6 +83,20 @@ LIVE_SUBSCRIBERS = Gauge(
     multiprocess_mode="livesum",
 )
 SOCKETIO_CLIENTS = Gauge(f"{PREFIX}_socketio_clients", "Connected Socket.IO clients", multiprocess_mode="livesum")
+SOCKETIO_PENDING = Gauge(
+    f"{PREFIX}_socketio_pending_sessions",
+    "Engine.IO sessions waiting for their Socket.IO CONNECT with a valid token",
+    multiprocess_mode="livesum",
+)
+SOCKETIO_HANDSHAKES_REFUSED = Counter(
+    f"{PREFIX}_socketio_handshakes_refused_total",
+    "Engine.IO handshakes refused: reason=rate (per client address) or capacity (too many pending)",
+    ["reason"],
+)
+SOCKETIO_UNAUTHENTICATED_CLOSED = Counter(
+    f"{PREFIX}_socketio_unauthenticated_closed_total",
+    "Engine.IO sessions closed for not authenticating within SOCKETIO_CONNECT_TIMEOUT_S",
+)
 EVENTS_LOGGED = Counter(
     f"{PREFIX}_capture_events_logged_total", "Events (job updates and alerts) the capture leader appended to the log"
 )
@@ -154,12 +192,42 @@ class JobStatsCollector(Collector):
             yield queued
 
 
+class CaptureModeCollector(Collector):
+    """admin_service_capture_mode{mode}: 1 for the mode capture runs in, 0 for the others (an
+    info-style state set); absent while the database cannot say."""
+
+    def __init__(self, read_mode: Callable[[], str]) -> None:
+        self.read_mode = read_mode
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            current = self.read_mode()
+        except Exception as exc:
+            log.warning("metrics: capture mode unavailable: %s", type(exc).__name__)
+            return
+        mode = GaugeMetricFamily(f"{PREFIX}_capture_mode", "1 for the capture mode in use", labels=["mode"])
+        for name in CAPTURE_MODES:
+            mode.add_metric([name], 1 if name == current else 0)
+        yield mode
+
+
 # --- the endpoint and the request hooks ------------------------------------------------------
 
-FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+# A request carrying any of these came through a proxy (with TRUST_PROXY, ProxyFix consumes
+# X-Forwarded-For but a proxy may send only one of the others): not a direct loopback scrape.
+FORWARDED = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Port",
+    "X-Forwarded-Prefix",
+    "X-Real-IP",
+    "Via",
+)
 
 
-def _check_access(token: str | None, trust_proxy: bool) -> None:
+def _check_access(token: str | None) -> None:
     if token:
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
@@ -170,14 +238,15 @@ def _check_access(token: str | None, trust_proxy: bool) -> None:
         loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
     except ValueError:
         loopback = False
-    forwarded = not trust_proxy and any(h in request.headers for h in FORWARDED)
+    forwarded = any(h in request.headers for h in FORWARDED)
     if not loopback or forwarded:
         raise ApiError(403, "Metrics are served to loopback only; set METRICS_TOKEN to scrape from elsewhere")
 
 
-def exposition(shared: SharedStats) -> bytes:
+def exposition(shared: SharedStats, read_mode: Callable[[], str]) -> bytes:
     stats = CollectorRegistry(auto_describe=False)
     stats.register(JobStatsCollector(shared))
+    stats.register(CaptureModeCollector(read_mode))
     if multiprocess():
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
@@ -186,8 +255,9 @@ def exposition(shared: SharedStats) -> bytes:
     return generate_latest(registry) + generate_latest(stats)
 
 
-def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings) -> None:
-    """Request metrics for every route, pool gauges, and GET /metrics when METRICS_ENABLED."""
+def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings, read_mode: Callable[[], str]) -> None:
+    """Request metrics for every route, pool gauges, and GET /metrics when METRICS_ENABLED
+    (`read_mode`: the capture mode, live/mode.py, which this module may not import)."""
     watch_pool(engine)
 
     def start() -> None:
@@ -201,18 +271,18 @@ def install(app: Flask, engine: Engine, stats: SharedStats, settings: Settings) 
         started = g.get("metrics_started")
         if started is not None:
             rule = request.url_rule
-            labels = (request.method, rule.rule if rule is not None else "<unmatched>", str(response.status_code))
+            labels = request_labels(request.method, rule.rule if rule is not None else None, response.status_code)
             REQUESTS.labels(*labels).inc()
             LATENCY.labels(*labels).observe(time.perf_counter() - started)
         return response
 
     if not settings.metrics_enabled:
         return
-    token, trust_proxy = settings.metrics_token, settings.trust_proxy
+    token = settings.metrics_token
 
     @app.get("/metrics")
     def metrics() -> Response:
-        _check_access(token, trust_proxy)
-        response = Response(exposition(stats), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+        _check_access(token)
+        response = Response(exposition(stats, read_mode), mimetype=None, content_type=CONTENT_TYPE_LATEST)
         response.headers["Cache-Control"] = "no-store"
         return response

@@ -20,3 +20,11 @@ RETRIES_EXHAUSTED = "retries_exhausted"
 # The table-wide rules: raised once per episode and resolved when they clear.
 EPISODE_RULES = (HIGH_FAILURE_RATE, QUEUE_OVERFLOW, PROCESSING_TIMEOUT)
 ALERT_RULES = (*EPISODE_RULES, RETRIES_EXHAUSTED)
+
+# Capture modes, as /health/ready and the admin_service_capture_mode metric report them: polling
+# (state sampling), polling woken by the opt-in NOTIFY trigger (still sampling), exact (the opt-in
+# change-capture trigger: every change).
+CAPTURE_POLL = "poll"
+CAPTURE_NOTIFY_TRIGGER = "notify-trigger"
+CAPTURE_EXACT = "exact"
+CAPTURE_MODES = (CAPTURE_POLL, CAPTURE_NOTIFY_TRIGGER, CAPTURE_EXACT)

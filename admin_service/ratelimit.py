@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
@@ -91,13 +91,31 @@ class FailedAuthGuard:
             log.warning("could not count a failed authentication (rate-limit store unreachable)")
 
 
+# flask-limiter writes its window's reset as Retry-After on every answer it has a limit for
+# (200s and 401s too), and on an answer that already has one (an outage's 503: 5 s) it writes the
+# later of the two. It writes it under this name instead; `retry_after_on_429_only` decides.
+LIMITER_RETRY_AFTER = "X-Limiter-Retry-After"
+
+
+def retry_after_on_429_only(response: Response) -> Response:
+    """Retry-After on a 429 the limit refused (its window's reset), never on other answers; an
+    answer that set its own (a 503's, the auth guard's 429) keeps it."""
+    reset_in = response.headers.pop(LIMITER_RETRY_AFTER, None)
+    if response.status_code == 429 and reset_in is not None and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = str(max(1, int(reset_in)))
+    return response
+
+
 def make_limiter(app: Flask, settings: Settings) -> Limiter:
     # Storage errors surface as limits' StorageError (not the driver's), answered with a 503 (above).
     options: dict[str, object] = {"wrap_exceptions": True}
     if settings.rate_limit_storage_uri.startswith("redis"):
         options.update(socket_connect_timeout=1, socket_timeout=1)
+    # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
+    app.after_request(retry_after_on_429_only)
     app.config.update(
         RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_HEADER_RETRY_AFTER=LIMITER_RETRY_AFTER,
         RATELIMIT_STORAGE_URI=settings.rate_limit_storage_uri,
         RATELIMIT_STORAGE_OPTIONS=options,
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=settings.rate_limit_fail_open,

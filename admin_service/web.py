@@ -8,15 +8,19 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
 from admin_service.config import Settings
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
 access_log = logging.getLogger("admin_service.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -83,6 +87,47 @@ def redacted_query() -> str:
     return "&".join(parts)
 
 
+# Set on every answer; a view may set its own Content-Security-Policy and Cache-Control (the
+# dashboard, the docs page, their assets), the others are fixed.
+FIXED_HEADERS = frozenset({"X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Strict-Transport-Security"})
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def security_headers(secure: bool) -> list[tuple[str, str]]:
+    """The headers every answer of the service carries (HSTS only over HTTPS)."""
+    headers = [
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+        ("Cache-Control", "no-store"),
+    ]
+    if secure:
+        headers.append(("Strict-Transport-Security", HSTS))
+    return headers
+
+
+def came_over_https(environ: WSGIEnvironment, trust_proxy: bool) -> bool:
+    """What Flask's request.is_secure says behind ProxyFix(x_proto=1), for WSGI apps outside
+    Flask: the connection's scheme, or the proxy's X-Forwarded-Proto when TRUST_PROXY."""
+    if environ.get("wsgi.url_scheme") == "https":
+        return True
+    forwarded = environ.get("HTTP_X_FORWARDED_PROTO", "") if trust_proxy else ""
+    return forwarded.split(",")[-1].strip().lower() == "https"
+
+
+def with_security_headers(start_response: StartResponse, secure: bool) -> StartResponse:
+    """start_response adding the security headers an answer (of a WSGI app other than Flask's,
+    e.g. Socket.IO's) does not set itself."""
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+        present = {name.lower() for name, _ in headers}
+        headers = headers + [(name, value) for name, value in security_headers(secure) if name.lower() not in present]
+        return start_response(status, headers, exc_info)
+
+    return start
+
+
 def install(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _start() -> None:
@@ -102,13 +147,11 @@ def install(app: Flask, settings: Settings) -> None:
     @app.after_request
     def _headers(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-        response.headers.setdefault("Cache-Control", "no-store")
-        if request.is_secure:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        for name, value in security_headers(request.is_secure):
+            if name in FIXED_HEADERS:
+                response.headers[name] = value
+            else:
+                response.headers.setdefault(name, value)
         return response
 
     @app.teardown_request

@@ -1,6 +1,6 @@
 """Live cases: N concurrent SSE streams / Socket.IO sockets on ONE gunicorn gevent worker; the
-worker's RSS with them open, and commit-to-client latency of job updates with and without the
-opt-in NOTIFY trigger. Clients run in their own process, not in the service's: Node (SSE:
+worker's RSS with them open, and commit-to-client latency of job updates in each capture mode
+(--capture-modes: polling, the opt-in NOTIFY trigger, exact change capture). Clients run in their own process, not in the service's: Node (SSE:
 bench/sse_clients.js on Node's native HTTP parser; Socket.IO: bench/sio_clients.js with
 socket.io-client), or bench/sse_clients.py (asyncio) for SSE where Node is missing."""
 
@@ -14,10 +14,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg2
+import requests
 
 from bench.service import BENCH_SECRET, run_service, worker_rss_mib
 from tests.support import ROOT
@@ -46,6 +48,69 @@ def trigger(database_url: str, install: bool, command: str = "install-notify-tri
         capture_output=True,
         timeout=120,
     )
+
+
+@dataclass(frozen=True)
+class CaptureMode:
+    name: str  # as --capture-modes names it
+    key: str  # its results key
+    reported: str  # what /health/ready says once capture runs in it
+    command: str | None  # the opt-in command that sets it up (None: nothing installed)
+
+
+NOTIFY_TRIGGER, CHANGE_CAPTURE = "install-notify-trigger", "install-change-capture"
+CAPTURE_MODES = {
+    mode.name: mode
+    for mode in (
+        CaptureMode("poll", "polling", "poll", None),
+        CaptureMode("trigger", "notify_trigger", "notify-trigger", NOTIFY_TRIGGER),
+        CaptureMode("exact", "exact", "exact", CHANGE_CAPTURE),
+    )
+}
+
+
+def parse_capture_modes(text: str) -> list[CaptureMode]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CAPTURE_MODES]
+    if unknown:
+        raise ValueError(f"unknown capture mode(s) {', '.join(unknown)}: choose from {', '.join(CAPTURE_MODES)}")
+    return [CAPTURE_MODES[n] for n in dict.fromkeys(names)]
+
+
+def command_available(command: str) -> bool:
+    """Whether `python -m admin_service db <command>` exists in this checkout."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "admin_service", "db", command, "--help"],
+        cwd=ROOT,
+        env={**os.environ, "JWT_SECRET": BENCH_SECRET},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.returncode == 0
+
+
+def set_capture_mode(database_url: str, mode: CaptureMode | None, installable: set[str]) -> None:
+    """Install what `mode` needs and drop the other opt-in triggers (None: drop them all)."""
+    for command in (NOTIFY_TRIGGER, CHANGE_CAPTURE):
+        if command in installable and (mode is None or command != mode.command):
+            trigger(database_url, False, command)
+    if mode is not None and mode.command is not None:
+        trigger(database_url, True, mode.command)
+
+
+def reported_mode(service: RunningService, expected: str, timeout: float = 15) -> str | None:
+    """Wait until /health/ready reports `expected` as the capture mode; the last mode it reported."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        try:
+            seen = requests.get(f"{service.url}/health/ready", timeout=5).json()["data"].get("capture", {}).get("mode")
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        if seen == expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.5)
 
 
 class Clients:
@@ -174,6 +239,8 @@ def measure(
     updates: int,
     spacing_s: float,
     log: Callable[[str], None],
+    modes: list[CaptureMode],
+    installable: set[str],
 ) -> dict[str, Any]:
     if kind == "sse" and shutil.which("node"):
         command = ["node", str(BENCH / "sse_clients.js"), service.url, token, str(count)]
@@ -203,18 +270,21 @@ def measure(
             f"  {kind} x{count}: {ready['ready']} connected ({ready['failed']} refused) in {connect_s} s; "
             f"worker RSS {idle_rss:.0f} -> {rss:.0f} MiB"
         )
-        ids = job_ids_to_update(database_url, 2 * updates)
-        for mode, install in (("polling", False), ("notify_trigger", True)):
-            trigger(database_url, install)
-            time.sleep(1.5)
-            batch = ids[:updates] if not install else ids[updates:]
-            run = latency_run(clients, database_url, batch, ready["ready"], spacing_s)
-            result[mode] = run
+        ids = job_ids_to_update(database_url, len(modes) * updates)
+        for n, mode in enumerate(modes):
+            set_capture_mode(database_url, mode, installable)
+            seen = reported_mode(service, mode.reported)
+            if seen != mode.reported:
+                log(f"    {mode.key}: /health/ready reports capture mode {seen!r}, not {mode.reported!r} (measured anyway)")
+            time.sleep(1.5)  # the leader's pass after the change
+            run = latency_run(clients, database_url, ids[n * updates : (n + 1) * updates], ready["ready"], spacing_s)
+            run["reported_mode"] = seen
+            result[mode.key] = run
             log(
-                f"    {mode:15s} p50 {run['p50_ms']} p99 {run['p99_ms']} max {run['max_ms']} ms; "
+                f"    {mode.key:15s} p50 {run['p50_ms']} p99 {run['p99_ms']} max {run['max_ms']} ms; "
                 f"received {run['received']}/{run['expected']}"
             )
-        trigger(database_url, False)
+        set_capture_mode(database_url, None, installable)
         result["worker_rss_after_mib"] = round(worker_rss_mib(service), 1)
         result["loadavg_1m"] = round(os.getloadavg()[0], 2)
         result["client_errors"] = clients.errors[:5]
@@ -227,19 +297,30 @@ def measure(
 def run_live(database_url: str, engine: Any, token: str, args: Any, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     sse_counts = [int(x) for x in str(args.sse).split(",") if x.strip()]
     socket_counts = [int(x) for x in str(args.sockets).split(",") if x.strip()]
+    modes = parse_capture_modes(getattr(args, "capture_modes", ",".join(CAPTURE_MODES)))
     out: dict[str, Any] = {"sse": [], "socketio": [], "spacing_s": 0.5, "updates": args.updates}
     if not sse_counts and not socket_counts:
+        out["modes"] = [m.key for m in modes]
         return out
     if socket_counts and not shutil.which("node"):
         log("node is not installed: Socket.IO cases skipped")
         socket_counts = []
-    trigger(database_url, False)
+    installable = {c for c in (NOTIFY_TRIGGER, CHANGE_CAPTURE) if command_available(c)}
+    for mode in list(modes):
+        if mode.command is not None and mode.command not in installable:
+            log(f"capture mode {mode.name} skipped: `python -m admin_service db {mode.command}` does not exist in this checkout")
+            modes.remove(mode)
+    out["modes"] = [m.key for m in modes]
+    set_capture_mode(database_url, None, installable)
     env = {"WEB_CONCURRENCY": "1", "SOCKETIO_MAX_CONNECTIONS_PER_USER": "100000", "SOCKETIO_EVENTS_PER_SECOND": "1000"}
-    log("\n[live] one gunicorn gevent worker, started afresh for each case; default capture/tail settings")
+    log(
+        "\n[live] one gunicorn gevent worker, started afresh for each case; default capture/tail settings; "
+        f"capture modes: {', '.join(m.name for m in modes) or 'none'}"
+    )
     for kind, counts in (("sse", sse_counts), ("socketio", socket_counts)):
         for count in counts:
             with run_service(database_url, workdir, env) as service:
                 time.sleep(2)
                 out["worker_rss_start_mib"] = round(worker_rss_mib(service), 1)
-                out[kind].append(measure(service, kind, count, token, database_url, args.updates, 0.5, log))
+                out[kind].append(measure(service, kind, count, token, database_url, args.updates, 0.5, log, modes, installable))
     return out

@@ -194,6 +194,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sse", default="1000,10000", help="SSE stream counts ('' to skip)")
     parser.add_argument("--sockets", default="1000", help="Socket.IO socket counts ('' to skip)")
     parser.add_argument("--updates", type=int, default=20, help="job updates per latency run")
+    parser.add_argument(
+        "--capture-modes",
+        default="poll,trigger,exact",
+        help="capture modes whose latency the live cases measure, in order: poll (nothing installed), trigger "
+        "(db install-notify-trigger), exact (db install-change-capture; skipped where that command does not exist)",
+    )
     parser.add_argument("--no-indexes-phase", action="store_true", help="skip the run with db install-indexes")
     parser.add_argument("--only", nargs="*", help="only REST cases whose name contains one of these")
     parser.add_argument(
@@ -203,6 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where results.json, RESULTS.md, latency.png go")
     args = parser.parse_args(argv)
+    from bench.live import parse_capture_modes
+
+    try:
+        parse_capture_modes(args.capture_modes)
+    except ValueError as exc:
+        parser.error(f"--capture-modes: {exc}")
 
     fd_limit = raise_fd_limit()
     started = time.monotonic()

@@ -168,3 +168,24 @@ def redis_keys(redis_client: redis.Redis) -> Iterator[list[str]]:
     for user_id in ids:
         for key in redis_client.scan_iter(match=f"*{user_id}*"):
             redis_client.delete(key)
+
+
+# --- no skip counted as a pass ---------------------------------------------------------------
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test proved nothing: the run fails (make test installs what the tests need)."""
+    if _skipped and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _skipped:
+        terminalreporter.write_line(f"{len(_skipped)} skipped test(s) fail the run: a skip is not a pass", red=True)

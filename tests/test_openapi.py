@@ -91,7 +91,7 @@ def test_docs_page_loads_every_asset_from_this_service(client: FlaskClient) -> N
     html = page.get_data(as_text=True)
 
     assets = re.findall(r"""<(?:script|link)\b[^>]*?\b(?:src|href)=["']([^"']+)["']""", html)
-    spec_urls = re.findall(r"""\burl:\s*["']([^"']+)["']""", html)
+    spec_urls = re.findall(r"""\bdata-spec-url=["']([^"']+)["']""", html)
     assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets), assets
     assert spec_urls, "the page names no OpenAPI document"
 

@@ -485,7 +485,7 @@ def test_tokens_never_reach_the_log(
 # --- 404 / 405 -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/nowhere", "/admin", "/admin/job", "/admin/jobs/a/b/c", "/admin/jobs/stats/extra/more"])
+@pytest.mark.parametrize("path", ["/nowhere", "/admin/x", "/admin/job", "/admin/jobs/a/b/c", "/admin/jobs/stats/extra/more"])
 def test_unknown_routes_are_404_in_the_envelope(client: FlaskClient, data: Data, auth: dict[str, str], path: str) -> None:
     for headers in (auth, {}):
         body = assert_error(client.get(path, headers=headers), 404, "NOT_FOUND")

@@ -1,8 +1,9 @@
-"""The dependency audit's verdict (.ci/pip_audit.py, run by `make test`) and the container's
-non-root user and healthcheck."""
+"""The dependency audit's verdict (.ci/pip_audit.py, run by `make test`) and the container: its
+non-root user and healthcheck, its build context and its dependencies."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import re
 
@@ -77,3 +78,34 @@ def test_the_healthcheck_command_passes_on_a_ready_service_and_fails_otherwise(d
         assert ready.returncode == 0, ready.stderr
     down = subprocess.run(["sh", "-c", command], env={**env, "PORT": str(free_port())}, capture_output=True, timeout=30)
     assert down.returncode != 0
+
+
+def in_build_context(name: str) -> bool:
+    """Whether a top-level file or folder is sent to the Docker build (.dockerignore: patterns in
+    order, `!` re-includes, the last match decides; top-level names are all this needs)."""
+    included = True
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negated = pattern.startswith("!")
+        if fnmatch.fnmatchcase(name, pattern.lstrip("!").rstrip("/")):
+            included = negated
+    return included
+
+
+def test_the_build_context_holds_what_the_image_copies_and_nothing_local() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = [src for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for src in line.split()[:-1]]
+    assert copied and all(in_build_context(src.rstrip("/").split("/")[0]) for src in copied), copied
+    for local in (".venv", ".data", "tests", "bench", ".git", "node_modules", ".ci", "docs", "requirements-dev.txt"):
+        assert not in_build_context(local), local
+
+
+def test_the_image_installs_the_runtime_requirements_only_without_the_embedded_postgresql() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.findall(r"pip install .*?-r (\S+)", dockerfile) == ["requirements.txt"]
+    pinned = {line.split("==")[0] for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line}
+    assert "gunicorn" in pinned and "pgserver" not in pinned
+    dev = (ROOT / "requirements-dev.txt").read_text()
+    assert re.search(r"^pgserver==", dev, re.M), "make run/test (requirements-dev.txt) keep the embedded PostgreSQL"

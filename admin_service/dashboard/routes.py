@@ -1,4 +1,5 @@
-"""GET /admin/dashboard (the page) and /admin/dashboard/assets/<file> (its scripts and styles).
+"""GET /admin/dashboard (the page) and /admin/dashboard/assets/<file> (its scripts and styles);
+`/` and `/admin` redirect to the page.
 
 Public: the page is the same for everyone and carries no data. Its own Content-Security-Policy
 allows only this origin's scripts, styles and connections: no inline script, no inline style,
@@ -16,7 +17,8 @@ import hashlib
 from functools import cache
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, render_template, send_from_directory, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, send_from_directory, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from admin_service.names import EPISODE_RULES, JOB_ALERT, JOB_STATS, JOB_UPDATE
 
@@ -55,6 +57,14 @@ def asset_url(filename: str) -> str:
 def module_url(filename: str) -> str:
     """As the entry's imports resolve it: no version (revalidated instead, see asset())."""
     return url_for("dashboard.asset", filename=filename)
+
+
+@blp.get("/")
+@blp.get("/admin")
+@blp.get("/admin/")
+def home() -> BaseResponse:
+    """The root and /admin lead to the dashboard (the URL `make run` prints), not to a 404."""
+    return redirect(url_for("dashboard.page"), code=302)
 
 
 @blp.get("/admin/dashboard")

@@ -6,6 +6,7 @@ other services and are never created or altered here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, text
@@ -121,23 +122,46 @@ SEED_METRICS = text(
 )
 
 
-def seed_demo(conn: Connection, jobs: int, *, days: int = 30, seed: float = 0.42) -> None:
-    """Fill realistic, deterministic demo data (idempotent: existing rows are kept)."""
+@dataclass(frozen=True)
+class Seeded:
+    """What one seeding inserted (rows already there are kept, not counted) and what was there."""
+
+    jobs: int
+    users: int
+    results: int
+    metrics: int
+    jobs_before: int
+
+    def summary(self) -> str:
+        inserted = f"inserted {self.jobs} jobs, {self.users} users, {self.results} results, {self.metrics} system metrics"
+        if self.jobs_before:
+            inserted += f" (the database already held {self.jobs_before} jobs: existing rows are kept)"
+        return inserted
+
+
+def seed_demo(conn: Connection, jobs: int, *, days: int = 30, seed: float = 0.42) -> Seeded:
+    """Fill realistic, deterministic demo data (idempotent: existing rows are kept); say what it inserted."""
     # Bulk inserts run longer than the request statement timeout, legitimately.
     conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
     create_fixture_tables(conn)
+    jobs_before = conn.execute(text("SELECT count(*) FROM archive.analysis_jobs")).scalar_one()
+    people = 0
     for user_id, username, email, user_type, active in DEMO_PEOPLE:
-        conn.execute(
+        people += conn.execute(
             text(
                 "INSERT INTO auth.users (id, username, email, user_type, is_active) "
                 "VALUES (:id, :u, :e, :t, :a) ON CONFLICT DO NOTHING"
             ),
             {"id": user_id, "u": username, "e": email, "t": user_type, "a": active},
-        )
+        ).rowcount
     users = max(20, jobs // 10)
     conn.execute(text("SELECT setseed(:s)"), {"s": seed})
-    conn.execute(SEED_USERS, {"n": users})
-    conn.execute(SEED_JOBS, {"n": jobs, "users": users, "days": days})
-    conn.execute(SEED_RESULTS)
-    conn.execute(SEED_METRICS)
+    seeded = Seeded(
+        users=people + conn.execute(SEED_USERS, {"n": users}).rowcount,
+        jobs=conn.execute(SEED_JOBS, {"n": jobs, "users": users, "days": days}).rowcount,
+        results=conn.execute(SEED_RESULTS).rowcount,
+        metrics=conn.execute(SEED_METRICS).rowcount,
+        jobs_before=jobs_before,
+    )
     conn.exec_driver_sql("ANALYZE auth.users; ANALYZE archive.analysis_jobs; ANALYZE archive.analysis_results")
+    return seeded

@@ -3,8 +3,9 @@ into events in the log.
 
 Leadership is a PostgreSQL advisory lock held by the leader's own connection: when the
 leader dies its connection closes, the lock is released, and another process takes over
-within LEADER_RETRY_S. Changes are found by an `updated_at` watermark read with an overlap
-window, so a transaction that commits late with an older `updated_at` is still seen; the
+within LEADER_RETRY_S. Changes are found by polling (live/polling.py: new jobs by `created_at`,
+open jobs by status, jobs that left the open set by primary key) from a watermark read with an
+overlap window, so a transaction that commits late with an older timestamp is still seen; the
 unique dedupe key makes re-reading the overlap harmless. That is state sampling: two changes of
 a job between two passes are one event. With the change-capture trigger installed (or
 CAPTURE_MODE=exact) the leader logs every change instead (live/changes.py).
@@ -18,6 +19,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,10 +29,9 @@ from admin_service import metrics
 from admin_service.clock import utc
 from admin_service.config import Settings
 from admin_service.db.dbapi import Connection, Cursor
-from admin_service.db.tables import JOBS_TABLE, USERS_TABLE
-from admin_service.jobs.serialize import USER_EMAIL, USER_ID, USER_USERNAME, job_json
+from admin_service.jobs.serialize import job_json
 from admin_service.jobs.status import TERMINAL, normalize
-from admin_service.live import alerts
+from admin_service.live import alerts, polling
 from admin_service.live.changes import EXACT, POLL, ChangeConsumer, choose_mode, state_key
 from admin_service.live.connection import keep_connected, transaction, wait_for_notify
 from admin_service.live.log import CHANGES_CHANNEL, EventLog, NewEvent
@@ -61,18 +62,6 @@ class LRU(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
-# The job with its user under the serialiser's labels (job_json reads them).
-CHANGED_JOBS = f"""
-    SELECT j.*, u.id AS {USER_ID}, u.email AS {USER_EMAIL}, u.username AS {USER_USERNAME}, clock_timestamp() AS db_now
-    FROM {JOBS_TABLE} j
-    LEFT JOIN {USERS_TABLE} u ON u.id = j.user_id
-    WHERE j.updated_at >= %(since)s
-      AND (%(after_at)s::timestamptz IS NULL OR (j.updated_at, j.id) > (%(after_at)s, %(after_id)s::uuid))
-    ORDER BY j.updated_at, j.id
-    LIMIT %(limit)s
-"""
-
-
 def event_kind(status: str, previous: str | None, created_at: datetime, updated_at: datetime) -> str:
     if status in TERMINAL and previous != status:
         return status
@@ -96,6 +85,7 @@ class Capturer:
         # looked up in the log, one query per capture pass.
         self._recent_keys: LRU = LRU(20_000)
         self._last_status: LRU = LRU(50_000)
+        self._open_jobs = polling.OpenJobs()
 
     # -- leadership loop -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -123,6 +113,8 @@ class Capturer:
             cur.execute(f'LISTEN "{CHANGES_CHANNEL}"')
         self._recent_keys.clear()
         self._last_status.clear()
+        with conn.cursor() as cur:
+            self._open_jobs.start(self.log.open_jobs(cur, polling.OPEN_STATUSES))
         next_alerts = 0.0
         next_prune = 0.0
         next_mode = 0.0
@@ -154,7 +146,7 @@ class Capturer:
         polling otherwise, and hand over between the two without losing what the other had."""
         with conn.cursor() as cur:
             mode, installed = choose_mode(cur, self.settings)
-            last = self.log.capture_mode(cur)  # the mode of the last leader, in whichever process
+            last = self.log.leader_mode(cur)  # the mode of the last leader, in whichever process
         if mode != last:
             if mode == EXACT:
                 # Changes committed before the trigger existed are only in the rows: one last
@@ -163,7 +155,7 @@ class Capturer:
             elif last == EXACT:
                 self.captured_total += self.changes.consume(conn)  # recorded before the drop
             with conn.cursor() as cur:
-                self.log.set_capture_mode(cur, mode)
+                self.log.set_leader_mode(cur, mode)
         if mode != self.mode:
             log.info("capture mode: %s", mode)
             if mode == EXACT and not installed:
@@ -174,31 +166,33 @@ class Capturer:
 
     # -- one pass ------------------------------------------------------------------------
     def capture_once(self, conn: Connection) -> int:
-        """Read changed rows since the watermark (minus the overlap) and log their events."""
+        """One polling pass (live/polling.py): new jobs since the watermark (minus the overlap),
+        open jobs changed since then and jobs no longer open (by primary key); log their events,
+        one transaction per page (one in all unless new jobs fill more than a page)."""
         overlap = timedelta(seconds=self.settings.capture_overlap_s)
         since: datetime | None = None
-        after: tuple[datetime, Any] | None = None
+        scan = polling.Pass(self._open_jobs, BATCH)
         total = 0
-        while True:
-            rows, since = self._capture_page(conn, since, after, overlap)
+        while not scan.done:
+            rows, since = self._capture_page(conn, since, overlap, scan.rows)
             total += len(rows)
-            if len(rows) < BATCH:
-                return total
-            # Page on (updated_at, id): restarting from `since` would re-read the same BATCH
-            # rows forever once the overlap window holds more than BATCH of them.
-            after = (rows[-1]["updated_at"], rows[-1]["id"])
+        # Only now: had a page failed, the next pass would look for the jobs that left again.
+        self._open_jobs.commit(scan.seen)
+        return total
 
     def _capture_page(
-        self, conn: Connection, since: datetime | None, after: tuple[datetime, Any] | None, overlap: timedelta
+        self,
+        conn: Connection,
+        since: datetime | None,
+        overlap: timedelta,
+        fetch: Callable[[Cursor, datetime], list[dict[str, Any]]],
     ) -> tuple[list[dict[str, Any]], datetime]:
         """One page of changed rows in one transaction; (rows, the pass's lower bound)."""
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur, transaction(cur):
             watermark = self.log.lock_watermark(cur, overlap)
             if since is None:
                 since = watermark - overlap
-            after_at, after_id = after if after is not None else (None, None)
-            cur.execute(CHANGED_JOBS, {"since": since, "after_at": after_at, "after_id": after_id, "limit": BATCH})
-            rows: list[dict[str, Any]] = cur.fetchall()
+            rows = fetch(cur, since)
             events = self._events_for(cur, rows)
             ids = self.log.append_and_notify(cur, events)
             if rows:

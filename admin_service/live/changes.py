@@ -58,11 +58,11 @@ from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
 from admin_service.live.connection import transaction, wait_for_notify
 from admin_service.live.log import EventLog, NewEvent
-from admin_service.names import JOB_UPDATE
+from admin_service.names import CAPTURE_EXACT, CAPTURE_POLL, JOB_UPDATE
 
 log = logging.getLogger("admin_service.capture")
 
-EXACT, POLL = "exact", "poll"
+EXACT, POLL = CAPTURE_EXACT, CAPTURE_POLL  # the leader's modes (names.py: what /health/ready reports)
 BATCH = 5000
 # While a writer that did not NOTIFY is still in its transaction, how often the leader looks again.
 AWAKE_RECHECK_S = 0.02

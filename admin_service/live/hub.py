@@ -204,7 +204,7 @@ class Hub:
 
     def publish(self, event: LiveEvent) -> None:
         self.published_total += 1
-        metrics.EVENTS_PUBLISHED.labels(event.name).inc()
+        metrics.EVENTS_PUBLISHED.labels(metrics.bounded(event.name, EVENT_NAMES)).inc()
         offered = 0
         for event_filter, subs in self._current():
             if not event_filter.accepts(event):

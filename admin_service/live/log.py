@@ -133,14 +133,14 @@ class EventLog:
             )
             return {str(key): bool(from_change) for key, from_change in plain.fetchall()}
 
-    def capture_mode(self, cur: Cursor) -> str | None:
+    def leader_mode(self, cur: Cursor) -> str | None:
         """The mode the last capture leader ran in (None before any)."""
         with cur.connection.cursor() as plain:
             plain.execute(f"SELECT mode FROM {self._state} WHERE id = 1")
             row = plain.fetchone()
             return None if row is None or row[0] is None else str(row[0])
 
-    def set_capture_mode(self, cur: Cursor, mode: str) -> None:
+    def set_leader_mode(self, cur: Cursor, mode: str) -> None:
         with cur.connection.cursor() as plain:
             plain.execute(
                 f"INSERT INTO {self._state} (id, watermark, mode) VALUES (1, now(), %s) "
@@ -157,6 +157,17 @@ class EventLog:
                 (list(job_row_ids), JOB_UPDATE),
             )
             return {str(job): str(status) for job, status in plain.fetchall()}
+
+    def open_jobs(self, cur: Cursor, statuses: Sequence[str]) -> list[str]:
+        """Jobs whose newest logged job-update shows one of `statuses`: the open jobs as the log
+        last saw them (a new capture leader starts from them)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"SELECT job_row_id::text FROM (SELECT DISTINCT ON (job_row_id) job_row_id, status FROM {self._events} "
+                "WHERE event = %s AND job_row_id IS NOT NULL ORDER BY job_row_id, id DESC) newest WHERE status = ANY(%s)",
+                (JOB_UPDATE, list(statuses)),
+            )
+            return [str(row[0]) for row in plain.fetchall()]
 
     # -- reading (tail, replay) -------------------------------------------------------------
     def read_after(self, cur: Cursor, after_id: int, limit: int = READ_PAGE) -> list[LiveEvent]:
@@ -177,9 +188,9 @@ class EventLog:
 
     # -- REST views ---------------------------------------------------------------------------
     def timeline(self, conn: SqlConnection, job_row_id: Any) -> list[dict[str, Any]]:
-        """Every logged event of one job, oldest first."""
+        """Every logged event of one job, oldest first (with the job's status for job updates)."""
         rows = conn.execute(
-            text(f"SELECT id, event, kind, occurred_at, payload FROM {self._events} WHERE job_row_id = :id ORDER BY id"),
+            text(f"SELECT id, event, kind, status, occurred_at, payload FROM {self._events} WHERE job_row_id = :id ORDER BY id"),
             {"id": job_row_id},
         )
         return [dict(row) for row in rows.mappings()]

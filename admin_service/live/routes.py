@@ -12,6 +12,7 @@ from admin_service.auth import require_admin
 from admin_service.errors import envelope
 from admin_service.jobs.routes import find_job
 from admin_service.jobs.schemas import EnvelopeSchema, StrictQuerySchema
+from admin_service.live.history import full_timeline
 from admin_service.names import ALERT_RULES
 from admin_service.services import services
 
@@ -32,6 +33,42 @@ class EventListSchema(Schema):
 
 class EventListEnvelopeSchema(EnvelopeSchema):
     data = fields.Nested(EventListSchema, required=True)
+
+
+class TimelineEntrySchema(Schema):
+    id = fields.Integer(
+        allow_none=True, required=True, metadata={"description": "event log id (SSE id); null for a derived step"}
+    )
+    event = fields.String(required=True, metadata={"description": "job-update or job-alert"})
+    kind = fields.String(
+        required=True,
+        metadata={"description": "the event's kind; for a derived step: created, processing, completed, failed or cancelled"},
+    )
+    status = fields.String(allow_none=True, required=True, metadata={"description": "the job's status at this step"})
+    occurred_at = fields.DateTime(
+        required=True, metadata={"description": "when it was logged; for a derived step, the row's timestamp"}
+    )
+    payload = fields.Dict(
+        required=True,
+        metadata={"description": "what subscribers received; for a derived step, what the row adds (retry_count, error_message)"},
+    )
+    derived = fields.Boolean(
+        required=True, metadata={"description": "true: shown by the job's row itself, not by a logged event"}
+    )
+    source = fields.String(
+        required=True,
+        metadata={
+            "description": "event-log, or the row's column a derived step comes from (created_at, processing_started_at, completed_at, updated_at)"
+        },
+    )
+
+
+class TimelineSchema(Schema):
+    events = fields.List(fields.Nested(TimelineEntrySchema), required=True)
+
+
+class TimelineEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(TimelineSchema, required=True)
 
 
 class AlertsQuerySchema(StrictQuerySchema):
@@ -61,16 +98,18 @@ def recent_alerts(args: dict[str, Any]) -> Response:
 
 
 @blp.route("/<string:job_ref>/events")
-@blp.response(200, EventListEnvelopeSchema)
+@blp.response(200, TimelineEnvelopeSchema)
 @blp.errors(401, 403, 404, 429, 503)
 @blp.doc(security=[{"bearerAuth": []}])
 def job_timeline(job_ref: str) -> Response:
     """Job timeline
 
-    Every logged event of one job, oldest first.
+    Every logged event of one job, oldest first, with the steps the job's row itself proves
+    (created, started processing, ended) that no logged event shows, marked `derived` (a job
+    older than the event log, or a change that polling merged with the next one).
     """
     used = services()
     with used.engine.connect() as conn:
         job = find_job(conn, job_ref)
         events = used.runtime.event_log.timeline(conn, job["id"])
-    return envelope({"events": events}, "Job timeline")
+    return envelope({"events": full_timeline(job, events)}, "Job timeline")

@@ -45,7 +45,6 @@ from tests.support.settings import make_settings
 from tests.support.sse_client import SSEClient
 from tests.support.tokens import token_for
 
-
 # No timer wakes the leader within a test (capture and alert passes 60 s apart): every delivery
 # must come from a NOTIFY or from the leader seeing a change before it sleeps.
 NO_TIMER = {**ENV, "CAPTURE_POLL_MS": "60000", "ALERT_INTERVAL_S": "60"}

@@ -119,16 +119,17 @@ def run_service(
     database_url: str,
     tmp_path: Path,
     *,
-    workers: int = 1,
+    workers: int | None = 1,
     env: dict[str, str] | None = None,
     tls: tuple[Path, Path] | None = None,
 ) -> Iterator[RunningService]:
-    """The service with the tests' secret and generous limits, `workers` gevent workers."""
+    """The service with the tests' secret and generous limits, `workers` gevent workers
+    (None: as many as gunicorn.conf.py chooses, as `serve` and the image start it)."""
     full_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "WEB_CONCURRENCY" or workers is not None},
         "DATABASE_URL": database_url,
         "JWT_SECRET": TEST_SECRET,
-        "WEB_CONCURRENCY": str(workers),
+        **({"WEB_CONCURRENCY": str(workers)} if workers is not None else {}),
         "RATE_LIMIT": "100000 per minute",
         "AUTH_FAILURE_LIMIT": "100000 per minute",
         "GRACEFUL_TIMEOUT": "3",

@@ -2,19 +2,16 @@
 driven by python-socketio's client: every transport, subscriptions and filters, the
 refusals a dashboard shows, token expiry, limits, bad input, origins, and 200 sockets.
 
-One worker: the default transport path (long-polling, then the upgrade to WebSocket)
-needs sticky sessions, which a single worker gives for free.
+One worker; long-polling across two workers is test_socketio_workers.py.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +25,8 @@ from admin_service.config import Settings
 from tests.support.factories import Data
 from tests.support.postgres import table_locked
 from tests.support.service import RunningService, run_service, worker_pids
-from tests.support.socketio import ALERT_QUEUE_MAX, ENV, MAX_PER_USER, change_status, fresh_job
+from tests.support.socketio import ALERT_QUEUE_MAX, ENV, MAX_PER_USER, PATH, Probe, change_status, fresh_job, is_job
 from tests.support.tokens import token_for
-
-PATH = "/admin/socket.io"
 
 
 @pytest.fixture(scope="module")
@@ -48,101 +43,6 @@ def live(service: RunningService, first_workers: list[int], data: Data) -> Itera
     assert worker_pids(service) == first_workers, f"the worker was replaced:\n{service.log()[-3000:]}"
 
 
-@dataclass
-class Received:
-    name: str
-    data: Any
-    at: float  # time.monotonic()
-
-
-class Probe:
-    """A python-socketio client that records what it receives and waits for it with deadlines."""
-
-    def __init__(self, url: str, **client_options: Any) -> None:
-        self.url = url
-        self.sio = socketio.Client(reconnection=False, request_timeout=5, **client_options)
-        self.events: list[Received] = []
-        self.refusal: Any = None
-        self.disconnected = threading.Event()
-        self._cond = threading.Condition()
-        self.sio.on("*", self._record)
-        self.sio.on("connect_error", self._refused)
-        self.sio.on("disconnect", self._on_disconnect)
-
-    def _record(self, name: str, *args: Any) -> None:
-        with self._cond:
-            self.events.append(Received(name, args[0] if args else None, time.monotonic()))
-            self._cond.notify_all()
-
-    def _refused(self, data: Any = None) -> None:
-        self.refusal = data
-
-    def _on_disconnect(self, *args: Any) -> None:
-        self.disconnected.set()
-
-    def connect(
-        self,
-        token: str | None,
-        *,
-        transports: list[str] | None = None,
-        query: str = "",
-        headers: dict[str, str] | None = None,
-        use_auth: bool = True,
-    ) -> Probe:
-        self.sio.connect(
-            self.url + query,
-            auth={"token": token} if use_auth and token is not None else None,
-            transports=transports,
-            socketio_path=PATH,
-            headers=headers or {},
-            wait_timeout=10,
-        )
-        return self
-
-    def refused_with(self, token: str | None, **kwargs: Any) -> str:
-        """Connect, expect a refusal, and return its message (what a dashboard shows)."""
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            self.connect(token, **kwargs)
-        assert isinstance(self.refusal, dict), f"no connect_error payload: {self.refusal!r}"
-        assert not self.sio.connected
-        return self.refusal["message"]
-
-    def matching(self, name: str, where: Callable[[Any], bool] = lambda _: True, since: int = 0) -> list[Any]:
-        with self._cond:
-            return [e.data for e in self.events[since:] if e.name == name and where(e.data)]
-
-    def wait_for(self, name: str, where: Callable[[Any], bool] = lambda _: True, *, since: int = 0, timeout: float = 10) -> Any:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for event in self.events[since:]:
-                    if event.name == name and where(event.data):
-                        return event.data
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = [(e.name, json.dumps(e.data)[:200]) for e in self.events[since:]]
-                    raise AssertionError(f"no matching {name!r} within {timeout}s; received: {seen}")
-                self._cond.wait(left)
-
-    def mark(self) -> int:
-        """A position in the received events: wait_for(since=mark) ignores what came before."""
-        with self._cond:
-            return len(self.events)
-
-    def wait_count(self, name: str, count: int, *, since: int = 0, timeout: float = 10) -> list[Any]:
-        """At least `count` events of this name (after `since`), all of them."""
-        self.wait_for(name, lambda _: len(self.matching(name, since=since)) >= count, since=since, timeout=timeout)
-        return self.matching(name, since=since)
-
-    def call(self, event: str, payload: Any = None) -> Any:
-        """Emit with an ack callback and return the ack (None payload: no argument)."""
-        return self.sio.call(event, payload, timeout=5)
-
-    def close(self) -> None:
-        if self.sio.connected:
-            self.sio.disconnect()
-
-
 @pytest.fixture
 def probes(live: RunningService) -> Iterator[Callable[..., Probe]]:
     made: list[Probe] = []
@@ -155,16 +55,6 @@ def probes(live: RunningService) -> Iterator[Callable[..., Probe]]:
     yield make
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(Probe.close, made))
-
-
-def is_job(job: dict[str, Any], status: str) -> Callable[[Any], bool]:
-    """A job-update about this job in this status. (Capture may first log the insert itself as
-    "created", if it read the row before the status change.)"""
-
-    def check(update: Any) -> bool:
-        return update["job"]["id"] == job["id"] and update["job"]["status"] == status
-
-    return check
 
 
 def raise_queue_overflow(engine: Engine, settings: Settings, data: Data) -> None:

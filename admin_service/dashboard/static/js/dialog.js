@@ -80,27 +80,9 @@ async function renderOpenJob(ref) {
   if (j.error_message) sections.push(el("h3", { text: "Error" }), el("pre", { class: "code error-text", text: j.error_message }));
   sections.push(el("h3", { text: "Timeline" }));
   if (timeline.status === "fulfilled" && timeline.value.events.length) {
-    sections.push(
-      el(
-        "ol",
-        { class: "timeline" },
-        timeline.value.events.map((event) =>
-          el(
-            "li",
-            {},
-            timeEl(event.occurred_at),
-            " ",
-            event.event === EVENTS.alert
-              ? el("span", { class: "badge badge-alert", text: `⚠ alert: ${event.kind}` })
-              : statusBadge((event.payload.job || {}).status || event.kind),
-            " ",
-            el("span", { text: event.event === EVENTS.alert ? event.payload.message : event.kind }),
-          ),
-        ),
-      ),
-    );
+    sections.push(el("ol", { class: "timeline" }, timeline.value.events.map(timelineItem)));
   } else if (timeline.status === "fulfilled") {
-    sections.push(el("p", { class: "muted", text: "No events logged for this job yet (events are kept from when the service first saw it)." }));
+    sections.push(el("p", { class: "muted", text: "No events for this job." }));
   } else {
     sections.push(el("p", { class: "form-error", text: explain(timeline.reason) }));
   }
@@ -113,6 +95,21 @@ async function renderOpenJob(ref) {
     sections.push(el("p", { class: "form-error", text: explain(result.reason) }));
   }
   body.replaceChildren(...sections);
+}
+
+/** One step of a job's timeline: a logged event, or a step its row proves (derived: the job is
+ * older than the event log, or polling merged that change with the next one). */
+function timelineItem(event) {
+  const badge =
+    event.event === EVENTS.alert
+      ? el("span", { class: "badge badge-alert", text: `⚠ alert: ${event.kind}` })
+      : statusBadge(event.status || (event.payload.job || {}).status || event.kind);
+  const parts = [timeEl(event.occurred_at), " ", badge, " ", el("span", { text: event.event === EVENTS.alert ? event.payload.message : event.kind })];
+  if (event.derived) {
+    const retries = event.payload.retry_count ? `, after ${event.payload.retry_count} retr${event.payload.retry_count === 1 ? "y" : "ies"}` : "";
+    parts.push(" ", el("span", { class: "muted derived-note", text: `(from the job's ${event.source}${retries}; not in the event log)` }));
+  }
+  return el("li", { class: event.derived ? "derived" : "logged" }, ...parts);
 }
 
 export function initDialog() {

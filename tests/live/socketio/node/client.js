@@ -1,8 +1,9 @@
 // A dashboard's Socket.IO client, as the existing admin dashboard connects (socket.io-client v4).
 //
-//   node client.js URL [TOKEN]
+//   node client.js URL [TOKEN] [TRANSPORTS]
 //
-// Connects with exactly the dashboard's options, emits subscribe:jobs once connected, and
+// Connects with exactly the dashboard's options (TRANSPORTS, a comma list, replaces the
+// dashboard's "websocket,polling": "polling" is a polling-only client), emits subscribe:jobs once connected, and
 // prints one JSON object per line for everything that happens:
 //   {"type":"connect","id":...,"transport":"websocket"|"polling"}
 //   {"type":"connect_error","message":...,"data":...}   (then exits with code 2)
@@ -14,9 +15,9 @@
 
 const { io } = require("socket.io-client");
 
-const [url, token] = process.argv.slice(2);
+const [url, token, transports] = process.argv.slice(2);
 if (!url) {
-  process.stderr.write("usage: node client.js URL [TOKEN]\n");
+  process.stderr.write("usage: node client.js URL [TOKEN] [TRANSPORTS]\n");
   process.exit(64);
 }
 
@@ -28,7 +29,7 @@ function out(record) {
 const socket = io(url, {
   path: "/admin/socket.io",
   auth: { token: token || undefined },
-  transports: ["websocket", "polling"],
+  transports: transports ? transports.split(",") : ["websocket", "polling"],
 });
 
 socket.on("connect", () => {
