@@ -4,6 +4,7 @@ serve                     run under gunicorn (gevent); embedded PostgreSQL witho
 db seed --jobs N          create the fixture tables if missing and fill demo data
 db upgrade                create/migrate the service's own schema
 db install-notify-trigger opt-in trigger on archive.analysis_jobs: live events without polling delay
+db install-change-capture opt-in row trigger on archive.analysis_jobs: every change, exactly once
 db install-indexes        opt-in indexes on the archive tables for list sorts/filters, capture, stats (prints its DDL)
 token --email E           print a signed admin token for a user (development)
 smoke --url U --token T   post-deploy check of a running instance
@@ -111,6 +112,20 @@ def cmd_notify_trigger(args: argparse.Namespace) -> None:
     print(ddl)
     run_ddl(_engine(settings), ddl)
     print("done: capture now wakes on every job change" if not args.drop else "done: capture polls again")
+
+
+def cmd_change_capture(args: argparse.Namespace) -> None:
+    from admin_service.db.archive_options import change_capture_ddl, drop_change_capture_ddl, run_ddl
+    from admin_service.db.migrations import upgrade
+
+    settings = _settings()
+    engine = _engine(settings)
+    if not args.drop:
+        upgrade(engine, settings)  # the change table must exist before any writer fires the trigger
+    ddl = drop_change_capture_ddl(settings) if args.drop else change_capture_ddl(settings)
+    print(ddl)
+    run_ddl(engine, ddl)
+    print("done: capture logs every job change exactly once" if not args.drop else "done: capture samples rows again")
 
 
 def cmd_indexes(args: argparse.Namespace) -> None:
@@ -382,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     trigger = db_sub.add_parser("install-notify-trigger", help="opt-in: NOTIFY on job changes so capture wakes at once")
     trigger.add_argument("--drop", action="store_true", help="remove it again")
     trigger.set_defaults(func=cmd_notify_trigger)
+    changes = db_sub.add_parser(
+        "install-change-capture",
+        help="opt-in: a row trigger records every job change in the service's schema, so capture logs each "
+        "transition exactly once (prints the DDL it runs)",
+    )
+    changes.add_argument("--drop", action="store_true", help="remove it again (capture falls back to polling)")
+    changes.set_defaults(func=cmd_change_capture)
     indexes = db_sub.add_parser(
         "install-indexes",
         help="opt-in: indexes on the archive tables for list sorts and filters, capture and stats "

@@ -262,6 +262,10 @@ class Settings:
     # live events
     capture_poll_ms: int = setting("CAPTURE_POLL_MS", 500, integer(50, 60_000))
     capture_overlap_s: float = setting("CAPTURE_OVERLAP_S", 10.0, number(0, 3600))
+    # auto: exact when the change-capture trigger is installed, else polling (live/changes.py).
+    capture_mode: str = setting(
+        "CAPTURE_MODE", "auto", matching(r"^(auto|exact|poll)\Z", "{name} must be auto, exact or poll, not {value!r}")
+    )
     tail_poll_ms: int = setting("TAIL_POLL_MS", 1000, integer(50, 60_000))
     sse_heartbeat_s: float = setting("SSE_HEARTBEAT_S", 5.0, number(0.1, 300))
     sse_retry_ms: int = setting("SSE_RETRY_MS", 3000, integer(100, 600_000))

@@ -13,13 +13,18 @@ Load, all at once for --minutes:
 - --rest-rate requests/s (open loop) of the benchmark's REST cases (bench/rest.py: stats, list with
   filters and sorts, offset and cursor pages, details, results), alternating between instances;
 - --change-rate job changes/s: new jobs (inserted, or taken from the dataset's queued backlog)
-  start processing, then complete or fail, each committed on its own and remembered.
+  start processing, then complete or fail, and every change committed is remembered. With
+  --capture exact (the default: db install-change-capture) at a worker's pace: no pause between
+  the changes of one job, bursts of 1,000 changes in one transaction, and transactions that
+  commit seconds after they wrote; with --capture notify (the NOTIFY trigger, sampling) each
+  change on its own, 3 s apart per job.
 
 Criteria:
 - errors: no REST answer other than 2xx, no connection error, every stream connected, no stream
   ended by the server, no worker restarted;
 - events: every job change is in the event log, and every stream received every stored event
   logged after the id the server gave it on connecting (counted per stream against the log);
+- exact capture: every change logged exactly once, in its job's order (against the writer's record);
 - memory: each worker's VmRSS (sampled every --sample-seconds), max over the last minute against
   the value at the end of the warm-up (the first 2 minutes, or 20 % of a shorter run): ≤ 10 % growth.
 
@@ -67,9 +72,16 @@ from tests.support.service import RunningService  # noqa: E402
 STREAM_EVENTS = "job-update,job-alert"
 MAX_GROWTH = 0.10
 SETTLE_S = 60.0  # after the load: how long capture and delivery may take to catch up
-# Two changes of one job between two capture passes would be logged as one event (capture logs
-# a row as it finds it): the writer leaves each job alone this long between its changes.
+# Sampling capture (--capture notify) logs a row as it finds it, so two changes of one job
+# between two passes would be one event: there the writer leaves each job alone this long
+# between its changes. Exact capture (the default) needs no spacing: the writer goes at a
+# worker's pace, with bursts in one transaction and transactions that commit late.
 CHANGE_SPACING_S = 3.0
+BURST_JOBS = 500  # a burst: this many jobs inserted and completed in one transaction (2 changes each)
+BURST_EVERY_S = 10.0
+SLOW_EVERY_S = 7.0  # a transaction that commits SLOW_S after it wrote (its updated_at is older than others')
+SLOW_S = 3.0
+CAPTURE_COMMANDS = {"exact": "install-change-capture", "notify": "install-notify-trigger"}
 
 
 def libpq(url: str) -> str:
@@ -275,57 +287,127 @@ WHERE id = %s RETURNING extract(epoch FROM updated_at)::float8
 ASSESSMENTS = ("AI-Driven Talent Mapping", "AI-Based IQ Test", "Custom Assessment")
 
 
-class Writer:
-    """Job changes at a steady rate, each committed on its own: a job is created (inserted, or
-    every other one taken from the dataset's queued backlog), starts processing, then completes
-    (or fails, one in ten), with at least CHANGE_SPACING_S between the changes of one job."""
+BURST = """
+WITH new AS (
+    INSERT INTO archive.analysis_jobs (job_id, user_id, status, assessment_name, priority, created_at, updated_at)
+    SELECT gen_random_uuid()::text, md5('user-' || (1 + g %% %s))::uuid, 'queued', 'Custom Assessment', 5, now(), now()
+    FROM generate_series(1, %s) AS g
+    RETURNING id
+)
+SELECT id::text, extract(epoch FROM now())::float8 FROM new
+"""
+BURST_COMPLETE = """
+UPDATE archive.analysis_jobs SET status = 'completed', completed_at = now(), processing_started_at = now()
+WHERE id = ANY(%s::uuid[])
+"""
 
-    def __init__(self, database_url: str, rate: float, users: int) -> None:
+
+class Writer:
+    """Job changes at a steady rate: a job is created (inserted, or every other one taken from
+    the dataset's queued backlog), starts processing, then completes (or fails, one in ten).
+    Sampled (`spacing_s` > 0): each change committed on its own, at least `spacing_s` between
+    the changes of one job. Exact (`bursts`): no spacing, so one job can change several times
+    in a second; every BURST_EVERY_S one transaction inserts and completes BURST_JOBS jobs; every
+    SLOW_EVERY_S one job's change is held in an open transaction for SLOW_S while others commit.
+    `changes` lists every committed change, in each job's commit order."""
+
+    def __init__(self, database_url: str, rate: float, users: int, *, spacing_s: float, bursts: bool) -> None:
         self.database_url = database_url
         self.rate = rate
         self.users = users
+        self.spacing_s = spacing_s
+        self.bursts = bursts
         self.changes: list[Change] = []
         self.errors: list[str] = []
         self.started = 0  # jobs brought in (inserted or taken from the backlog)
         self.finished = 0
+        self.burst_transactions = 0
+        self.slow_transactions = 0
 
     def run(self, stop: threading.Event) -> None:
         conn = psycopg2.connect(libpq(self.database_url), application_name="soak-writer")
         conn.autocommit = True
+        slow = psycopg2.connect(libpq(self.database_url), application_name="soak-writer-slow")  # not autocommit
         try:
-            with conn.cursor() as cur:
+            with conn.cursor() as cur, slow.cursor() as slow_cur:
                 cur.execute("SELECT id::text FROM archive.analysis_jobs WHERE status = 'queued' ORDER BY created_at LIMIT 100000")
                 backlog = deque(row[0] for row in cur.fetchall())
                 in_flight: deque[tuple[str, str, float]] = deque()  # (job, status, when it changed)
-                slot = time.monotonic()
+                held: tuple[Change, float] | None = None  # the slow transaction's change, and when to commit it
+                slot = started = time.monotonic()
+                next_burst, next_slow = started + BURST_EVERY_S / 2, started + SLOW_EVERY_S / 3
                 while not stop.is_set():
+                    now = time.monotonic()
                     try:
-                        self._step(cur, backlog, in_flight)
+                        if held is not None and now >= held[1]:
+                            slow.commit()
+                            self._committed(held[0], in_flight)
+                            held = None
+                        if self.bursts and now >= next_burst:
+                            self._burst(conn, cur)
+                            next_burst += BURST_EVERY_S
+                        elif self.bursts and held is None and now >= next_slow and in_flight:
+                            held = (self._transition(slow_cur, in_flight.popleft()), now + SLOW_S)
+                            next_slow += SLOW_EVERY_S
+                        else:
+                            self._step(cur, backlog, in_flight)
                     except psycopg2.Error as exc:
                         self.errors.append(f"{type(exc).__name__}: {str(exc).strip()[:200]}")
                     slot += 1 / self.rate
                     stop.wait(max(0.0, slot - time.monotonic()))
+                if held is not None:
+                    slow.commit()
+                    self._committed(held[0], in_flight)
         finally:
+            slow.close()
             conn.close()
+
+    def _committed(self, change: Change, in_flight: deque[tuple[str, str, float]]) -> None:
+        self.changes.append(change)
+        if change.status == "processing":
+            in_flight.append((change.job, change.status, time.monotonic()))
+        else:
+            self.finished += 1
+        if change.kind == "slow":
+            self.slow_transactions += 1
+
+    def _transition(self, cur: Any, flight: tuple[str, str, float]) -> Change:
+        """The next change of a job in flight (not committed yet when `cur` is in a transaction)."""
+        job, status, _ = flight
+        if status == "queued":
+            cur.execute(START, (job,))
+            new = "processing"
+        elif self.finished % 10 == 9:
+            cur.execute(FAIL, (self.finished % 30 == 29, job))
+            new = "failed"
+        else:
+            cur.execute(COMPLETE, (job,))
+            new = "completed"
+        return Change(job, new, cur.fetchone()[0], "update" if cur.connection.autocommit else "slow")
+
+    def _burst(self, conn: Any, cur: Any) -> None:
+        """BURST_JOBS jobs inserted and completed in one transaction: 2 x BURST_JOBS changes."""
+        conn.autocommit = False
+        try:
+            cur.execute(BURST, (self.users, BURST_JOBS))
+            rows = cur.fetchall()
+            cur.execute(BURST_COMPLETE, ([job for job, _ in rows],))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.autocommit = True
+        self.burst_transactions += 1
+        for job, at in rows:
+            self.changes.append(Change(job, "queued", at, "insert"))
+        for job, at in rows:
+            self.changes.append(Change(job, "completed", at, "update"))
 
     def _step(self, cur: Any, backlog: deque[str], in_flight: deque[tuple[str, str, float]]) -> None:
         now = time.monotonic()
-        if in_flight and now - in_flight[0][2] >= CHANGE_SPACING_S:
-            job, status, _ = in_flight.popleft()
-            if status == "queued":
-                cur.execute(START, (job,))
-                new = "processing"
-            elif self.finished % 10 == 9:
-                cur.execute(FAIL, (self.finished % 30 == 29, job))
-                new = "failed"
-            else:
-                cur.execute(COMPLETE, (job,))
-                new = "completed"
-            self.changes.append(Change(job, new, cur.fetchone()[0], "update"))
-            if new == "processing":
-                in_flight.append((job, new, time.monotonic()))
-            else:
-                self.finished += 1
+        if in_flight and now - in_flight[0][2] >= self.spacing_s:
+            self._committed(self._transition(cur, in_flight.popleft()), in_flight)
             return
         self.started += 1
         if backlog and self.started % 2:
@@ -339,6 +421,32 @@ class Writer:
         job, updated_at = cur.fetchone()
         self.changes.append(Change(job, "queued", updated_at, "insert"))
         in_flight.append((job, "queued", time.monotonic()))
+
+
+def out_of_order(database_url: str, schema: str, changes: list[Change]) -> tuple[int, int]:
+    """Exact capture: (jobs whose logged changes differ from the writer's, in order and count;
+    changes logged more than once). Only events logged from change rows count (the hand-over
+    pass at the first leadership samples the dataset's rows before the writer starts)."""
+    written: dict[str, list[tuple[str, float]]] = {}
+    for c in changes:
+        written.setdefault(c.job, []).append((c.status, round(c.updated_at, 6)))
+    conn = psycopg2.connect(libpq(database_url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT job_row_id::text, status, extract(epoch FROM (payload->'job'->>'updated_at')::timestamptz)::float8 "
+                f"FROM \"{schema}\".job_events WHERE event = 'job-update' AND change_id IS NOT NULL "
+                "AND job_row_id = ANY(%s::uuid[]) ORDER BY id",
+                (sorted(written),),
+            )
+            logged: dict[str, list[tuple[str, float]]] = {}
+            for job, status, at in cur.fetchall():
+                logged.setdefault(job, []).append((status, round(at, 6)))
+    finally:
+        conn.close()
+    wrong = sum(1 for job, seq in written.items() if logged.get(job) != seq)
+    repeated = sum(len(seq) - len(set(seq)) for seq in logged.values())
+    return wrong, repeated
 
 
 def missing_changes(database_url: str, schema: str, changes: list[Change]) -> tuple[list[Change], int]:
@@ -567,7 +675,8 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
         # The log of an earlier run names jobs the fresh dataset no longer has.
         conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     upgrade(engine, settings)
-    trigger(database_url, True)
+    exact = args.capture == "exact"
+    trigger(database_url, True, CAPTURE_COMMANDS[args.capture])
     token = admin_token(engine)
     results["redis"] = {"url": args.redis_url, "state": ensure_redis(args.redis_url)}
 
@@ -583,11 +692,15 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
         "stream_events": STREAM_EVENTS,
         "rest_rate_per_s": args.rest_rate,
         "change_rate_per_s": args.change_rate,
-        "change_spacing_s": CHANGE_SPACING_S,
+        "capture": args.capture,
+        "change_spacing_s": 0.0 if exact else CHANGE_SPACING_S,
+        "bursts": {"jobs": BURST_JOBS, "every_s": BURST_EVERY_S, "slow_every_s": SLOW_EVERY_S, "slow_s": SLOW_S}
+        if exact
+        else None,
         "instances": 2,
         "workers_per_instance": workers,
         "workers_source": "--workers" if args.workers else "gunicorn.conf.py default",
-        "notify_trigger": "installed (db install-notify-trigger)",
+        "notify_trigger": f"installed (db {CAPTURE_COMMANDS[args.capture]})",
         "rate_limit": "100000000 per minute per admin, Redis storage",
         "warm_up_s": warm_up,
         "last_window_s": last_window,
@@ -619,7 +732,7 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
     )
 
     load = RestLoad([s.url for s in services], token, cases, args.rest_rate)
-    writer = Writer(database_url, args.change_rate, args.users)
+    writer = Writer(database_url, args.change_rate, args.users, spacing_s=0.0 if exact else CHANGE_SPACING_S, bursts=exact)
     memory = MemorySampler(services, sample_s)
     stop = threading.Event()
     t0 = time.monotonic()
@@ -669,7 +782,9 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
     results["changes"] = {
         "total": len(writer.changes),
         "inserts": sum(1 for c in writer.changes if c.kind == "insert"),
-        "updates": sum(1 for c in writer.changes if c.kind == "update"),
+        "updates": sum(1 for c in writer.changes if c.kind != "insert"),
+        "burst_transactions": writer.burst_transactions,
+        "slow_transactions": writer.slow_transactions,
         "by_status": dict(Counter(c.status for c in writer.changes)),
         "writer_errors": len(writer.errors),
         "writer_errors_first": writer.errors[:10],
@@ -677,6 +792,11 @@ def run_soak(args: argparse.Namespace, stack: ExitStack, workdir: Path, results:
         "missing": len(missing),
         "missing_first": [c.__dict__ for c in missing[:10]],
         "settle_seconds": waited,
+        **(
+            dict(zip(("jobs_out_of_order", "logged_twice"), out_of_order(database_url, schema, writer.changes), strict=True))
+            if exact
+            else {}
+        ),
     }
     results["delivery"] = delivery(reports, ids, [r["ready"] for r in ready])
     results["memory"] = {
@@ -697,6 +817,18 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
     changes = results["changes"]
     worst = max(memory["workers"], key=lambda w: w["growth"], default=None)
     delivered = all(s["complete"] == s["streams"] == s["reported"] for s in streams)
+    exact = [
+        {
+            "criterion": "exact capture: every job change logged exactly once, in its job's order",
+            "measured": f"{changes['jobs_out_of_order']} jobs logged otherwise than written; {changes['logged_twice']} changes "
+            f"logged twice ({changes['burst_transactions']} bursts of {2 * BURST_JOBS} changes, "
+            f"{changes['slow_transactions']} transactions committed {SLOW_S:g} s late)",
+            "pass": changes["jobs_out_of_order"] == 0
+            and changes["logged_twice"] == 0
+            and changes["burst_transactions"] > 0
+            and changes["slow_transactions"] > 0,
+        }
+    ]
     return [
         {
             "criterion": "error rate 0 (REST: every answer 2xx, no connection error)",
@@ -731,6 +863,7 @@ def criteria(results: dict[str, Any]) -> list[dict[str, Any]]:
             else "no samples",
             "pass": worst is not None and all(w["growth"] <= MAX_GROWTH for w in memory["workers"]),
         },
+        *(exact if "jobs_out_of_order" in changes else []),
     ]
 
 
@@ -747,6 +880,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--rest-rate", type=float, default=30.0, help="REST requests per second, both instances together")
     parser.add_argument("--change-rate", type=float, default=10.0, help="job changes (inserts and updates) per second")
+    parser.add_argument(
+        "--capture",
+        choices=sorted(CAPTURE_COMMANDS),
+        default="exact",
+        help="exact: change capture installed, the writer at a worker's pace with bursts and late commits; "
+        f"notify: the NOTIFY trigger (sampling), {CHANGE_SPACING_S:g} s between the changes of one job",
+    )
     parser.add_argument("--workers", type=int, help="gunicorn workers per instance (default: gunicorn.conf.py's)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the shared rate-limit storage")
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="RSS sampling interval")
@@ -842,7 +982,13 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"- Load for {s['minutes']:g} min: {s['streams']:,} SSE streams (`events={s['stream_events']}`, split "
         f"{' + '.join(str(v) for v in results['streams_connect']['split'])}, connected in {results['streams_connect']['seconds']} s); "
         f"REST {s['rest_rate_per_s']:g} req/s open loop over {len(r['cases'])} cases alternating between instances; "
-        f"{s['change_rate_per_s']:g} job changes/s (≥ {s['change_spacing_s']:g} s between changes of one job).",
+        f"{s['change_rate_per_s']:g} job changes/s, capture {s['capture']}: "
+        + (
+            f"no spacing between the changes of one job, a transaction of {2 * s['bursts']['jobs']:,} changes every "
+            f"{s['bursts']['every_s']:g} s, one committed {s['bursts']['slow_s']:g} s late every {s['bursts']['slow_every_s']:g} s."
+            if s["bursts"]
+            else f"≥ {s['change_spacing_s']:g} s between changes of one job."
+        ),
         f"- Memory: VmRSS of each worker every {s['sample_s']:g} s; warm-up {s['warm_up_s']:.0f} s; growth = max over the "
         f"last {s['last_window_s']:.0f} s against the value at the end of the warm-up.",
         "",

@@ -1,4 +1,4 @@
-"""The soak (make soak) for about 20 seconds with 20 streams on a tiny dataset, so that it cannot
+"""The soak (make soak, exact capture) for about 20 seconds with 20 streams on a tiny dataset, so that it cannot
 rot: dataset, two instances under gunicorn sharing Redis, Node SSE clients counting events, the
 REST load, the job writer, RSS sampling and the report files."""
 
@@ -57,6 +57,9 @@ def test_soak_smoke(server_url: str, redis_url: str, tmp_path: Path) -> None:
     assert results["settings"]["workers_per_instance"] == [1, 1]
     assert results["rest"]["requests"] > 50 and set(results["rest"]["statuses"]) == {"200"}
     assert results["changes"]["total"] > 30 and results["changes"]["by_status"].get("completed")
+    # Exact capture, the writer at a worker's pace: checked change by change, in each job's order.
+    assert results["settings"]["capture"] == "exact" and results["settings"]["change_spacing_s"] == 0
+    assert any(c.startswith("exact capture: every job change logged exactly once") for c in verdicts)
     delivered = results["delivery"]["instances"]
     assert [d["streams"] for d in delivered] == [10, 10] and all(d["expected_min"] > 0 for d in delivered)
     assert len(results["memory"]["workers"]) == 2 and all(w["samples"] >= 5 for w in results["memory"]["workers"])

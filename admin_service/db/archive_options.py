@@ -3,12 +3,13 @@ each printing the DDL it runs. Nothing else in the service alters those tables."
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
-from admin_service.db.tables import ARCHIVE, JOBS_TABLE, METRICS_TABLE
+from admin_service.db.tables import ARCHIVE, JOB_COLUMNS, JOBS_TABLE, METRICS_TABLE
 from admin_service.jobs.status import shown_sql
 from admin_service.live.log import CHANGES_CHANNEL
 
@@ -36,6 +37,82 @@ def drop_notify_trigger_ddl(settings: Settings) -> str:
         f"DROP TRIGGER IF EXISTS {TRIGGER_NAME} ON {JOBS_TABLE};\n"
         f'DROP FUNCTION IF EXISTS "{settings.admin_schema}".{TRIGGER_NAME}();'
     )
+
+
+# Exact capture (live/changes.py): row triggers append every change of a job to our own
+# schema's change table in the writer's transaction, and a statement trigger wakes capture.
+CHANGE_FUNCTION = "admin_service_record_job_change"
+CHANGE_TRIGGERS = ("admin_service_record_job_insert_delete", "admin_service_record_job_update")
+WAKE_FUNCTION = "admin_service_wake_capture"
+
+
+def asleep_lock_key(schema: str) -> int:
+    """The advisory lock the exact-capture leader holds while it sleeps (live/changes.py)."""
+    return zlib.crc32(f"admin-service-capture-asleep:{schema}".encode())
+
+
+def _shown(record: str) -> str:
+    """The shown columns of NEW or OLD as one jsonb object (the consumer reads it back with
+    jsonb_populate_record, so types survive; columns we do not show are not copied)."""
+    return "jsonb_build_object(" + ", ".join(f"'{c}', {record}.{c}" for c in JOB_COLUMNS) + ")"
+
+
+def change_capture_ddl(settings: Settings) -> str:
+    schema = settings.admin_schema
+    columns = ", ".join(JOB_COLUMNS)
+    old = ", ".join(f"OLD.{c}" for c in JOB_COLUMNS)
+    new = ", ".join(f"NEW.{c}" for c in JOB_COLUMNS)
+    # SECURITY DEFINER: the function runs as the role that installs it (the owner of our schema),
+    # so the jobs table's writers need no grant on our change table; search_path is pinned so
+    # that no writer's objects can stand in for ours. AFTER ROW, so a change that a later
+    # trigger or constraint rejects is rolled back with the writer's transaction.
+    insert_delete, update = CHANGE_TRIGGERS
+    return f"""
+CREATE OR REPLACE FUNCTION "{schema}".{CHANGE_FUNCTION}() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO "{schema}".job_changes (op, job_row_id, old_status, new_status, job, updated_at)
+        VALUES ('D', OLD.id, OLD.status, NULL, {_shown("OLD")}, OLD.updated_at);
+    ELSE
+        INSERT INTO "{schema}".job_changes (op, job_row_id, old_status, new_status, job, updated_at)
+        VALUES (left(TG_OP, 1), NEW.id, CASE WHEN TG_OP = 'UPDATE' THEN OLD.status END, NEW.status,
+                {_shown("NEW")}, NEW.updated_at);
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION "{schema}".{CHANGE_FUNCTION}() FROM PUBLIC;
+-- NOTIFY only when the leader sleeps (it holds the lock exclusively): a transaction that
+-- NOTIFYs takes a database-wide lock at commit, which would serialise the writers' commits.
+-- Otherwise the shared lock, held to the end of this transaction, keeps the leader from going
+-- to sleep before it can see this change (ChangeConsumer.wait).
+CREATE OR REPLACE FUNCTION "{schema}".{WAKE_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock_shared({asleep_lock_key(schema)}) THEN
+        PERFORM pg_notify('{CHANGES_CHANNEL}', '');
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS {insert_delete} ON {JOBS_TABLE};
+DROP TRIGGER IF EXISTS {update} ON {JOBS_TABLE};
+DROP TRIGGER IF EXISTS {WAKE_FUNCTION} ON {JOBS_TABLE};
+CREATE TRIGGER {insert_delete} AFTER INSERT OR DELETE ON {JOBS_TABLE}
+    FOR EACH ROW EXECUTE FUNCTION "{schema}".{CHANGE_FUNCTION}();
+-- Only an UPDATE that changes what the service shows is a change (a touch of the same values is not).
+CREATE TRIGGER {update} AFTER UPDATE OF {columns} ON {JOBS_TABLE}
+    FOR EACH ROW WHEN (ROW({old}) IS DISTINCT FROM ROW({new}))
+    EXECUTE FUNCTION "{schema}".{CHANGE_FUNCTION}();
+-- Wakes a sleeping leader (PostgreSQL folds identical NOTIFYs in a transaction).
+CREATE TRIGGER {WAKE_FUNCTION} AFTER INSERT OR UPDATE OR DELETE ON {JOBS_TABLE}
+    FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".{WAKE_FUNCTION}();
+""".strip()
+
+
+def drop_change_capture_ddl(settings: Settings) -> str:
+    schema = settings.admin_schema
+    drops = [f"DROP TRIGGER IF EXISTS {name} ON {JOBS_TABLE};" for name in (*CHANGE_TRIGGERS, WAKE_FUNCTION)]
+    drops += [f'DROP FUNCTION IF EXISTS "{schema}".{name}();' for name in (CHANGE_FUNCTION, WAKE_FUNCTION)]
+    return "\n".join(drops)
 
 
 def run_ddl(engine: Engine, ddl: str) -> None:

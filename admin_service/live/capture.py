@@ -6,12 +6,15 @@ leader dies its connection closes, the lock is released, and another process tak
 within LEADER_RETRY_S. Changes are found by polling (live/polling.py: new jobs by `created_at`,
 open jobs by status, jobs that left the open set by primary key) from a watermark read with an
 overlap window, so a transaction that commits late with an older timestamp is still seen; the
-unique dedupe key makes re-reading the overlap harmless.
+unique dedupe key makes re-reading the overlap harmless. That is state sampling: two changes of
+a job between two passes are one event. With the change-capture trigger installed (or
+CAPTURE_MODE=exact) the leader logs every change instead (live/changes.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import zlib
@@ -29,6 +32,7 @@ from admin_service.db.dbapi import Connection, Cursor
 from admin_service.jobs.serialize import job_json
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts, polling
+from admin_service.live.changes import EXACT, POLL, ChangeConsumer, choose_mode, state_key
 from admin_service.live.connection import keep_connected, transaction, wait_for_notify
 from admin_service.live.log import CHANGES_CHANNEL, EventLog, NewEvent
 from admin_service.names import JOB_UPDATE
@@ -38,6 +42,8 @@ log = logging.getLogger("admin_service.capture")
 LEADER_RETRY_S = 2.0
 BATCH = 5000
 PRUNE_EVERY_S = 3600
+# How often the leader looks whether the change-capture trigger was installed or dropped.
+MODE_CHECK_S = 5.0
 
 
 def lock_key(schema: str) -> int:
@@ -71,6 +77,8 @@ class Capturer:
         self.log = event_log
         self.is_leader = False
         self.captured_total = 0
+        self.changes = ChangeConsumer(settings, event_log)
+        self.mode: str | None = None  # the leader's: POLL (sampling rows) or EXACT (every change)
         # Bounded memory (full, the two took ~92 MiB at 100k/200k entries: the soak's finding).
         # The keys only need to cover the overlap window (CAPTURE_OVERLAP_S of changes; the
         # event log's unique key rejects any repeat anyway); a job missing from the statuses is
@@ -91,12 +99,13 @@ class Capturer:
                 return
         self.is_leader = True
         metrics.CAPTURE_LEADER.set(1)
-        log.info("capture leadership acquired")
+        log.info("capture leadership acquired", extra={"fields": {"pid": os.getpid()}})  # which worker leads
         try:
             self._lead(conn, stop)
         finally:
             log.info("capture leadership released")
             self.is_leader = False
+            self.mode = None
             metrics.CAPTURE_LEADER.set(0)
 
     def _lead(self, conn: Connection, stop: threading.Event) -> None:
@@ -108,9 +117,16 @@ class Capturer:
             self._open_jobs.start(self.log.open_jobs(cur, polling.OPEN_STATUSES))
         next_alerts = 0.0
         next_prune = 0.0
+        next_mode = 0.0
         poll_s = self.settings.capture_poll_ms / 1000
         while not stop.is_set():
-            self.capture_once(conn)
+            if time.monotonic() >= next_mode:
+                self._check_mode(conn)
+                next_mode = time.monotonic() + MODE_CHECK_S
+            if self.mode == EXACT:
+                self.captured_total += self.changes.consume(conn)
+            else:
+                self.capture_once(conn)
             now = time.monotonic()
             if now >= next_alerts:
                 self.evaluate_alerts(conn)
@@ -119,7 +135,34 @@ class Capturer:
                 with conn.cursor() as cur:
                     self.log.prune(cur, self.settings.event_retention_days)
                 next_prune = now + PRUNE_EVERY_S
-            wait_for_notify(conn, min(poll_s, max(0.05, next_alerts - time.monotonic())))
+            timeout = min(poll_s, max(0.05, next_alerts - time.monotonic()))
+            if self.mode == EXACT:
+                self.changes.wait(conn, timeout)
+            else:
+                wait_for_notify(conn, timeout)
+
+    def _check_mode(self, conn: Connection) -> None:
+        """Capture exactly when the change-capture trigger is installed (CAPTURE_MODE=auto), by
+        polling otherwise, and hand over between the two without losing what the other had."""
+        with conn.cursor() as cur:
+            mode, installed = choose_mode(cur, self.settings)
+            last = self.log.leader_mode(cur)  # the mode of the last leader, in whichever process
+        if mode != last:
+            if mode == EXACT:
+                # Changes committed before the trigger existed are only in the rows: one last
+                # sampling pass (CREATE TRIGGER waited for every writer then in flight).
+                self.capture_once(conn)
+            elif last == EXACT:
+                self.captured_total += self.changes.consume(conn)  # recorded before the drop
+            with conn.cursor() as cur:
+                self.log.set_leader_mode(cur, mode)
+        if mode != self.mode:
+            log.info("capture mode: %s", mode)
+            if mode == EXACT and not installed:
+                log.warning("CAPTURE_MODE=exact, but the change-capture trigger is not installed: nothing is captured")
+            if mode == POLL and installed:
+                log.warning("CAPTURE_MODE=poll, but the change-capture trigger is installed: its change table grows unread")
+        self.mode = mode
 
     # -- one pass ------------------------------------------------------------------------
     def capture_once(self, conn: Connection) -> int:
@@ -168,7 +211,7 @@ class Capturer:
         fresh = []
         for row in rows:
             status = normalize(row["status"]) or "queued"
-            key = f"job:{row['id']}:{utc(row['updated_at']).isoformat()}:{status}"
+            key = state_key(row["id"], row["updated_at"], status)
             if key not in self._recent_keys:
                 fresh.append((row, status, key))
         unknown = [str(r["id"]) for r, _, _ in fresh if str(r["id"]) not in self._last_status]

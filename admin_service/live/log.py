@@ -42,6 +42,7 @@ class NewEvent:
     dedupe_key: str
     job_row_id: str | None = None
     status: str | None = None
+    change_id: int | None = None  # the job_changes row it came from (exact capture)
 
 
 class EventLog:
@@ -58,8 +59,10 @@ class EventLog:
         with cur.connection.cursor() as plain:
             plain.execute(
                 f"""
-                INSERT INTO {self._events} (event, kind, job_row_id, status, payload, dedupe_key)
-                SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::uuid[], %s::varchar[], %s::jsonb[], %s::text[])
+                INSERT INTO {self._events} (event, kind, job_row_id, status, payload, dedupe_key, change_id)
+                SELECT * FROM unnest(
+                    %s::varchar[], %s::varchar[], %s::uuid[], %s::varchar[], %s::jsonb[], %s::text[], %s::bigint[]
+                )
                 ON CONFLICT (dedupe_key) DO NOTHING
                 RETURNING id
                 """,
@@ -70,6 +73,7 @@ class EventLog:
                     [e.status for e in events],
                     [json.dumps(e.payload, default=str) for e in events],
                     [e.dedupe_key for e in events],
+                    [e.change_id for e in events],
                 ),
             )
             return [int(row[0]) for row in plain.fetchall()]
@@ -117,6 +121,31 @@ class EventLog:
         with cur.connection.cursor() as plain:
             plain.execute(
                 f"UPDATE {self._state} SET watermark = GREATEST(watermark, %s), updated_at = now() WHERE id = 1", (mark,)
+            )
+
+    def logged_keys(self, cur: Cursor, keys: Sequence[str]) -> dict[str, bool]:
+        """Which of these dedupe keys are logged: key -> whether its event came from a change row."""
+        if not keys:
+            return {}
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"SELECT dedupe_key, change_id IS NOT NULL FROM {self._events} WHERE dedupe_key = ANY(%s::text[])", (list(keys),)
+            )
+            return {str(key): bool(from_change) for key, from_change in plain.fetchall()}
+
+    def leader_mode(self, cur: Cursor) -> str | None:
+        """The mode the last capture leader ran in (None before any)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(f"SELECT mode FROM {self._state} WHERE id = 1")
+            row = plain.fetchone()
+            return None if row is None or row[0] is None else str(row[0])
+
+    def set_leader_mode(self, cur: Cursor, mode: str) -> None:
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"INSERT INTO {self._state} (id, watermark, mode) VALUES (1, now(), %s) "
+                "ON CONFLICT (id) DO UPDATE SET mode = EXCLUDED.mode",
+                (mode,),
             )
 
     def last_statuses(self, cur: Cursor, job_row_ids: Sequence[str]) -> dict[str, str]:

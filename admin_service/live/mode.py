@@ -4,25 +4,31 @@ worker answering may not be the capture leader (which can be in another process 
 - `notify-trigger`: the opt-in NOTIFY trigger (db install-notify-trigger) is on the jobs table:
   polling, woken at once by every change; still state sampling.
 - `poll`: nothing installed; state sampling every CAPTURE_POLL_MS (live/polling.py).
-- `exact` (the change-capture trigger, when installed and chosen) is reported here as well.
+- `exact`: the change-capture triggers (db install-change-capture) are on the jobs table, so the
+  leader (CAPTURE_MODE=auto, the default) logs every change (live/changes.py).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Connection, Engine, text
 
-from admin_service.db.archive_options import TRIGGER_NAME
+from admin_service.db.archive_options import CHANGE_TRIGGERS, TRIGGER_NAME
 from admin_service.db.tables import JOBS_TABLE
-from admin_service.names import CAPTURE_NOTIFY_TRIGGER, CAPTURE_POLL
+from admin_service.names import CAPTURE_EXACT, CAPTURE_NOTIFY_TRIGGER, CAPTURE_POLL
 
 # One catalog lookup (it also proves the database answers, so /health/ready needs no other).
-NOTIFY_TRIGGER_INSTALLED = text(
-    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(:jobs) AND tgname = :name AND tgenabled <> 'D')"
+INSTALLED_TRIGGERS = text(
+    "SELECT count(*) FILTER (WHERE tgname = :notify), count(*) FILTER (WHERE tgname = ANY(:changes)) "
+    "FROM pg_trigger WHERE tgrelid = to_regclass(:jobs) AND tgenabled <> 'D'"
 )
 
 
 def capture_mode(conn: Connection) -> str:
-    notify = bool(conn.execute(NOTIFY_TRIGGER_INSTALLED, {"jobs": JOBS_TABLE, "name": TRIGGER_NAME}).scalar())
+    notify, changes = conn.execute(
+        INSTALLED_TRIGGERS, {"jobs": JOBS_TABLE, "notify": TRIGGER_NAME, "changes": list(CHANGE_TRIGGERS)}
+    ).one()
+    if changes == len(CHANGE_TRIGGERS):
+        return CAPTURE_EXACT
     return CAPTURE_NOTIFY_TRIGGER if notify else CAPTURE_POLL
 
 

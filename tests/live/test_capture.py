@@ -5,11 +5,7 @@ and a leader's death."""
 from __future__ import annotations
 
 import os
-import random
 import signal
-import statistics
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -21,7 +17,6 @@ from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
 from admin_service.db.archive_options import TRIGGER_NAME
-from tests.support import ROOT
 from tests.support.event_log import logged_events
 from tests.support.factories import Data
 from tests.support.live import (
@@ -31,47 +26,23 @@ from tests.support.live import (
     Jobs,
     assert_no_duplicates,
     change_key,
+    cli,
     for_job,
+    latencies,
+    summary,
     updates,
     wait_log,
     wait_until,
 )
 from tests.support.metrics import scrape
 from tests.support.service import RunningService, run_service, worker_pids
-from tests.support.settings import TEST_SECRET
 from tests.support.sse_client import SSEClient, SSEEvent
 from tests.support.tokens import token_for
-
-
-def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": TEST_SECRET}
-    proc = subprocess.run(
-        [sys.executable, "-m", "admin_service", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 def trigger_installed(engine: Engine) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(text("SELECT count(*) FROM pg_trigger WHERE tgname = :n"), {"n": TRIGGER_NAME}).scalar())
-
-
-def latencies(client: SSEClient, jobs: Jobs, count: int, spread_s: float) -> list[float]:
-    """Commit-to-client seconds for `count` inserts, spread at random over the poll phase."""
-    found = []
-    for _ in range(count):
-        time.sleep(random.uniform(0, spread_s))
-        job = jobs.insert()
-        event = client.wait_for(for_job(job), 5, f"the event of {job['id']}")
-        found.append(event.received_at - jobs.committed_at)
-    return found
-
-
-def summary(values: list[float]) -> str:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"n={len(values)} p50={statistics.median(values) * 1000:.0f}ms p99={p99 * 1000:.0f}ms max={max(values) * 1000:.0f}ms"
 
 
 def test_a_late_committing_transaction_is_not_missed(

@@ -3,6 +3,11 @@ rows written as the platform writes them, and matchers and waits for what subscr
 
 from __future__ import annotations
 
+import os
+import random
+import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -14,8 +19,10 @@ import requests
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
-from admin_service.db.archive_options import drop_notify_trigger_ddl, run_ddl
+from admin_service.db.archive_options import change_capture_ddl, drop_change_capture_ddl, drop_notify_trigger_ddl, run_ddl
+from tests.support import ROOT
 from tests.support.service import RunningService
+from tests.support.settings import TEST_SECRET
 from tests.support.sse_client import SSEEvent
 from tests.support.tokens import bearer
 
@@ -31,10 +38,27 @@ ENV = {
 JOB_UPDATE = "job-update"
 UPDATES_ONLY = {"events": JOB_UPDATE}
 LEADER = "capture leadership acquired"
+EXACT_MODE = "capture mode: exact"
+
+
+def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """python -m admin_service ARGS against the database; asserts it succeeded."""
+    env = {**os.environ, "DATABASE_URL": database_url, "JWT_SECRET": TEST_SECRET}
+    proc = subprocess.run(
+        [sys.executable, "-m", "admin_service", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def drop_trigger(engine: Engine, settings: Settings) -> None:
+    """Neither the notify trigger nor change capture on archive.analysis_jobs."""
     run_ddl(engine, drop_notify_trigger_ddl(settings))
+    run_ddl(engine, drop_change_capture_ddl(settings))
+
+
+def install_change_capture(engine: Engine, settings: Settings) -> None:
+    run_ddl(engine, change_capture_ddl(settings))
 
 
 class Jobs:
@@ -73,18 +97,20 @@ class Jobs:
         self.committed_at = time.monotonic()
         return row
 
-    def set_status(self, job: dict[str, Any], status: str, *, error_message: str | None = None) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                text(
-                    """UPDATE archive.analysis_jobs SET status = :status, updated_at = now(),
-                           error_message = COALESCE(:error_message, error_message),
-                           processing_started_at = CASE WHEN :status = 'processing' THEN now() ELSE processing_started_at END,
-                           completed_at = CASE WHEN :status IN ('completed', 'failed', 'cancelled') THEN now() ELSE completed_at END
-                       WHERE id = :id"""
-                ),
-                {"status": status, "error_message": error_message, "id": job["id"]},
-            )
+    def set_status(self, job: dict[str, Any], status: str, *, error_message: str | None = None, conn: Any = None) -> None:
+        sql = text(
+            """UPDATE archive.analysis_jobs SET status = :status, updated_at = now(),
+                   error_message = COALESCE(:error_message, error_message),
+                   processing_started_at = CASE WHEN :status = 'processing' THEN now() ELSE processing_started_at END,
+                   completed_at = CASE WHEN :status IN ('completed', 'failed', 'cancelled') THEN now() ELSE completed_at END
+               WHERE id = :id"""
+        )
+        params = {"status": status, "error_message": error_message, "id": job["id"]}
+        if conn is not None:  # the caller's open transaction
+            conn.execute(sql, params)
+            return
+        with self.engine.begin() as own:
+            own.execute(sql, params)
         self.committed_at = time.monotonic()
         job["status"] = status
 
@@ -94,6 +120,23 @@ def for_job(job: dict[str, Any], kind: str | None = None) -> Callable[[SSEEvent]
         return event.name == JOB_UPDATE and event.data["job"]["id"] == job["id"] and (kind is None or event.data["event"] == kind)
 
     return match
+
+
+def latencies(client: Any, jobs: Jobs, count: int, spread_s: float) -> list[float]:
+    """Commit-to-client seconds for `count` inserts, spread at random over the poll phase."""
+    found = []
+    for _ in range(count):
+        time.sleep(random.uniform(0, spread_s))
+        job = jobs.insert()
+        event = client.wait_for(for_job(job), 5, f"the event of {job['id']}")
+        found.append(event.received_at - jobs.committed_at)
+    return found
+
+
+def summary(values: list[float]) -> str:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return f"n={len(values)} p50={statistics.median(values) * 1000:.0f}ms p99={p99 * 1000:.0f}ms max={max(values) * 1000:.0f}ms"
 
 
 def updates(events: list[SSEEvent]) -> list[SSEEvent]:
