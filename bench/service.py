@@ -49,6 +49,10 @@ def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[
         # The per-admin budget (600/min by default) would refuse a benchmark after a second;
         # the limiter still runs on every request.
         "RATE_LIMIT": "100000000 per minute",
+        # Every bench client comes from 127.0.0.1: the per-address bound on Socket.IO handshakes
+        # (300/min) would refuse all but the first few hundred sockets of a case.
+        "SOCKETIO_HANDSHAKES_PER_MINUTE": "1000000",
+        "SOCKETIO_MAX_PENDING": "100000",
         "GRACEFUL_TIMEOUT": "3",
         **(extra or {}),
     }
