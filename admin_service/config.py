@@ -219,7 +219,7 @@ def _severities(
     return tuple(severities.items())
 
 
-STORAGE_URI = r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://"
+STORAGE_URI = r"^(database|memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://"
 
 
 @dataclass(frozen=True)
@@ -246,8 +246,9 @@ class Settings:
     auth_failure_limit: str = setting("AUTH_FAILURE_LIMIT", "20 per minute", _rate)
     rate_limit_storage_uri: str = setting(
         "RATE_LIMIT_STORAGE_URI",
-        "memory://",
-        matching(STORAGE_URI, "{name} must be memory:// or a redis:// URI, got {value!r}"),
+        # The service's own PostgreSQL (limits_store.py): shared by every worker and instance.
+        "database://",
+        matching(STORAGE_URI, "{name} must be database://, memory:// or a redis:// URI, got {value!r}"),
     )
     rate_limit_fail_open: bool = setting("RATE_LIMIT_FAIL_OPEN", True, boolean)
     stats_timezone: str = setting("STATS_TIMEZONE", "UTC", _time_zone)

@@ -64,6 +64,17 @@ class Worker(Protocol):
 # --- master --------------------------------------------------------------------------------
 
 
+def refuse_per_process_limits(workers: int) -> None:
+    """RATE_LIMIT and AUTH_FAILURE_LIMIT are per deployment: with memory:// every worker would
+    count on its own and grant the whole limit, so several workers on it are refused at start."""
+    store = os.environ.get("RATE_LIMIT_STORAGE_URI", "")
+    if workers > 1 and store.startswith("memory://"):
+        raise SystemExit(
+            f"RATE_LIMIT_STORAGE_URI={store} counts per process, and {workers} workers would each grant "
+            "the whole RATE_LIMIT: use database:// (the default) or redis://, or WEB_CONCURRENCY=1"
+        )
+
+
 def on_starting(server: object) -> None:
     """Prometheus multiprocess mode: every worker writes its samples into one folder, and a
     scrape of /metrics answered by any worker reads them all. Set here, in the master before

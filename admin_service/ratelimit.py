@@ -1,10 +1,13 @@
 """Rate limiting of the admin routes, keyed by the admin's user id (client IP before auth).
 
-Storage is memory:// by default (one process) or Redis, shared by every worker and
-instance. When Redis is down the limiter fails open unless RATE_LIMIT_FAIL_OPEN=false:
-requests keep being served, each process limits on its own in memory meanwhile (one warning
-is logged, and the store is re-checked with backoff until it answers again). Failing closed,
-requests are refused with 503 SERVICE_UNAVAILABLE while the store is unreachable.
+Storage is the service's own PostgreSQL by default (`database://`, limits_store.py) or Redis:
+either way shared by every worker and instance, so RATE_LIMIT and AUTH_FAILURE_LIMIT are what a
+client gets from the whole deployment. `memory://` counts per process (one worker only: each
+worker would grant the whole limit). When the store is down the limiter fails open unless
+RATE_LIMIT_FAIL_OPEN=false: requests keep being served, each process limits on its own in
+memory meanwhile (one warning is logged, and the store is re-checked with backoff until it
+answers again). Failing closed, requests are refused with 503 SERVICE_UNAVAILABLE while the
+store is unreachable.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
 from limits.errors import StorageError
+from sqlalchemy import Engine
 
 from admin_service.auth import AuthError, AuthFailure
 from admin_service.config import Settings
 from admin_service.errors import ApiError, register_translation, unavailable
+from admin_service.limits_store import SCHEME as DATABASE_SCHEME
 from admin_service.services import services
 
 log = logging.getLogger("admin_service.ratelimit")
@@ -110,11 +115,13 @@ def retry_after_on_429_only(response: Response) -> Response:
     return response
 
 
-def make_limiter(app: Flask, settings: Settings) -> Limiter:
+def make_limiter(app: Flask, settings: Settings, engine: Engine) -> Limiter:
     # Storage errors surface as limits' StorageError (not the driver's), answered with a 503 (above).
     options: dict[str, object] = {"wrap_exceptions": True}
     if settings.rate_limit_storage_uri.startswith("redis"):
         options.update(socket_connect_timeout=1, socket_timeout=1)
+    elif settings.rate_limit_storage_uri.startswith(f"{DATABASE_SCHEME}://"):
+        options.update(engine=engine, schema=settings.admin_schema)
     # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
     app.after_request(retry_after_on_429_only)
     app.config.update(

@@ -1,0 +1,106 @@
+"""RATE_LIMIT and AUTH_FAILURE_LIMIT hold for the whole deployment with the default setup: the
+windows live in the service's own PostgreSQL (`database://`), shared by every worker and
+instance, without Redis. And memory://, which counts per process, is refused with several workers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+import requests
+from sqlalchemy import Engine
+
+from tests.support import ROOT
+from tests.support.envelopes import assert_error
+from tests.support.factories import Data
+from tests.support.service import RunningService, run_service
+from tests.support.settings import TEST_SECRET, app_with
+from tests.support.tokens import bearer, token_for
+
+DATABASE = {"RATE_LIMIT_STORAGE_URI": "database://"}
+
+
+def test_two_apps_on_the_database_store_share_one_budget(database_url: str, engine: Engine, data: Data) -> None:
+    one = app_with(database_url, engine, RATE_LIMIT="3 per minute", **DATABASE).test_client()
+    two = app_with(database_url, engine, RATE_LIMIT="3 per minute", **DATABASE).test_client()
+    headers = bearer(token_for(data.user(user_type="admin")))
+    remaining = []
+    for client in (one, two, one):
+        response = client.get("/admin/jobs", headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        remaining.append(int(response.headers["X-RateLimit-Remaining"]))
+    assert remaining == [2, 1, 0]
+    for client in (two, one):
+        refused = client.get("/admin/jobs", headers=headers)
+        assert_error(refused, 429, "RATE_LIMIT_EXCEEDED")
+        assert 1 <= int(refused.headers["Retry-After"]) <= 61
+
+
+def test_failed_token_checks_count_across_apps_on_the_database_store(database_url: str, engine: Engine, data: Data) -> None:
+    one = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute", **DATABASE).test_client()
+    two = app_with(database_url, engine, AUTH_FAILURE_LIMIT="2 per minute", **DATABASE).test_client()
+    address = f"10.9.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    bad = bearer(token_for({"id": str(uuid.uuid4())}) + "x")
+    for client in (one, two):
+        assert client.get("/admin/jobs", headers=bad, environ_base={"REMOTE_ADDR": address}).status_code == 401
+    for client in (one, two):
+        refused = client.get("/admin/jobs", headers=bad, environ_base={"REMOTE_ADDR": address})
+        assert_error(refused, 429, "RATE_LIMIT_EXCEEDED")
+
+
+def count_statuses(svc: RunningService, token: str, total: int, clients: int = 12) -> Counter[int]:
+    """`total` requests on one token from `clients` connections at once (spread over the workers)."""
+
+    def run(share: int) -> list[int]:
+        with requests.Session() as session:
+            # A new connection now and then, so that each client meets both workers.
+            statuses = []
+            for i in range(share):
+                if i % 25 == 0:
+                    session.close()
+                statuses.append(session.get(f"{svc.url}/admin/jobs?limit=1", headers=bearer(token), timeout=30).status_code)
+            return statuses
+
+    shares = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
+    with ThreadPoolExecutor(clients) as pool:
+        return Counter(status for statuses in pool.map(run, shares) for status in statuses)
+
+
+def test_the_rate_limit_holds_across_two_gunicorn_workers_by_default(
+    database_url: str, engine: Engine, data: Data, tmp_path: Path
+) -> None:
+    """The issue's measurement (1,161 of 1,500 passed at 600/min with 2 workers on memory://):
+    with the default store at most the limit passes, whichever worker answers."""
+    admin = data.user(user_type="admin")
+    token = token_for(admin)
+    # Per hour, so that however slowly this machine serves the 1,500, one window holds them all.
+    env = {"RATE_LIMIT": "100 per hour"}
+    env.pop("RATE_LIMIT_STORAGE_URI", None)
+    with run_service(database_url, tmp_path, workers=2, env=env) as svc:
+        assert len(svc.workers()) == 2
+        statuses = count_statuses(svc, token, 1500)
+        log = svc.log()
+    assert statuses[200] == 100, statuses
+    assert statuses[429] == 1400, statuses
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_several_workers_on_a_per_process_store_are_refused_at_start(database_url: str) -> None:
+    env = {"DATABASE_URL": database_url, "JWT_SECRET": TEST_SECRET, "WEB_CONCURRENCY": "2", "RATE_LIMIT_STORAGE_URI": "memory://"}
+    started = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--check-config", "wsgi:app"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode != 0
+    assert "RATE_LIMIT_STORAGE_URI=memory:// counts per process" in started.stdout + started.stderr
+
+
