@@ -110,10 +110,13 @@ def on_exit(server: object) -> None:
 
 
 def post_fork(server: object, worker: Worker) -> None:
-    # psycopg2 blocks the whole worker unless it yields to gevent while waiting on I/O.
-    from psycogreen.gevent import patch_psycopg  # type: ignore[import-untyped]
+    # psycopg2 blocks the whole worker unless it yields to gevent while waiting on I/O; and a
+    # server that stops answering must not hold a request forever (db/green.py: a client-side
+    # deadline on every wait, DB_STATEMENT_TIMEOUT_MS + 1 s).
+    from admin_service.config import load_settings
+    from admin_service.db import green
 
-    patch_psycopg()
+    green.install(load_settings().db_statement_timeout_ms)
 
 
 def post_worker_init(worker: Worker) -> None:

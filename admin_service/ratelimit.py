@@ -115,6 +115,19 @@ def retry_after_on_429_only(response: Response) -> Response:
     return response
 
 
+class OneLineStoreFailures(logging.Filter):
+    """flask-limiter logs a request whose store call failed while another request was switching to
+    the in-memory fallback with its whole traceback, at ERROR: one warning line says as much."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith("Failed to rate limit"):
+            error = record.exc_info[1]
+            record.msg, record.args = "rate-limit store unreachable (%s); request not counted", (type(error).__name__,)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def make_limiter(app: Flask, settings: Settings, engine: Engine) -> Limiter:
     # Storage errors surface as limits' StorageError (not the driver's), answered with a 503 (above).
     options: dict[str, object] = {"wrap_exceptions": True}
@@ -122,6 +135,9 @@ def make_limiter(app: Flask, settings: Settings, engine: Engine) -> Limiter:
         options.update(socket_connect_timeout=1, socket_timeout=1)
     elif settings.rate_limit_storage_uri.startswith(f"{DATABASE_SCHEME}://"):
         options.update(engine=engine, schema=settings.admin_schema)
+    limiter_log = logging.getLogger("flask-limiter")
+    if not any(isinstance(f, OneLineStoreFailures) for f in limiter_log.filters):
+        limiter_log.addFilter(OneLineStoreFailures())
     # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
     app.after_request(retry_after_on_429_only)
     app.config.update(

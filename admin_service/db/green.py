@@ -17,10 +17,10 @@ apps) psycopg2 blocks as usual.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg2
@@ -31,8 +31,9 @@ from psycopg2 import extensions
 CLIENT_GRACE_S = 1.0
 
 _default_deadline_s: float | None = None
-# Per greenlet under gevent's monkey-patching (threading.local is patched to greenlet-local).
-_local = threading.local()
+# Per greenlet: each greenlet runs in a context of its own. (Not a threading.local: this module is
+# imported in post_fork, before gevent's worker patches threading, so it would be one per thread.)
+_deadline_s: ContextVar[float | None] = ContextVar("statement_deadline_s", default=None)
 
 
 class ClientTimeout(psycopg2.OperationalError):
@@ -49,16 +50,16 @@ def install(statement_timeout_ms: int) -> None:
 @contextmanager
 def statement_deadline(seconds: float) -> Iterator[None]:
     """Statements in this block (this greenlet only) wait at most `seconds` for the server."""
-    previous = getattr(_local, "deadline_s", None)
-    _local.deadline_s = seconds if previous is None else min(seconds, previous)
+    previous = _deadline_s.get()
+    token = _deadline_s.set(seconds if previous is None else min(seconds, previous))
     try:
         yield
     finally:
-        _local.deadline_s = previous
+        _deadline_s.reset(token)
 
 
 def current_deadline_s() -> float | None:
-    own = getattr(_local, "deadline_s", None)
+    own = _deadline_s.get()
     return own if own is not None else _default_deadline_s
 
 
