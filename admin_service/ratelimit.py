@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, Flask, Response, request
 from flask_limiter import Limiter
@@ -62,9 +63,9 @@ class FailedAuthGuard:
 
     Every token that fails verification counts against AUTH_FAILURE_LIMIT for its address,
     in the rate-limit store (Redis: shared by every worker and instance). Over the limit,
-    that address's tokens that did not verify here before are refused with 429 and
-    Retry-After, before any check: guessing stops paying, while admins whose tokens were
-    already accepted keep working. A store that is down fails open or closed as
+    that address's tokens that never verified before (verified.py: on any worker or instance,
+    until their exp) are refused with 429 and Retry-After, before any check: guessing stops
+    paying, while admins whose tokens were already accepted keep working. A store that is down fails open or closed as
     RATE_LIMIT_FAIL_OPEN says, like the rate limit.
     """
 
@@ -77,7 +78,8 @@ class FailedAuthGuard:
     def _key(address: str) -> tuple[str, str]:
         return ("auth-failures", address)
 
-    def refuse_if_blocked(self, address: str) -> None:
+    def refuse_if_blocked(self, address: str, exempt: Callable[[], bool]) -> None:
+        """Refuse (429) a token from a blocked address unless `exempt()`: it verified before."""
         try:
             strategy = self._limiter.limiter
             if strategy.test(self._limit, *self._key(address)):
@@ -87,6 +89,8 @@ class FailedAuthGuard:
             if self._fail_open:
                 return
             raise AuthError(AuthFailure.UNAVAILABLE, STORE_UNREACHABLE) from exc
+        if exempt():
+            return
         raise AuthError(
             AuthFailure.THROTTLED,
             "Too many failed authentication attempts from this address; retry later",

@@ -11,7 +11,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 import requests
 from sqlalchemy import Engine
 
@@ -104,3 +103,53 @@ def test_several_workers_on_a_per_process_store_are_refused_at_start(database_ur
     assert "RATE_LIMIT_STORAGE_URI=memory:// counts per process" in started.stdout + started.stderr
 
 
+# --- the brute-force guard and admins already signed in (issue 18, defect 7) ---------------------
+
+
+def bad_token() -> str:
+    """A well-formed token whose signature does not verify: a guess."""
+    return token_for({"id": str(uuid.uuid4())}) + "x"
+
+
+def test_a_token_verified_on_one_instance_passes_a_block_on_another(database_url: str, engine: Engine, data: Data) -> None:
+    """Behind a proxy every client has one address; guesses block it. The admin whose token
+    verified before (on another instance, which this one never heard from) keeps working, a
+    token never seen is refused."""
+    env = {"AUTH_FAILURE_LIMIT": "3 per minute", **DATABASE}
+    one = app_with(database_url, engine, **env).test_client()
+    two = app_with(database_url, engine, **env).test_client()
+    proxy = {"REMOTE_ADDR": f"10.8.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"}
+    signed_in = bearer(token_for(data.user(user_type="admin")))
+    assert one.get("/admin/jobs", headers=signed_in, environ_base=proxy).status_code == 200
+    for _ in range(3):
+        assert two.get("/admin/jobs", headers=bearer(bad_token()), environ_base=proxy).status_code == 401
+    assert_error(two.get("/admin/jobs", headers=bearer(bad_token()), environ_base=proxy), 429, "RATE_LIMIT_EXCEEDED")
+    never_seen = bearer(token_for(data.user(user_type="admin")))
+    assert_error(two.get("/admin/jobs", headers=never_seen, environ_base=proxy), 429, "RATE_LIMIT_EXCEEDED")
+    for client in (two, one, two):
+        assert client.get("/admin/jobs", headers=signed_in, environ_base=proxy).status_code == 200
+
+
+def test_guesses_from_the_shared_address_do_not_lock_out_signed_in_admins_on_any_worker(
+    database_url: str, engine: Engine, data: Data, tmp_path: Path
+) -> None:
+    """The issue's attack: TRUST_PROXY=false, so every client is 127.0.0.1 here; 20 bad tokens a
+    minute. Before, only the worker (and the minute) in which a token first verified knew it."""
+    admins = [data.user(user_type="admin") for _ in range(3)]
+    tokens = [token_for(admin) for admin in admins]
+    env = {"AUTH_FAILURE_LIMIT": "20 per minute", "TRUST_PROXY": "false"}
+    with run_service(database_url, tmp_path, workers=2, env=env) as svc:
+        for token in tokens:  # each signs in once, on whichever worker takes the connection
+            assert requests.get(f"{svc.url}/admin/jobs?limit=1", headers=bearer(token), timeout=10).status_code == 200
+        guesses = Counter(
+            requests.get(f"{svc.url}/admin/jobs?limit=1", headers=bearer(bad_token()), timeout=10).status_code for _ in range(30)
+        )
+        assert guesses == {401: 20, 429: 10}, guesses
+        stranger = token_for(data.user(user_type="admin"))
+        assert requests.get(f"{svc.url}/admin/jobs?limit=1", headers=bearer(stranger), timeout=10).status_code == 429
+        # A new connection per request: both workers answer, each for tokens the other verified.
+        signed_in = Counter(
+            requests.get(f"{svc.url}/admin/jobs?limit=1", headers=bearer(tokens[i % 3]), timeout=10).status_code
+            for i in range(60)
+        )
+    assert signed_in == {200: 60}, signed_in

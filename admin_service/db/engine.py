@@ -11,7 +11,6 @@ from sqlalchemy.exc import DisconnectionError
 
 from admin_service.config import Settings
 
-
 # libpq's tcp_user_timeout (TCP connections only; a Unix socket has no such state).
 TCP_USER_TIMEOUT_MS = 10_000
 
