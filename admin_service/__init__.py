@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             engine=engine,
             authenticator=authenticator,
             stats=stats,
-            runtime=LiveRuntime(settings, engine, stats),
+            runtime=LiveRuntime(settings, engine, stats, authenticator),
             limiter=limiter,
             api=api,
         ),

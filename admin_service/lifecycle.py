@@ -169,6 +169,8 @@ def worker_exit(server: object, worker: Worker) -> None:
         runtime = services(flask_app).runtime
         if runtime.stop.is_set() and not runtime.wait_stopped(LOOPS_EXIT_S):
             log.warning("live loops still running after %.0f s; exiting anyway", LOOPS_EXIT_S)
+        # This worker's places among the per-user caps are free at once, not a lease later.
+        runtime.caps.leave()
 
 
 def serve_worker_socket(worker: Worker, affinity: Any) -> Callable[[], None]:
