@@ -2,13 +2,17 @@
 for every worker of every instance, with nothing to run besides the database the service needs
 anyway (RATE_LIMIT_STORAGE_URI=database://, the default).
 
-One moving window per key (a client's user id or address and the limit's scope), held as an
-array of hit times in the UNLOGGED table `rate_limits` (migration 0003): a request costs one
-call of `rate_limit_acquire`, which prunes the window, takes the hit when there is room and
-returns the window (its oldest hit and count) in the same round trip. flask-limiter then asks
-for that window again for its X-RateLimit-* headers: the answer just returned is remembered for
-that (this greenlet's request), so the headers cost no second statement. PostgreSQL's clock
-stamps the hits, so instances with skewed clocks still share one window.
+One window per key (a client's user id or address, and the limit), in the UNLOGGED table
+`rate_limits` (migration 0003): the hits of the last window as counts in 60 buckets of 1/60 of
+it, plus the bucket the window's start falls in, all counted. So a hit counts for up to 1/60 of
+the window longer than a moving window would (a client at its limit waits up to a second more
+per minute), never shorter: no span of the window's length ever lets more than the limit
+through, on any number of workers and instances. The row is 61 integers whatever the limit.
+A request costs one call of `rate_limit_acquire`, which shifts the buckets, takes the hit when
+there is room and returns the window (its start and count) in the same round trip. flask-limiter
+then asks for that window again for its X-RateLimit-* headers: the answer just returned is
+remembered for that (this greenlet's request), so the headers cost no second statement.
+PostgreSQL's clock places the hits, so instances with skewed clocks still share one window.
 
 A store that cannot answer (the database down or hung: each statement waits at most
 STORE_DEADLINE_S) raises limits' StorageError; flask-limiter then fails open to its in-memory
@@ -39,7 +43,8 @@ REMEMBER_S = 1.0
 
 
 class DatabaseStorage(Storage, MovingWindowSupport):
-    """Moving windows in `<ADMIN_SCHEMA>.rate_limits`; fixed-window counters are not offered."""
+    """Bucketed moving windows in `<ADMIN_SCHEMA>.rate_limits` (flask-limiter's moving-window
+    strategy); fixed-window counters are not offered."""
 
     STORAGE_SCHEME = [SCHEME]
 

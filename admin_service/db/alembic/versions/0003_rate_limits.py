@@ -1,9 +1,10 @@
 """What the workers and instances of a deployment must count together, in the service's schema.
 
 - `rate_limits` (UNLOGGED: no WAL, one row per client key): the moving windows of RATE_LIMIT and
-  AUTH_FAILURE_LIMIT (admin_service/limits_store.py), an array of the window's hit times per
-  key, read and written by `rate_limit_acquire` in one call per request. PostgreSQL's clock
-  stamps the hits, so every instance agrees on the window.
+  AUTH_FAILURE_LIMIT (admin_service/limits_store.py), as hit counts in 61 buckets of 1/60 of
+  the window each (a constant 61 integers per key, whatever the limit), read and written by
+  `rate_limit_acquire` in one call per request. PostgreSQL's clock places the hits, so every
+  instance agrees on the window.
 - `verified_tokens`: fingerprints of tokens that verified, until their exp (admin_service/verified.py):
   the brute-force guard never locks out a token that verified before, on any worker.
 - `live_workers` / `live_connections` (UNLOGGED): open SSE streams and Socket.IO sockets per
@@ -28,42 +29,84 @@ def upgrade() -> None:
         f"""
         CREATE UNLOGGED TABLE "{s}".rate_limits (
             key text PRIMARY KEY,
-            hits double precision[] NOT NULL DEFAULT '{{}}',  -- epoch seconds, oldest first
-            expires_at double precision NOT NULL             -- the newest hit + the window: prunable after
+            newest bigint NOT NULL,           -- the newest bucket: floor(epoch / (window / 60))
+            counts integer[] NOT NULL,        -- hits per bucket, oldest first, 61 of them, the last the newest
+            expires_at double precision NOT NULL  -- when the newest hit leaves the window: prunable after
         );
 
-        -- Take `amount` hits of a moving window of `expiry` seconds holding at most `lim`; the
-        -- window after the call: acquired, its oldest hit (or now), its hit count.
+        -- A key's buckets as of bucket `cur`: shifted left by the buckets that passed since `newest`.
+        CREATE FUNCTION "{s}".rate_limit_shifted(counts integer[], newest bigint, cur bigint) RETURNS integer[]
+        LANGUAGE sql IMMUTABLE AS $$
+            SELECT CASE
+                WHEN cur <= newest THEN counts
+                WHEN cur - newest >= cardinality(counts) THEN array_fill(0, ARRAY[cardinality(counts)])
+                ELSE counts[(cur - newest + 1)::integer:] || array_fill(0, ARRAY[(cur - newest)::integer])
+            END
+        $$;
+
+        -- When the oldest counted hit leaves the window (the bucket after its own, one window on),
+        -- less the window: limits' "start of the window". No hit: now.
+        CREATE FUNCTION "{s}".rate_limit_oldest(counts integer[], cur bigint, width double precision, now_s double precision)
+        RETURNS double precision LANGUAGE sql IMMUTABLE AS $$
+            SELECT coalesce(
+                (SELECT (cur - cardinality(counts) + i + 1) * width FROM unnest(counts) WITH ORDINALITY AS u(c, i)
+                 WHERE c > 0 ORDER BY i LIMIT 1),
+                now_s)
+        $$;
+
+        -- Take `amount` hits of a window of `expiry` seconds holding at most `lim`; the window after
+        -- the call: acquired, its start (limits' sense) and its hit count. The window is 60 buckets
+        -- plus the one its start falls in, all counted: a hit counts up to 1/60 of the window longer
+        -- than exactly, never shorter, so no window of `expiry` seconds ever holds more than `lim`.
         CREATE FUNCTION "{s}".rate_limit_acquire(p_key text, lim integer, expiry double precision, amount integer,
                                                  OUT acquired boolean, OUT oldest double precision, OUT hit_count integer)
         LANGUAGE plpgsql AS $$
         DECLARE
+            width double precision := expiry / 60;
             now_s double precision := extract(epoch FROM clock_timestamp());
-            kept double precision[];
+            cur bigint := floor(now_s / width);
+            row_newest bigint;
+            c integer[];
         BEGIN
-            SELECT r.hits INTO kept FROM "{s}".rate_limits r WHERE r.key = p_key FOR UPDATE;
+            SELECT r.newest, r.counts INTO row_newest, c FROM "{s}".rate_limits r WHERE r.key = p_key FOR UPDATE;
             IF NOT FOUND THEN
-                INSERT INTO "{s}".rate_limits (key, expires_at) VALUES (p_key, 0) ON CONFLICT (key) DO NOTHING;
-                SELECT r.hits INTO kept FROM "{s}".rate_limits r WHERE r.key = p_key FOR UPDATE;
+                INSERT INTO "{s}".rate_limits (key, newest, counts, expires_at)
+                VALUES (p_key, cur, array_fill(0, ARRAY[61]), 0) ON CONFLICT (key) DO NOTHING;
+                SELECT r.newest, r.counts INTO row_newest, c FROM "{s}".rate_limits r WHERE r.key = p_key FOR UPDATE;
             END IF;
-            kept := ARRAY(SELECT h FROM unnest(kept) WITH ORDINALITY AS u(h, i) WHERE h > now_s - expiry ORDER BY i);
-            acquired := cardinality(kept) + amount <= lim;
+            c := "{s}".rate_limit_shifted(c, row_newest, cur);
+            cur := greatest(cur, row_newest);
+            hit_count := (SELECT sum(x) FROM unnest(c) AS x)::integer;
+            acquired := hit_count + amount <= lim;
             IF acquired AND amount > 0 THEN
-                kept := kept || array_fill(now_s, ARRAY[amount]);
+                c[61] := c[61] + amount;
+                hit_count := hit_count + amount;
             END IF;
-            UPDATE "{s}".rate_limits SET hits = kept, expires_at = now_s + expiry WHERE key = p_key;
-            oldest := coalesce(kept[1], now_s);
-            hit_count := cardinality(kept);
+            UPDATE "{s}".rate_limits SET newest = cur, counts = c, expires_at = (cur + 2) * width + expiry WHERE key = p_key;
+            oldest := "{s}".rate_limit_oldest(c, cur, width, now_s);
         END
         $$;
 
-        -- The window without taking a hit: its oldest hit (or now) and its hit count.
+        -- The window without taking a hit: its start (as above) and its hit count.
         CREATE FUNCTION "{s}".rate_limit_window(p_key text, expiry double precision,
                                                 OUT oldest double precision, OUT hit_count integer)
-        LANGUAGE sql STABLE AS $$
-            SELECT coalesce(min(h), extract(epoch FROM clock_timestamp())), count(h)::integer
-            FROM "{s}".rate_limits r, unnest(r.hits) AS h
-            WHERE r.key = p_key AND h > extract(epoch FROM clock_timestamp()) - expiry
+        LANGUAGE plpgsql STABLE AS $$
+        DECLARE
+            width double precision := expiry / 60;
+            now_s double precision := extract(epoch FROM clock_timestamp());
+            cur bigint := floor(now_s / width);
+            c integer[];
+        BEGIN
+            SELECT "{s}".rate_limit_shifted(r.counts, r.newest, cur), greatest(cur, r.newest) INTO c, cur
+            FROM "{s}".rate_limits r WHERE r.key = p_key;
+            IF NOT FOUND THEN
+                oldest := now_s;
+                hit_count := 0;
+                RETURN;
+            END IF;
+            hit_count := (SELECT sum(x) FROM unnest(c) AS x)::integer;
+            oldest := "{s}".rate_limit_oldest(c, cur, width, now_s);
+        END
         $$;
 
         CREATE TABLE "{s}".verified_tokens (
@@ -115,5 +158,7 @@ def downgrade() -> None:
         f'DROP TABLE "{s}".live_connections; DROP TABLE "{s}".live_workers; DROP TABLE "{s}".verified_tokens; '
         f'DROP FUNCTION "{s}".rate_limit_window(text, double precision); '
         f'DROP FUNCTION "{s}".rate_limit_acquire(text, integer, double precision, integer); '
+        f'DROP FUNCTION "{s}".rate_limit_oldest(integer[], bigint, double precision, double precision); '
+        f'DROP FUNCTION "{s}".rate_limit_shifted(integer[], bigint, bigint); '
         f'DROP TABLE "{s}".rate_limits'
     )
