@@ -49,6 +49,10 @@ def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[
         # The per-admin budget (600/min by default) would refuse a benchmark after a second;
         # the limiter still runs on every request.
         "RATE_LIMIT": "100000000 per minute",
+        # Thousands of streams and sockets on one admin's token: the per-user caps (20 by default,
+        # counted across workers) would refuse all but the first few.
+        "SSE_MAX_STREAMS_PER_USER": "100000",
+        "SOCKETIO_MAX_CONNECTIONS_PER_USER": "100000",
         "GRACEFUL_TIMEOUT": "3",
         **(extra or {}),
     }

@@ -24,6 +24,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # of one test never meet another's. The service under gunicorn runs on its default
         # (database://); the tests of the shared stores set theirs.
         "RATE_LIMIT_STORAGE_URI": "memory://",
+        "SSE_MAX_STREAMS_PER_USER": "100000",
         "LOG_LEVEL": "WARNING",
     }
     env.update({k: str(v) for k, v in overrides.pop("env", {}).items()})
