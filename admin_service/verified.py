@@ -77,6 +77,11 @@ class VerifiedTokens:
             with self._lock:
                 self._local.pop(key, None)  # try again with the token's next use
 
+    def known_here(self, token: str) -> bool:
+        """Whether this process saw the token verify (a dictionary lookup, nothing shared)."""
+        with self._lock:
+            return fingerprint(token) in self._local
+
     def seen(self, token: str) -> bool:
         """Whether the token verified before, here or on any worker or instance, and is unexpired."""
         key = fingerprint(token)
