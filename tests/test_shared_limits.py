@@ -4,6 +4,7 @@ instance, without Redis. And memory://, which counts per process, is refused wit
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import uuid
@@ -11,8 +12,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import jwt
 import requests
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tests.support import ROOT
 from tests.support.envelopes import assert_error
@@ -128,6 +130,14 @@ def test_a_token_verified_on_one_instance_passes_a_block_on_another(database_url
     assert_error(two.get("/admin/jobs", headers=never_seen, environ_base=proxy), 429, "RATE_LIMIT_EXCEEDED")
     for client in (two, one, two):
         assert client.get("/admin/jobs", headers=signed_in, environ_base=proxy).status_code == 200
+    # Kept for the token's whole validity (it was a 60 s cache): the record's expiry is its exp.
+    token = signed_in["Authorization"].split()[1]
+    with engine.connect() as conn:
+        kept_until = conn.execute(
+            text("SELECT extract(epoch FROM expires_at) FROM admin.verified_tokens WHERE fingerprint = :f"),
+            {"f": hashlib.sha256(token.encode()).digest()},
+        ).scalar()
+    assert kept_until == jwt.decode(token, options={"verify_signature": False})["exp"]
 
 
 def test_guesses_from_the_shared_address_do_not_lock_out_signed_in_admins_on_any_worker(
