@@ -120,13 +120,16 @@ def retry_after_on_429_only(response: Response) -> Response:
 
 
 class OneLineStoreFailures(logging.Filter):
-    """flask-limiter logs a request whose store call failed while another request was switching to
-    the in-memory fallback with its whole traceback, at ERROR: one warning line says as much."""
+    """flask-limiter logs a store call that failed while another request was switching to the
+    in-memory fallback (the limit, or the headers after it) with its whole traceback, at ERROR:
+    one warning line says as much."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.getMessage().startswith("Failed to rate limit"):
+        # "Failed to rate limit. Swallowing error", "Failed to update rate limit headers. ...".
+        if record.exc_info and record.getMessage().startswith("Failed to"):
             error = record.exc_info[1]
-            record.msg, record.args = "rate-limit store unreachable (%s); request not counted", (type(error).__name__,)
+            what = record.getMessage().split(".")[0].lower()
+            record.msg, record.args = "rate-limit store unreachable (%s): %s", (type(error).__name__, what)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None
         return True
