@@ -3,7 +3,7 @@
 PostgreSQL's statement_timeout is enforced by the server: a server that is stopped (SIGSTOP, a
 frozen VM, a storage stall) or unreachable behind a live TCP peer enforces nothing, and the
 kernel keeps acknowledging what is sent, so TCP keepalives and tcp_user_timeout see a healthy
-connection too. psycogreen's wait callback then waits forever. This one waits at most a deadline
+connection too. psycogreen's wait callback (which this replaces) then waits forever. This one waits at most a deadline
 per statement (and per connection attempt): DB_STATEMENT_TIMEOUT_MS + CLIENT_GRACE_S by default,
 so a live server always answers first with its own timeout (57014), or less inside
 `statement_deadline` (the readiness probe, the rate-limit store). When the deadline passes the
