@@ -389,7 +389,9 @@ class Authenticator:
             if exc.rejects_credentials:
                 self.guard.failed(address)
             raise
-        self.verified.remember(token, admin.expires_at)
+        # Until its exp; a token the auth service vouched for without a readable exp, as long as
+        # its verdict is reused.
+        self.verified.remember(token, admin.expires_at or time.time() + self.settings.auth_cache_seconds)
         return admin
 
     def user_id_if_valid(self, token: str | None) -> str | None:
