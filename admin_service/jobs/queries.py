@@ -134,6 +134,11 @@ class JobFilters:
 
     @staticmethod
     def _search_condition(term: str) -> ColumnElement[bool]:
+        """One term against what an admin pastes or remembers of a job: its row id (exact), its
+        job_id (prefix, case-sensitive), its user's email or username, its assessment name and
+        its error message (partial, case-insensitive). Wildcards in the term match themselves.
+        The error message is matched with a plain ILIKE (no C collation): the trigram index
+        `db install-indexes` offers is only usable for the column's own collation."""
         matches: list[ColumnElement[bool]] = [jobs.c.job_id.like(f"{escape_like(term)}%", escape="\\")]
         as_uuid = parse_uuid(term)
         if as_uuid is not None:
@@ -145,6 +150,8 @@ class JobFilters:
             )
         )
         matches.append(jobs.c.user_id.in_(user_match))
+        matches.append(assessment_name_matches(term))
+        matches.append(jobs.c.error_message.ilike(contains(term), escape="\\"))
         return or_(*matches)
 
     @property
@@ -328,22 +335,38 @@ def count_jobs(
     return int(conn.execute(select(func.count()).select_from(jobs).where(*conds)).scalar_one()), "exact"
 
 
+def page_statement(
+    conds: list[ColumnElement[bool]],
+    sort_by: str,
+    order: str,
+    limit: int,
+    *,
+    after: tuple[Any, uuid.UUID] | None = None,
+    offset: int = 0,
+) -> Select[Any]:
+    """The jobs of one page with their users, in list order: the rows after the keyset position
+    `after` (a decoded cursor), or `offset` rows in (page paging). Users are joined only for
+    the page's rows. Each row carries `sort_key`, the value a cursor resumes after. The list and
+    the export (keyset batches) both page through this one statement."""
+    key, nullable = sort_key(sort_by), sort_by in NULLABLE_SORTS
+    page_stmt = select(jobs, key.label("sort_key")).where(*conds)
+    if after is not None:
+        page_stmt = page_stmt.where(keyset_condition(key, order, after[0], after[1], nullable))
+    elif offset:
+        page_stmt = page_stmt.offset(offset)
+    page_sub = page_stmt.order_by(*_ordering(key, jobs.c.id, order, nullable)).limit(limit).subquery("page")
+    return with_user(page_sub).order_by(*_ordering(page_sub.c.sort_key, page_sub.c.id, order, nullable))
+
+
 def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: SharedStats | None = None) -> dict[str, Any]:
     filters = JobFilters.from_args(args)
     sort_by, order, limit = args["sort_by"], args["sort_order"], args["limit"]
     conds = filters.conditions(tz, conn)
-    key, nullable = sort_key(sort_by), sort_by in NULLABLE_SORTS
-    page_stmt = select(jobs, key.label("sort_key")).where(*conds)
     cursor = args.get("cursor")
     page = None if cursor else args["page"]
-    if cursor:
-        value, row_id = decode_cursor(cursor, sort_by, order)
-        page_stmt = page_stmt.where(keyset_condition(key, order, value, row_id, nullable))
-    else:
-        page_stmt = page_stmt.offset((args["page"] - 1) * limit)
+    after = decode_cursor(cursor, sort_by, order) if cursor else None
     # One row more than asked tells whether there is a next page without counting.
-    page_sub = page_stmt.order_by(*_ordering(key, jobs.c.id, order, nullable)).limit(limit + 1).subquery("page")
-    stmt = with_user(page_sub).order_by(*_ordering(page_sub.c.sort_key, page_sub.c.id, order, nullable))
+    stmt = page_statement(conds, sort_by, order, limit + 1, after=after, offset=0 if cursor else (args["page"] - 1) * limit)
     rows = conn.execute(stmt).mappings().all()
     has_next = len(rows) > limit
     rows = rows[:limit]

@@ -131,6 +131,7 @@ def run_service(
         "JWT_SECRET": TEST_SECRET,
         **({"WEB_CONCURRENCY": str(workers)} if workers is not None else {}),
         "RATE_LIMIT": "100000 per minute",
+        "EXPORT_RATE_LIMIT": "100000 per minute",
         "AUTH_FAILURE_LIMIT": "100000 per minute",
         "GRACEFUL_TIMEOUT": "3",
         **(env or {}),
