@@ -20,10 +20,9 @@ name. A marker row inside the data would be read as a job by every CSV consumer.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,16 +31,18 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, DateTime, Engine, Integer, Row, Select, Text, bindparam, case, cast, func, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Lateral, Subquery
 
-from admin_service.db.tables import JOB_COLUMNS, jobs
+from admin_service.db.tables import JOB_COLUMNS, jobs, users
 from admin_service.errors import database_failure
-from admin_service.jobs.queries import JobFilters, page_statement
+from admin_service.jobs import status as job_status
+from admin_service.jobs.queries import JobFilters, page_subquery
 from admin_service.jobs.schemas import Moment
-from admin_service.jobs.serialize import USER_EMAIL, USER_USERNAME, job_of
+from admin_service.jobs.serialize import USER_EMAIL, USER_ID, USER_USERNAME, job_of
 from admin_service.web import json_bytes
 
 log = logging.getLogger("admin_service.export")
@@ -142,53 +143,176 @@ def export_filename(args: Mapping[str, Any], fmt: str, now: datetime, cut_at: in
 
 # --- rows -----------------------------------------------------------------------------------------
 
-Rows = Sequence[Mapping[str, Any]]
+# Row objects: tuples for CSV, their `_mapping` for NDJSON; the last two columns are the keyset.
+Rows = Sequence[Row[Any]]
+
+
+def page_users(page: Subquery) -> Lateral:
+    """Each page row's user by primary key. LATERAL with LIMIT 1 keeps it one index probe per
+    row: joined plainly, a batch of 1,000 rows was hash-joined to the whole users table."""
+    return select(users.c.id, users.c.email, users.c.username).where(users.c.id == page.c.user_id).limit(1).lateral("page_user")
+
+
+def csv_text(value: ColumnElement[Any]) -> ColumnElement[str]:
+    """A text cell, ready to write: a leading formula character escaped with `'` (safe_cell),
+    then quoted as RFC 4180 wants (a cell holding , " CR or LF in quotes, quotes doubled)."""
+    escaped = case((func.left(value, 1).in_(FORMULA_STARTS), func.concat("'", value)), else_=value)
+    quoted = case((escaped.regexp_match('[",\r\n]'), func.concat('"', func.replace(escaped, '"', '""'), '"')), else_=escaped)
+    return func.coalesce(quoted, "")
+
+
+def csv_cells(page: Subquery, user: Lateral) -> list[ColumnElement[Any]]:
+    """A CSV row's cells as text ready to join, written by PostgreSQL: uuids, integers and
+    instants in well under a microsecond each, where psycopg2 and Python made uuid and datetime
+    objects of them only to turn them back into text; and the text cells escaped and quoted,
+    which cost csv.writer 6-10 us a row. Python joins them (csv_rows)."""
+    cells: list[ColumnElement[Any]] = []
+    for name in JOB_COLUMNS:
+        column = page.c[name]
+        if name in TEXT_COLUMNS:
+            cells.append(csv_text(job_status.shown(column) if name == "status" else column).label(name))
+        else:
+            cells.append(func.coalesce(cast(column, Text), "").label(name))
+    return [*cells, csv_text(user.c.email).label("user_email"), csv_text(user.c.username).label("user_username")]
+
+
+def batch_statement(plan: ExportPlan, after: tuple[Any, Any] | None) -> Select[Any]:
+    """One batch: the CSV cells, or (NDJSON) the job columns with the user's, uuids as text.
+    `after` holds bound parameters (AFTER_KEY, AFTER_ID), the batch size is BATCH_ROWS: one
+    statement serves every batch. The last two columns are the keyset position of the row."""
+    page, ordering = page_subquery(plan.conds, plan.sort_by, plan.order, bindparam(BATCH_ROWS, 1, type_=Integer), after=after)
+    user = page_users(page)
+    columns: list[ColumnElement[Any]]
+    if plan.fmt == "csv":
+        columns = csv_cells(page, user)
+    else:
+        columns = [cast(page.c[name], Text).label(name) if name in UUID_COLUMNS else page.c[name] for name in JOB_COLUMNS]
+        columns += [cast(user.c.id, Text).label(USER_ID), user.c.email.label(USER_EMAIL), user.c.username.label(USER_USERNAME)]
+    columns += [page.c.sort_key, cast(page.c.id, Text).label("row_id")]
+    return select(*columns).select_from(page.outerjoin(user, true())).order_by(*ordering)
+
+
+BATCH_ROWS, AFTER_KEY, AFTER_ID = "export_batch_rows", "export_after_key", "export_after_id"
+
+
+class BatchQueries:
+    """The SQL of an export's batches, compiled once: building and compiling the statement
+    (its cache key alone walks every expression of the CSV line) cost ~10 ms a batch, 10 s of
+    a million-row export. Three shapes: the first batch, after a row with a sort value, and
+    after a row without one (completed_at NULL, sorted last)."""
+
+    def __init__(self, engine: Engine, plan: ExportPlan) -> None:
+        self._engine = engine
+        self._plan = plan
+        self._compiled: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def _sql(self, shape: str) -> tuple[str, dict[str, Any]]:
+        if shape not in self._compiled:
+            # Placeholder values: statement() binds the real ones for each batch.
+            after_id = bindparam(AFTER_ID, None, type_=jobs.c.id.type, required=False)
+            after_key = bindparam(AFTER_KEY, None, required=False)
+            after = {"first": None, "value": (after_key, after_id), "null": (None, after_id)}[shape]
+            compiled = batch_statement(self._plan, after).compile(
+                dialect=self._engine.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            self._compiled[shape] = (str(compiled), dict(compiled.params))
+        return self._compiled[shape]
+
+    def statement(self, size: int, after: tuple[Any, uuid.UUID] | None) -> tuple[str, dict[str, Any]]:
+        shape = "first" if after is None else ("null" if after[0] is None else "value")
+        sql, params = self._sql(shape)
+        params = {**params, BATCH_ROWS: size}
+        if after is not None:
+            params.update({AFTER_KEY: after[0], AFTER_ID: after[1]})
+        return sql, params
+
+
+UUID_COLUMNS = frozenset({"id", "user_id", "result_id"})
+
+
+class Prefetch:
+    """One batch read on a thread of its own (a greenlet under gevent, where psycogreen makes
+    psycopg2 cooperative) while the previous batch is written: PostgreSQL writes the next lines
+    while this process sends the last ones, instead of each waiting for the other."""
+
+    def __init__(self, engine: Engine, statement: tuple[str, dict[str, Any]]) -> None:
+        self._engine = engine
+        self._statement = statement
+        self._rows: Rows = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="export-batch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            sql, params = self._statement
+            with self._engine.connect() as conn:
+                self._rows = conn.exec_driver_sql(sql, params).all()
+        except BaseException as exc:  # re-raised by result(), in the stream
+            self._error = exc
+
+    def result(self) -> Rows:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._rows
 
 
 def batches(engine: Engine, plan: ExportPlan) -> Iterator[Rows]:
-    """The matching rows in list order, EXPORT_BATCH_ROWS at a time, at most max_rows in all."""
-    after: tuple[Any, uuid.UUID] | None = None
+    """The matching rows in list order, EXPORT_BATCH_ROWS at a time, at most max_rows in all:
+    each batch the next keyset page after the last row of the one before, read while the one
+    before is written. Closed early (the client went away), at most the batch being read
+    completes, on its own connection, and nothing after it is read."""
+    queries = BatchQueries(engine, plan)
     left = plan.max_rows
-    while left > 0:
-        size = min(plan.batch_rows, left)
-        with engine.connect() as conn:
-            rows = conn.execute(page_statement(plan.conds, plan.sort_by, plan.order, size, after=after)).mappings().all()
+    size = min(plan.batch_rows, left)
+    pending = Prefetch(engine, queries.statement(size, None))
+    while True:
+        rows = pending.result()
+        left -= len(rows)
+        more = len(rows) == size and left > 0
+        if more:
+            last = rows[-1]
+            size = min(plan.batch_rows, left)
+            pending = Prefetch(engine, queries.statement(size, (last[-2], uuid.UUID(last[-1]))))
         if rows:
             yield rows
-        if len(rows) < size:
+        if not more:
             return
-        left -= len(rows)
-        last = rows[-1]
-        after = (last["sort_key"], last["id"])
-
-
-def _csv_value(name: str) -> Callable[[Any], Any]:
-    if name in TEXT_COLUMNS:
-        return lambda v: "" if v is None else safe_cell(v)
-    return lambda v: "" if v is None else (v.isoformat() if isinstance(v, datetime) else v)
-
-
-CSV_VALUES = tuple((name, _csv_value(name)) for name in JOB_COLUMNS)
 
 
 def csv_header() -> bytes:
     return (",".join(CSV_COLUMNS) + "\r\n").encode()
 
 
+def iso_instant(text: str) -> str:
+    """PostgreSQL's instant (`2026-12-03 12:20:23.27+00`) as the JSON answers write it
+    (`2026-12-03T12:20:23.27+00:00`: ISO-8601 with `T` and a whole offset); '' stays ''."""
+    if not text:
+        return text
+    text = text[:10] + "T" + text[11:]
+    return text + ":00" if text[-3] in "+-" else text
+
+
+INSTANT_CELLS = tuple(i for i, name in enumerate(JOB_COLUMNS) if isinstance(jobs.c[name].type, DateTime))
+CELLS = len(CSV_COLUMNS)
+
+
 def csv_rows(rows: Rows) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)  # RFC 4180: CRLF, fields quoted when they hold , " or a line break
-    email, username = _csv_value("user_email"), _csv_value("user_username")
-    shown = job_of  # the status as shown (queue -> queued), like the list
+    """RFC 4180 lines (CRLF) of cells csv_cells made ready: instants made ISO, then joined."""
+    lines = []
     for row in rows:
-        job = shown(row)
-        writer.writerow([value(job[name]) for name, value in CSV_VALUES] + [email(row[USER_EMAIL]), username(row[USER_USERNAME])])
-    return out.getvalue().encode()
+        cells = list(row[:CELLS])
+        for i in INSTANT_CELLS:
+            cells[i] = iso_instant(cells[i])
+        lines.append(",".join(cells))
+    lines.append("")
+    return "\r\n".join(lines).encode()
 
 
 def ndjson_rows(rows: Rows) -> bytes:
     """One job per line, exactly as the list shows it (with its `user` object or null)."""
-    return b"".join(json_bytes(job_of(row)) + b"\n" for row in rows)
+    return b"".join([json_bytes(job_of(row._mapping)) + b"\n" for row in rows])
 
 
 ENCODERS: dict[str, tuple[Callable[[], bytes], Callable[[Rows], bytes]]] = {

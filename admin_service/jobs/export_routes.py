@@ -21,7 +21,10 @@ blp = ApiBlueprint(
 )
 
 EXPORT_HEADERS = {
-    "Content-Disposition": {"description": "attachment; filename=jobs_<filters>_<UTC time>[_first<N>].<format>", "schema": {"type": "string"}},
+    "Content-Disposition": {
+        "description": "attachment; filename=jobs_<filters>_<UTC time>[_first<N>].<format>",
+        "schema": {"type": "string"},
+    },
     "X-Export-Truncated": {
         "description": "true when more jobs matched (at the start) than EXPORT_MAX_ROWS: the file holds the first EXPORT_MAX_ROWS",
         "schema": {"type": "string", "enum": ["true", "false"]},

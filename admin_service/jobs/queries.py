@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, false, func, or_, se
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlalchemy.sql.selectable import Subquery
 
 from admin_service.clock import NotAnInstant, full_precision, parse_instant
 from admin_service.db.tables import RESULTS_TABLE, jobs, users
@@ -335,6 +336,29 @@ def count_jobs(
     return int(conn.execute(select(func.count()).select_from(jobs).where(*conds)).scalar_one()), "exact"
 
 
+def page_subquery(
+    conds: list[ColumnElement[bool]],
+    sort_by: str,
+    order: str,
+    limit: int | ColumnElement[int],
+    *,
+    after: tuple[Any, Any] | None = None,
+    offset: int = 0,
+) -> tuple[Subquery, list[Any]]:
+    """The jobs of one page and the ORDER BY that keeps them in list order: the rows after the
+    keyset position `after` (a decoded cursor), or `offset` rows in (page paging). Each row
+    carries `sort_key`, the value a cursor resumes after. The list (page_statement) and the
+    export (keyset batches) both page through this one query."""
+    key, nullable = sort_key(sort_by), sort_by in NULLABLE_SORTS
+    page_stmt = select(jobs, key.label("sort_key")).where(*conds)
+    if after is not None:
+        page_stmt = page_stmt.where(keyset_condition(key, order, after[0], after[1], nullable))
+    elif offset:
+        page_stmt = page_stmt.offset(offset)
+    page_sub = page_stmt.order_by(*_ordering(key, jobs.c.id, order, nullable)).limit(limit).subquery("page")
+    return page_sub, _ordering(page_sub.c.sort_key, page_sub.c.id, order, nullable)
+
+
 def page_statement(
     conds: list[ColumnElement[bool]],
     sort_by: str,
@@ -344,18 +368,9 @@ def page_statement(
     after: tuple[Any, uuid.UUID] | None = None,
     offset: int = 0,
 ) -> Select[Any]:
-    """The jobs of one page with their users, in list order: the rows after the keyset position
-    `after` (a decoded cursor), or `offset` rows in (page paging). Users are joined only for
-    the page's rows. Each row carries `sort_key`, the value a cursor resumes after. The list and
-    the export (keyset batches) both page through this one statement."""
-    key, nullable = sort_key(sort_by), sort_by in NULLABLE_SORTS
-    page_stmt = select(jobs, key.label("sort_key")).where(*conds)
-    if after is not None:
-        page_stmt = page_stmt.where(keyset_condition(key, order, after[0], after[1], nullable))
-    elif offset:
-        page_stmt = page_stmt.offset(offset)
-    page_sub = page_stmt.order_by(*_ordering(key, jobs.c.id, order, nullable)).limit(limit).subquery("page")
-    return with_user(page_sub).order_by(*_ordering(page_sub.c.sort_key, page_sub.c.id, order, nullable))
+    """One page of jobs with their users, joined only for the page's rows."""
+    page_sub, ordering = page_subquery(conds, sort_by, order, limit, after=after, offset=offset)
+    return with_user(page_sub).order_by(*ordering)
 
 
 def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: SharedStats | None = None) -> dict[str, Any]:
