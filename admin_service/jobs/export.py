@@ -34,8 +34,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, DateTime, Engine, Integer, Row, Select, Text, bindparam, case, cast, func, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.selectable import Lateral, Subquery
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.selectable import LateralFromClause, Subquery
 
 from admin_service.db.tables import JOB_COLUMNS, jobs, users
 from admin_service.errors import database_failure
@@ -147,7 +147,7 @@ def export_filename(args: Mapping[str, Any], fmt: str, now: datetime, cut_at: in
 Rows = Sequence[Row[Any]]
 
 
-def page_users(page: Subquery) -> Lateral:
+def page_users(page: Subquery) -> LateralFromClause:
     """Each page row's user by primary key. LATERAL with LIMIT 1 keeps it one index probe per
     row: joined plainly, a batch of 1,000 rows was hash-joined to the whole users table."""
     return select(users.c.id, users.c.email, users.c.username).where(users.c.id == page.c.user_id).limit(1).lateral("page_user")
@@ -161,7 +161,7 @@ def csv_text(value: ColumnElement[Any]) -> ColumnElement[str]:
     return func.coalesce(quoted, "")
 
 
-def csv_cells(page: Subquery, user: Lateral) -> list[ColumnElement[Any]]:
+def csv_cells(page: Subquery, user: LateralFromClause) -> list[ColumnElement[Any]]:
     """A CSV row's cells as text ready to join, written by PostgreSQL: uuids, integers and
     instants in well under a microsecond each, where psycopg2 and Python made uuid and datetime
     objects of them only to turn them back into text; and the text cells escaped and quoted,
@@ -210,7 +210,7 @@ class BatchQueries:
         if shape not in self._compiled:
             # Placeholder values: statement() binds the real ones for each batch.
             after_id = bindparam(AFTER_ID, None, type_=jobs.c.id.type, required=False)
-            after_key = bindparam(AFTER_KEY, None, required=False)
+            after_key: BindParameter[Any] = bindparam(AFTER_KEY, None, required=False)
             after = {"first": None, "value": (after_key, after_id), "null": (None, after_id)}[shape]
             compiled = batch_statement(self._plan, after).compile(
                 dialect=self._engine.dialect, compile_kwargs={"render_postcompile": True}
@@ -272,7 +272,7 @@ def batches(engine: Engine, plan: ExportPlan) -> Iterator[Rows]:
         left -= len(rows)
         more = len(rows) == size and left > 0
         if more:
-            last = rows[-1]
+            last: Any = rows[-1]  # ... sort_key, row_id
             size = min(plan.batch_rows, left)
             pending = Prefetch(engine, queries.statement(size, (last[-2], uuid.UUID(last[-1]))))
         if rows:
