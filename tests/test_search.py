@@ -91,3 +91,11 @@ def test_status_takes_several_values(client: FlaskClient, auth: dict[str, str], 
 
 def test_a_single_status_still_works(client: FlaskClient, auth: dict[str, str], jobs: list[dict[str, Any]]) -> None:
     assert listed(client, auth, {"status": "queue"}) == sorted(j["id"] for j in jobs if j["status"] == "queued")
+
+
+def test_assessment_names_are_the_distinct_names_of_the_jobs(client: FlaskClient, auth: dict[str, str], data: Data) -> None:
+    for name in ("Zeta", "Alpha 100%", "Zeta", "Beta"):
+        data.job(assessment_name=name)
+    resp = client.get("/admin/jobs/assessment-names", headers=auth)
+    assert resp.status_code == 200
+    assert resp.get_json()["data"] == {"names": ["Alpha 100%", "Beta", "Zeta"]}

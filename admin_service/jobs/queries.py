@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, false, func, or_, se
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
-from sqlalchemy.sql.selectable import Subquery
+from sqlalchemy.sql.selectable import CTE, Subquery
 
 from admin_service.clock import NotAnInstant, full_precision, parse_instant
 from admin_service.db.tables import RESULTS_TABLE, jobs, users
@@ -174,6 +174,14 @@ def assessment_name_matches(term: str) -> ColumnElement[bool]:
     range per name for counts, a cheap filter when walking another index for a page. Same
     result as the ILIKE on every row, including NULL names (never matched).
     """
+    names = distinct_assessment_names()
+    matching = select(names.c.name).where(names.c.name.ilike(contains(term), escape="\\")).scalar_subquery()
+    return jobs.c.assessment_name == func.any(func.array(matching))
+
+
+def distinct_assessment_names() -> CTE:
+    """The distinct non-NULL assessment names (column `name`, ascending, with one NULL row at
+    the end), by a skip scan of the assessment_name index: one index probe per name."""
     first = jobs.alias("an_first")
     step = jobs.alias("an_next")
     names = (
@@ -190,9 +198,17 @@ def assessment_name_matches(term: str) -> ColumnElement[bool]:
         .limit(1)
         .scalar_subquery()
     )
-    names = names.union_all(select(following).where(names.c.name.is_not(None)))
-    matching = select(names.c.name).where(names.c.name.ilike(contains(term), escape="\\")).scalar_subquery()
-    return jobs.c.assessment_name == func.any(func.array(matching))
+    return names.union_all(select(following).where(names.c.name.is_not(None)))
+
+
+# More names than this is not a vocabulary but free text: the dashboard offers the first ones.
+MAX_ASSESSMENT_NAMES = 200
+
+
+def assessment_names(conn: Connection) -> list[str]:
+    names = distinct_assessment_names()
+    rows = conn.execute(select(names.c.name).where(names.c.name.is_not(None)).limit(MAX_ASSESSMENT_NAMES)).scalars()
+    return list(rows)
 
 
 # --- keyset cursor ---------------------------------------------------------------------

@@ -430,3 +430,13 @@ class StatsSchema(Schema):
 
 class StatsEnvelopeSchema(EnvelopeSchema):
     data = fields.Nested(StatsSchema, required=True)
+
+
+class AssessmentNamesSchema(Schema):
+    names = fields.List(
+        fields.String(), required=True, metadata={"description": "Distinct assessment names, ascending (at most 200)."}
+    )
+
+
+class AssessmentNamesEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(AssessmentNamesSchema, required=True)
