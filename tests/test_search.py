@@ -5,6 +5,7 @@ rows are worked out in Python from the rows each test inserts."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +76,15 @@ def test_search_by_row_id(client: FlaskClient, auth: dict[str, str], jobs: list[
 def test_search_combines_with_the_other_filters(client: FlaskClient, auth: dict[str, str], jobs: list[dict[str, Any]]) -> None:
     expected = sorted(j["id"] for j in jobs if j["status"] == "failed" and has(j["assessment_name"], "custom"))
     assert listed(client, auth, {"search": "custom", "status": "failed"}) == expected
+    # With the assessment_name filter too (both read the assessment names: found by make fuzz).
+    expected = sorted(j["id"] for j in jobs if has(j["assessment_name"], "iq") and has(j["error_message"], "timeout"))
+    assert expected
+    assert listed(client, auth, {"search": "timeout", "assessment_name": "IQ"}) == expected
+    resp = client.get(
+        "/admin/jobs/export", query_string={"search": "timeout", "assessment_name": "IQ", "format": "ndjson"}, headers=auth
+    )
+    assert resp.status_code == 200
+    assert sorted(json.loads(line)["id"] for line in resp.get_data(as_text=True).splitlines()) == expected
 
 
 @pytest.mark.parametrize(

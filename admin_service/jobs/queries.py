@@ -151,7 +151,7 @@ class JobFilters:
             )
         )
         matches.append(jobs.c.user_id.in_(user_match))
-        matches.append(assessment_name_matches(term))
+        matches.append(assessment_name_matches(term, "searched_assessment_names"))
         matches.append(jobs.c.error_message.ilike(contains(term), escape="\\"))
         return or_(*matches)
 
@@ -165,7 +165,7 @@ class JobFilters:
         return self == JobFilters(statuses=self.statuses)
 
 
-def assessment_name_matches(term: str) -> ColumnElement[bool]:
+def assessment_name_matches(term: str, cte_name: str = "assessment_names") -> ColumnElement[bool]:
     """`assessment_name ILIKE '%term%'`, tested once per distinct name instead of once per row.
 
     A job table holds millions of rows but a handful of assessment names. The distinct names
@@ -174,14 +174,15 @@ def assessment_name_matches(term: str) -> ColumnElement[bool]:
     range per name for counts, a cheap filter when walking another index for a page. Same
     result as the ILIKE on every row, including NULL names (never matched).
     """
-    names = distinct_assessment_names()
+    names = distinct_assessment_names(cte_name)
     matching = select(names.c.name).where(names.c.name.ilike(contains(term), escape="\\")).scalar_subquery()
     return jobs.c.assessment_name == func.any(func.array(matching))
 
 
-def distinct_assessment_names() -> CTE:
+def distinct_assessment_names(cte_name: str = "assessment_names") -> CTE:
     """The distinct non-NULL assessment names (column `name`, ascending, with one NULL row at
-    the end), by a skip scan of the assessment_name index: one index probe per name."""
+    the end), by a skip scan of the assessment_name index: one index probe per name. A statement
+    using it twice (the assessment_name filter and a search) needs two names."""
     first = jobs.alias("an_first")
     step = jobs.alias("an_next")
     names = (
@@ -189,7 +190,7 @@ def distinct_assessment_names() -> CTE:
         .where(first.c.assessment_name.is_not(None))
         .order_by(first.c.assessment_name)
         .limit(1)
-        .cte("assessment_names", recursive=True)
+        .cte(cte_name, recursive=True)
     )
     following = (
         select(step.c.assessment_name)
