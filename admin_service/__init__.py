@@ -28,14 +28,16 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.config import load_settings
     from admin_service.db.engine import make_engine
     from admin_service.errors import register_error_handlers
+    from admin_service.jobs.export_routes import blp as export_blp
     from admin_service.jobs.routes import blp as jobs_blp
     from admin_service.jobs.stats import SharedStats
     from admin_service.live.mode import read_capture_mode
     from admin_service.live.routes import blp as events_blp
     from admin_service.live.runtime import LiveRuntime
     from admin_service.live.sse import blp as live_blp
-    from admin_service.ratelimit import FailedAuthGuard, limit_admin_routes, make_limiter
+    from admin_service.ratelimit import FailedAuthGuard, limit_admin_routes, limit_exports, make_limiter
     from admin_service.services import Services, install_services
+    from admin_service.users.routes import blp as users_blp
 
     settings = settings or load_settings()
     web.configure_logging(settings.log_level)
@@ -64,7 +66,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     limiter = make_limiter(app, settings, engine)
     # Failed token checks count in the rate-limit store.
     authenticator = Authenticator(settings, engine, guard=FailedAuthGuard(limiter, settings))
-    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp)
+    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, users_blp)
+    limit_exports(limiter, settings, export_blp)
 
     api = Api(app)
     # Routing does not depend on this order (werkzeug ranks the static /stream and /alerts above
@@ -72,6 +75,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(live_blp)
     api.register_blueprint(events_blp)
     api.register_blueprint(jobs_blp)
+    api.register_blueprint(export_blp)
+    api.register_blueprint(users_blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
     app.register_blueprint(dashboard.blp)

@@ -242,6 +242,12 @@ class Settings:
     db_statement_timeout_ms: int = setting("DB_STATEMENT_TIMEOUT_MS", 5000, integer(100, 600_000))
     db_connect_timeout_s: int = setting("DB_CONNECT_TIMEOUT_S", 3, integer(1, 60))
     rate_limit: str = setting("RATE_LIMIT", "600 per minute", _rate)
+    # Exports (GET /admin/jobs/export) have a budget of their own: one export reads up to
+    # EXPORT_MAX_ROWS rows, it is not one request of RATE_LIMIT.
+    export_rate_limit: str = setting("EXPORT_RATE_LIMIT", "10 per minute", _rate)
+    export_max_rows: int = setting("EXPORT_MAX_ROWS", 1_000_000, integer(1, 100_000_000))
+    # Rows per keyset batch: one short query each, and a yield to the worker's other requests.
+    export_batch_rows: int = setting("EXPORT_BATCH_ROWS", 1000, integer(1, 100_000))
     # Failed token checks per client address before its new tokens are refused (429).
     auth_failure_limit: str = setting("AUTH_FAILURE_LIMIT", "20 per minute", _rate)
     rate_limit_storage_uri: str = setting(

@@ -32,6 +32,9 @@ from admin_service.services import services
 log = logging.getLogger("admin_service.ratelimit")
 # The storage scope every admin route draws on: one budget per client, not one per route.
 ADMIN_SCOPE = "admin-api"
+# Exports draw on a budget of their own (EXPORT_RATE_LIMIT): one export reads up to
+# EXPORT_MAX_ROWS rows, which is not one page view.
+EXPORT_SCOPE = "admin-export"
 
 
 def rate_limit_key() -> str:
@@ -168,3 +171,8 @@ def limit_admin_routes(limiter: Limiter, settings: Settings, *blueprints: Bluepr
     shared = limiter.shared_limit(lambda: settings.rate_limit, scope=ADMIN_SCOPE)
     for blueprint in blueprints:
         shared(blueprint)
+
+
+def limit_exports(limiter: Limiter, settings: Settings, blueprint: Blueprint) -> None:
+    """Apply EXPORT_RATE_LIMIT to the export blueprint, apart from RATE_LIMIT."""
+    limiter.shared_limit(lambda: settings.export_rate_limit, scope=EXPORT_SCOPE)(blueprint)

@@ -190,6 +190,10 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             results["indexes"]["output"].strip(),
             "```",
         ]
+    if results.get("export"):
+        from bench.export import markdown as export_markdown
+
+        lines += ["", *export_markdown(results["export"])]
     live = results.get("live", {})
     if live.get("sse") or live.get("socketio"):
         modes = live_modes(live)

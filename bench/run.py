@@ -251,6 +251,11 @@ def main(argv: list[str] | None = None) -> None:
             log(f"\ndb install-indexes ({results['indexes']['seconds']} s):\n{ddl_output}")
             results["rest"].append(rest_phase("with install-indexes", database_url, engine, token, args, workdir))
 
+        if not args.smoke and not args.only:
+            from bench import export
+
+            results["export"] = export.run_export(database_url, token, workdir, log=log)
+
         from bench import live
 
         results["live"] = live.run_live(database_url, engine, token, args, workdir, log)

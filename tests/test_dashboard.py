@@ -458,7 +458,7 @@ def test_filters_sorting_paging_and_job_details(
     # A job without a result says so; a live change shows in its timeline.
     data: Data = seeded["data"]
     fresh = newest_queued(data, seeded["admin"])
-    page.get_by_label("Status").select_option("")
+    page.get_by_label("Status").select_option([])
     page.locator(f'#jobs-body tr[data-job-id="{fresh["id"]}"] .cell-job button').click()
     expect(dialog.locator(".no-result")).to_have_text("No result for this job (yet).")
     change_job(data, fresh["id"], "processing", processing_started_at=utcnow())

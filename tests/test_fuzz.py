@@ -136,7 +136,11 @@ def test_fuzz_stateful_through_links(fuzz_target: tuple[RunningService, str]) ->
     service, token = fuzz_target
     headers = {"Authorization": f"Bearer {token}"}
     followed: list[str] = []
-    workflow = SCHEMA.exclude(path="/admin/jobs/stream").as_state_machine()
+    # Only operations that reach jobs through links: a stream never ends, and the export, the
+    # assessment names and a user's jobs carry no links (they only dilute the walks).
+    workflow = SCHEMA.exclude(
+        path=["/admin/jobs/stream", "/admin/jobs/export", "/admin/jobs/assessment-names", "/admin/users/{user_id}/jobs"]
+    ).as_state_machine()
 
     class Links(workflow):  # type: ignore[misc, valid-type]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, false, func, or_, se
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlalchemy.sql.selectable import CTE, Subquery
 
 from admin_service.clock import NotAnInstant, full_precision, parse_instant
 from admin_service.db.tables import RESULTS_TABLE, jobs, users
@@ -134,6 +135,11 @@ class JobFilters:
 
     @staticmethod
     def _search_condition(term: str) -> ColumnElement[bool]:
+        """One term against what an admin pastes or remembers of a job: its row id (exact), its
+        job_id (prefix, case-sensitive), its user's email or username, its assessment name and
+        its error message (partial, case-insensitive). Wildcards in the term match themselves.
+        The error message is matched with a plain ILIKE (no C collation): the trigram index
+        `db install-indexes` offers is only usable for the column's own collation."""
         matches: list[ColumnElement[bool]] = [jobs.c.job_id.like(f"{escape_like(term)}%", escape="\\")]
         as_uuid = parse_uuid(term)
         if as_uuid is not None:
@@ -145,6 +151,8 @@ class JobFilters:
             )
         )
         matches.append(jobs.c.user_id.in_(user_match))
+        matches.append(assessment_name_matches(term, "searched_assessment_names"))
+        matches.append(jobs.c.error_message.ilike(contains(term), escape="\\"))
         return or_(*matches)
 
     @property
@@ -157,7 +165,7 @@ class JobFilters:
         return self == JobFilters(statuses=self.statuses)
 
 
-def assessment_name_matches(term: str) -> ColumnElement[bool]:
+def assessment_name_matches(term: str, cte_name: str = "assessment_names") -> ColumnElement[bool]:
     """`assessment_name ILIKE '%term%'`, tested once per distinct name instead of once per row.
 
     A job table holds millions of rows but a handful of assessment names. The distinct names
@@ -166,6 +174,15 @@ def assessment_name_matches(term: str) -> ColumnElement[bool]:
     range per name for counts, a cheap filter when walking another index for a page. Same
     result as the ILIKE on every row, including NULL names (never matched).
     """
+    names = distinct_assessment_names(cte_name)
+    matching = select(names.c.name).where(names.c.name.ilike(contains(term), escape="\\")).scalar_subquery()
+    return jobs.c.assessment_name == func.any(func.array(matching))
+
+
+def distinct_assessment_names(cte_name: str = "assessment_names") -> CTE:
+    """The distinct non-NULL assessment names (column `name`, ascending, with one NULL row at
+    the end), by a skip scan of the assessment_name index: one index probe per name. A statement
+    using it twice (the assessment_name filter and a search) needs two names."""
     first = jobs.alias("an_first")
     step = jobs.alias("an_next")
     names = (
@@ -173,7 +190,7 @@ def assessment_name_matches(term: str) -> ColumnElement[bool]:
         .where(first.c.assessment_name.is_not(None))
         .order_by(first.c.assessment_name)
         .limit(1)
-        .cte("assessment_names", recursive=True)
+        .cte(cte_name, recursive=True)
     )
     following = (
         select(step.c.assessment_name)
@@ -182,9 +199,17 @@ def assessment_name_matches(term: str) -> ColumnElement[bool]:
         .limit(1)
         .scalar_subquery()
     )
-    names = names.union_all(select(following).where(names.c.name.is_not(None)))
-    matching = select(names.c.name).where(names.c.name.ilike(contains(term), escape="\\")).scalar_subquery()
-    return jobs.c.assessment_name == func.any(func.array(matching))
+    return names.union_all(select(following).where(names.c.name.is_not(None)))
+
+
+# More names than this is not a vocabulary but free text: the dashboard offers the first ones.
+MAX_ASSESSMENT_NAMES = 200
+
+
+def assessment_names(conn: Connection) -> list[str]:
+    names = distinct_assessment_names()
+    rows = conn.execute(select(names.c.name).where(names.c.name.is_not(None)).limit(MAX_ASSESSMENT_NAMES)).scalars()
+    return list(rows)
 
 
 # --- keyset cursor ---------------------------------------------------------------------
@@ -328,22 +353,52 @@ def count_jobs(
     return int(conn.execute(select(func.count()).select_from(jobs).where(*conds)).scalar_one()), "exact"
 
 
+def page_subquery(
+    conds: list[ColumnElement[bool]],
+    sort_by: str,
+    order: str,
+    limit: int | ColumnElement[int],
+    *,
+    after: tuple[Any, Any] | None = None,
+    offset: int = 0,
+) -> tuple[Subquery, list[Any]]:
+    """The jobs of one page and the ORDER BY that keeps them in list order: the rows after the
+    keyset position `after` (a decoded cursor), or `offset` rows in (page paging). Each row
+    carries `sort_key`, the value a cursor resumes after. The list (page_statement) and the
+    export (keyset batches) both page through this one query."""
+    key, nullable = sort_key(sort_by), sort_by in NULLABLE_SORTS
+    page_stmt = select(jobs, key.label("sort_key")).where(*conds)
+    if after is not None:
+        page_stmt = page_stmt.where(keyset_condition(key, order, after[0], after[1], nullable))
+    elif offset:
+        page_stmt = page_stmt.offset(offset)
+    page_sub = page_stmt.order_by(*_ordering(key, jobs.c.id, order, nullable)).limit(limit).subquery("page")
+    return page_sub, _ordering(page_sub.c.sort_key, page_sub.c.id, order, nullable)
+
+
+def page_statement(
+    conds: list[ColumnElement[bool]],
+    sort_by: str,
+    order: str,
+    limit: int,
+    *,
+    after: tuple[Any, uuid.UUID] | None = None,
+    offset: int = 0,
+) -> Select[Any]:
+    """One page of jobs with their users, joined only for the page's rows."""
+    page_sub, ordering = page_subquery(conds, sort_by, order, limit, after=after, offset=offset)
+    return with_user(page_sub).order_by(*ordering)
+
+
 def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: SharedStats | None = None) -> dict[str, Any]:
     filters = JobFilters.from_args(args)
     sort_by, order, limit = args["sort_by"], args["sort_order"], args["limit"]
     conds = filters.conditions(tz, conn)
-    key, nullable = sort_key(sort_by), sort_by in NULLABLE_SORTS
-    page_stmt = select(jobs, key.label("sort_key")).where(*conds)
     cursor = args.get("cursor")
     page = None if cursor else args["page"]
-    if cursor:
-        value, row_id = decode_cursor(cursor, sort_by, order)
-        page_stmt = page_stmt.where(keyset_condition(key, order, value, row_id, nullable))
-    else:
-        page_stmt = page_stmt.offset((args["page"] - 1) * limit)
+    after = decode_cursor(cursor, sort_by, order) if cursor else None
     # One row more than asked tells whether there is a next page without counting.
-    page_sub = page_stmt.order_by(*_ordering(key, jobs.c.id, order, nullable)).limit(limit + 1).subquery("page")
-    stmt = with_user(page_sub).order_by(*_ordering(page_sub.c.sort_key, page_sub.c.id, order, nullable))
+    stmt = page_statement(conds, sort_by, order, limit + 1, after=after, offset=0 if cursor else (args["page"] - 1) * limit)
     rows = conn.execute(stmt).mappings().all()
     has_next = len(rows) > limit
     rows = rows[:limit]

@@ -12,6 +12,7 @@ from admin_service.auth import require_admin
 from admin_service.errors import envelope, not_found
 from admin_service.jobs import queries
 from admin_service.jobs.schemas import (
+    AssessmentNamesEnvelopeSchema,
     JobDetailsEnvelopeSchema,
     JobListEnvelopeSchema,
     JobListQuerySchema,
@@ -126,3 +127,18 @@ def job_results(job_ref: str) -> Response:
         raise not_found(f"Job {job_ref!r} has no result", code="RESULT_NOT_FOUND")
     keys = ("id", "job_id", "status", "assessment_name", "completed_at", "user_id", "created_at")
     return envelope({"job": {k: job[k] for k in keys}, "result": result}, "Job results retrieved")
+
+
+@blp.route("/assessment-names")
+@blp.response(200, AssessmentNamesEnvelopeSchema)
+@blp.errors(401, 403, 429, 503)
+@blp.doc(**SECURED)
+def assessment_names() -> Response:
+    """Assessment names
+
+    The distinct assessment names the jobs have (what the `assessment_name` filter can match),
+    read by one index probe per name.
+    """
+    with services().engine.connect() as conn:
+        names = queries.assessment_names(conn)
+    return envelope({"names": names}, "Assessment names retrieved")

@@ -13,6 +13,7 @@ from admin_service.jobs.status import ALIASES, STATUSES, UnknownStatus, parse_st
 SORT_FIELDS = ("created_at", "updated_at", "completed_at", "status", "priority")
 COUNT_MODES = ("exact", "estimated", "none")
 MAX_TEXT = 255
+MAX_STATUS_TEXT = 200
 
 
 def comma_list(names: tuple[str, ...]) -> str:
@@ -73,12 +74,14 @@ class MomentField(DocumentedField):
 
 
 class StatusListField(DocumentedField):
-    """`status=failed` or `status=queued,processing`; `queue` is read as `queued`."""
+    """`status=failed`, `status=queued,processing` or `status=queued&status=processing` (the
+    repeated form is joined by StrictQuerySchema); `queue` is read as `queued`."""
 
-    openapi = {"type": "string", "maxLength": 200, "pattern": comma_list(STATUSES + tuple(ALIASES))}
+    joins_repeats = True
+    openapi = {"type": "string", "maxLength": MAX_STATUS_TEXT, "pattern": comma_list(STATUSES + tuple(ALIASES))}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
-        if not isinstance(value, str) or len(value) > 200:
+        if not isinstance(value, str) or len(value) > MAX_STATUS_TEXT:
             raise ValidationError("Must be a comma-separated list of statuses.")
         try:
             return parse_statuses(value.split(","))
@@ -135,13 +138,24 @@ class StrictQuerySchema(Schema):
 
     @pre_load
     def _reject_repeated(self, data: Any, **kwargs: Any) -> Any:
-        # webargs hands a MultiDict; a repeated scalar parameter is ambiguous, so name it.
+        # webargs hands a MultiDict; a repeated scalar parameter is ambiguous, so name it. A
+        # list field written as a comma list (status) takes the repeated form too, joined.
         getlist = getattr(data, "getlist", None)
-        if getlist is not None:
-            for key in set(data.keys()):
-                if key in self.fields and not isinstance(self.fields[key], fields.List) and len(getlist(key)) > 1:
-                    raise ValidationError("Give this parameter once.", field_name=key)
-        return data
+        if getlist is None:
+            return data
+        joined: dict[str, Any] = {}
+        for key in set(data.keys()):
+            if key not in self.fields or isinstance(self.fields[key], fields.List) or len(getlist(key)) <= 1:
+                continue
+            values = getlist(key)
+            if not getattr(self.fields[key], "joins_repeats", False):
+                raise ValidationError("Give this parameter once.", field_name=key)
+            if not all(isinstance(v, str) for v in values):
+                raise ValidationError("Must be a comma-separated list.", field_name=key)
+            joined[key] = ",".join(values)
+        if not joined:
+            return data
+        return {**{key: data[key] for key in data.keys()}, **joined}
 
 
 class JobListQuerySchema(StrictQuerySchema):
@@ -151,12 +165,17 @@ class JobListQuerySchema(StrictQuerySchema):
     limit = fields.Integer(
         load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."}
     )
-    status = StatusListField(metadata={"description": "Status or comma-separated statuses (`queue` means `queued`)."})
+    status = StatusListField(
+        metadata={"description": "Status, comma-separated statuses or the parameter repeated (`queue` means `queued`)."}
+    )
     user_id = fields.UUID(metadata={"description": "Jobs of this user."})
     user_email = _text("Partial, case-insensitive match on the user's email.")
     user_username = _text("Partial, case-insensitive match on the user's username.")
     assessment_name = _text("Partial, case-insensitive match on the assessment name.")
-    search = _text("Job id or job_id (exact or prefix), or the user's email or username (partial).")
+    search = _text(
+        "Any of: the job's row id (exact uuid), its job_id (prefix, case-sensitive), the user's email or username, "
+        "the assessment name or the error message (partial, case-insensitive). % and _ match themselves."
+    )
     date_from = MomentField(metadata={"description": "created_at at or after this date/date-time."})
     date_to = MomentField(metadata={"description": "created_at up to this date-time; a plain date includes that whole day."})
     sort_by = fields.String(load_default="created_at", validate=validate.OneOf(SORT_FIELDS))
@@ -181,6 +200,29 @@ class JobListQuerySchema(StrictQuerySchema):
         # in the stats time zone, which this schema does not know.
         if data.get("cursor") and data.get("page", 1) != 1:
             raise ValidationError("Use either page or cursor, not both.", field_name="cursor")
+
+
+EXPORT_FORMATS = ("csv", "ndjson")
+
+
+class ExportQuerySchema(JobListQuerySchema):
+    """The list's filters and sort (every one of them, whatever the list gains), without its paging."""
+
+    class Meta:
+        exclude = ("page", "limit", "cursor", "count")
+
+    format = fields.String(
+        load_default="csv",
+        validate=validate.OneOf(EXPORT_FORMATS),
+        metadata={"description": "csv (a header row, then one row per job) or ndjson (one job object per line)."},
+    )
+
+
+class UserJobsQuerySchema(JobListQuerySchema):
+    """A user's jobs: the list's paging, sort and status filter; the user is the path's."""
+
+    class Meta:
+        exclude = ("user_id", "user_email", "user_username", "search", "assessment_name", "date_from", "date_to")
 
 
 class StatsQuerySchema(StrictQuerySchema):
@@ -280,6 +322,19 @@ class JobListEnvelopeSchema(EnvelopeSchema):
     data = fields.Nested(JobListSchema, required=True)
 
 
+class UserJobListSchema(JobListSchema):
+    user = fields.Nested(
+        UserSummarySchema,
+        allow_none=True,
+        required=True,
+        metadata={"description": "The user; null when its row is gone but jobs of it remain."},
+    )
+
+
+class UserJobListEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(UserJobListSchema, required=True)
+
+
 class JobDetailsEnvelopeSchema(EnvelopeSchema):
     data = fields.Nested(JobDetailsSchema, required=True)
 
@@ -375,3 +430,13 @@ class StatsSchema(Schema):
 
 class StatsEnvelopeSchema(EnvelopeSchema):
     data = fields.Nested(StatsSchema, required=True)
+
+
+class AssessmentNamesSchema(Schema):
+    names = fields.List(
+        fields.String(), required=True, metadata={"description": "Distinct assessment names, ascending (at most 200)."}
+    )
+
+
+class AssessmentNamesEnvelopeSchema(EnvelopeSchema):
+    data = fields.Nested(AssessmentNamesSchema, required=True)

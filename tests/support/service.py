@@ -131,6 +131,7 @@ def run_service(
         "JWT_SECRET": TEST_SECRET,
         **({"WEB_CONCURRENCY": str(workers)} if workers is not None else {}),
         "RATE_LIMIT": "100000 per minute",
+        "EXPORT_RATE_LIMIT": "100000 per minute",
         "AUTH_FAILURE_LIMIT": "100000 per minute",
         # Many streams and sockets on one token (fleets, soak-like faults); the tests of the
         # per-user caps set their own.

@@ -19,6 +19,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     env = {
         "JWT_SECRET": TEST_SECRET,
         "RATE_LIMIT": "100000 per minute",
+        "EXPORT_RATE_LIMIT": "100000 per minute",
         "AUTH_FAILURE_LIMIT": "100000 per minute",
         # Each in-process test app counts on its own (as before the shared store): the windows
         # of one test never meet another's. The service under gunicorn runs on its default

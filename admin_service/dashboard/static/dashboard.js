@@ -13,14 +13,16 @@
 
 import { clearAlerts, loadAlerts, onAlert } from "./js/alerts.js";
 import { api, failed, onRefused } from "./js/api.js";
+import { loadAssessmentNames } from "./js/assessments.js";
 import { renderCards } from "./js/cards.js";
 import { initChart, renderDaily } from "./js/chart.js";
 import { closeDialog, initDialog, refreshIfOpen } from "./js/dialog.js";
 import { $ } from "./js/dom.js";
 import { addFeedNote, addUpdate, clearFeed, initFeed } from "./js/feed.js";
 import { initSession, signOut } from "./js/session.js";
+import { initExport } from "./js/export.js";
 import { connect, handleEvents, stop } from "./js/stream.js";
-import { initTable, loadJobs, noteNewJob, updateRow } from "./js/table.js";
+import { initTable, listParams, loadJobs, noteNewJob, updateRow } from "./js/table.js";
 
 function renderStats(stats) {
   renderCards(stats);
@@ -61,6 +63,7 @@ onRefused(() => signOut("Your session ended: the token was refused (expired or r
 $("refresh").addEventListener("click", () => refreshAll(true));
 initFeed();
 initTable();
+initExport(listParams);
 initDialog();
 initChart();
 initSession({
@@ -68,6 +71,7 @@ initSession({
     renderStats(stats);
     loadJobs();
     loadAlerts();
+    loadAssessmentNames();
     connect();
   },
   signedOut() {

@@ -4,7 +4,7 @@
 
 import { api, failed } from "./api.js";
 import { $, el } from "./dom.js";
-import { timeEl, timeFormat } from "./format.js";
+import { dateTimeFormat, humanize, timeEl } from "./format.js";
 import { EPISODE_RULES } from "./names.js";
 import { wasSeen } from "./state.js";
 
@@ -34,8 +34,8 @@ function showAlert(key, alert, id, announce) {
     "div",
     { class: `alert alert-${severity}`, role: announce ? "alert" : null, "data-type": alert.type || "" },
     el("span", { class: "alert-severity" }, el("span", { "aria-hidden": "true", text: resolved ? "✓ " : "⚠ " }), label),
-    el("span", { class: "alert-message", text: alert.message || alert.type }),
-    timeEl(alert.timestamp, timeFormat),
+    el("span", { class: "alert-message", text: humanize(alert.message || alert.type) }),
+    timeEl(alert.timestamp, dateTimeFormat),
     el("button", {
       type: "button",
       class: "button button-small",

@@ -62,3 +62,17 @@ export function shortId(value) {
   const text = String(value || "");
   return text.length > 20 ? `${text.slice(0, 14)}…` : text;
 }
+
+// What the service writes into alert messages: seconds ("waiting 1740s") and instants (ISO-8601).
+const SECONDS = /\b(\d+(?:\.\d+)?)s\b/g;
+const INSTANT = /\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})/g;
+
+/** A message as a person reads it: "waiting 1740s" -> "waiting 29 min", an instant -> local date and time. */
+export function humanize(text) {
+  return String(text || "")
+    .replace(INSTANT, (iso) => {
+      const date = parseDate(iso);
+      return date ? dateTimeFormat.format(date) : iso;
+    })
+    .replace(SECONDS, (_, seconds) => fmtDuration(Number(seconds)));
+}

@@ -5,6 +5,7 @@ import { api, explain, failed } from "./api.js";
 import { openJob } from "./dialog.js";
 import { $, el, show } from "./dom.js";
 import { compactFormat, fmtNumber, shortId, statusBadge, timeEl } from "./format.js";
+import { readView, writeView } from "./view_url.js";
 
 const query = { page: 1, limit: 25, sort_by: "created_at", sort_order: "DESC" };
 let filters = {};
@@ -14,7 +15,8 @@ let newJobs = 0;
 
 function readFilters() {
   return {
-    status: $("f-status").value,
+    search: $("f-search").value.trim(),
+    status: [...$("f-status").selectedOptions].map((option) => option.value).join(","),
     assessment_name: $("f-assessment").value.trim(),
     user_email: $("f-email").value.trim(),
     date_from: $("f-from").value,
@@ -22,9 +24,33 @@ function readFilters() {
   };
 }
 
+/** What the table shows, without its paging: the export's parameters. */
+export function listParams() {
+  return { ...filters, sort_by: query.sort_by, sort_order: query.sort_order };
+}
+
+/** Filters, sort, page and page size from the address bar (a shared link, a reload). */
+function restoreView() {
+  const view = readView();
+  $("f-search").value = view.search || "";
+  const statuses = (view.status || "").split(",");
+  for (const option of $("f-status").options) option.selected = statuses.includes(option.value);
+  $("f-assessment").value = view.assessment_name || "";
+  $("f-email").value = view.user_email || "";
+  $("f-from").value = view.date_from || "";
+  $("f-to").value = view.date_to || "";
+  filters = readFilters();
+  query.sort_by = view.sort_by || query.sort_by;
+  query.sort_order = view.sort_order || query.sort_order;
+  query.limit = Number(view.limit || query.limit);
+  query.page = Number(view.page || 1);
+  $("page-size").value = String(query.limit);
+}
+
 export async function loadJobs() {
   const seq = ++listSeq;
   const params = { ...filters, ...query };
+  writeView(params);
   const summary = $("jobs-summary");
   summary.textContent = "Loading jobs…";
   $("jobs-table").setAttribute("aria-busy", "true");
@@ -136,6 +162,7 @@ function sortBy(field) {
 }
 
 export function initTable() {
+  restoreView();
   $("jobs-new").addEventListener("click", () => {
     query.page = 1;
     loadJobs();
