@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from admin_service.clock import NotAnInstant, parse_instant
 from admin_service.jobs.status import ALIASES, STATUSES, UnknownStatus, parse_statuses
+from admin_service.triage.signature import SIGNATURE_MAX
 
 SORT_FIELDS = ("created_at", "updated_at", "completed_at", "status", "priority")
 COUNT_MODES = ("exact", "estimated", "none")
@@ -157,6 +158,10 @@ class JobListQuerySchema(StrictQuerySchema):
     user_username = _text("Partial, case-insensitive match on the user's username.")
     assessment_name = _text("Partial, case-insensitive match on the assessment name.")
     search = _text("Job id or job_id (exact or prefix), or the user's email or username (partial).")
+    signature = fields.String(
+        validate=[validate.Length(min=1, max=SIGNATURE_MAX), storable_text],
+        metadata={"description": "Jobs whose error message has this error signature (GET /admin/jobs/failures)."},
+    )
     date_from = MomentField(metadata={"description": "created_at at or after this date/date-time."})
     date_to = MomentField(metadata={"description": "created_at up to this date-time; a plain date includes that whole day."})
     sort_by = fields.String(load_default="created_at", validate=validate.OneOf(SORT_FIELDS))

@@ -53,8 +53,16 @@ DAILY = text(
 )
 
 # Processing time: completed_at - processing_started_at (created_at when a writer never set it).
-# Queue wait: processing_started_at - created_at. Both over jobs created in the window, as
-# float8 seconds (extract() is numeric since PostgreSQL 14: several times slower to sort).
+# Queue wait: processing_started_at - created_at. As float8 seconds (extract() is numeric since
+# PostgreSQL 14: several times slower to sort). Also the trends' definitions (triage/trends.py).
+PROCESSING_SECONDS_SQL = (
+    "CASE WHEN status = 'completed' AND completed_at IS NOT NULL "
+    "THEN date_part('epoch', completed_at - COALESCE(processing_started_at, created_at)) END"
+)
+QUEUE_WAIT_SECONDS_SQL = (
+    "CASE WHEN processing_started_at IS NOT NULL THEN date_part('epoch', processing_started_at - created_at) END"
+)
+# Both over jobs created in the window.
 PERFORMANCE = text(
     f"""
     SELECT count(pt) AS n,
@@ -63,10 +71,8 @@ PERFORMANCE = text(
            avg(qw) AS qw_avg,
            percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY qw) AS qw_pct
     FROM (
-        SELECT CASE WHEN status = 'completed' AND completed_at IS NOT NULL
-                    THEN date_part('epoch', completed_at - COALESCE(processing_started_at, created_at)) END AS pt,
-               CASE WHEN processing_started_at IS NOT NULL
-                    THEN date_part('epoch', processing_started_at - created_at) END AS qw
+        SELECT {PROCESSING_SECONDS_SQL} AS pt,
+               {QUEUE_WAIT_SECONDS_SQL} AS qw
         FROM {JOBS_TABLE}
         WHERE created_at >= :since
     ) AS sample

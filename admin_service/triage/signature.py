@@ -1,0 +1,69 @@
+"""The error signature: an error message with its variable parts (timestamps, uuids, quoted
+values, paths, hex ids, numbers) replaced by placeholders, so that "timeout after 30012 ms on
+job 4f3a..." and "timeout after 29987 ms on job 9ab1..." are one group.
+
+The rules are defined once, here, and rendered into one SQL expression: grouping and the list
+filter both run in PostgreSQL, never over rows in Python. Leaf module (SQLAlchemy only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, literal
+from sqlalchemy.sql.elements import ColumnElement
+
+# Longest signature kept (a stack trace is grouped by its first lines); also the longest
+# value the list's `signature` filter takes.
+SIGNATURE_MAX = 240
+# The signature of a job without an error message (NULL or blank).
+NO_MESSAGE = "<none>"
+
+# A token must not start inside a word: each pattern's first group is the character before it
+# (or the start), put back by the replacement. So text between tokens is never changed, and
+# the part of a signature before its first placeholder is the start of every raw message in
+# its group (signature_fragment relies on that).
+_BEFORE = "(^|[^[:alnum:]_])"
+
+# (what it stands for, PostgreSQL ARE pattern, replacement); applied in this order, each to
+# the result of the one before, case-insensitively.
+RULES: tuple[tuple[str, str, str], ...] = (
+    (
+        "ISO-8601 timestamps (date, time, fraction, zone)",
+        _BEFORE + r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?(z|[+-]\d{2}(:?\d{2})?)?)?",
+        r"\1<ts>",
+    ),
+    ("uuids", _BEFORE + r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", r"\1<uuid>"),
+    ("quoted values ('...', \"...\", `...`)", _BEFORE + "('[^']*'|\"[^\"]*\"|`[^`]*`)", r"\1<str>"),
+    (
+        "paths and URLs (/a/b, ./a, ~/a, C:\\a, scheme://...)",
+        r"(^|[\s=(\[:,])([a-z][a-z0-9+.-]*://|[a-z]:\\|~/|\.{1,2}/|/)[^\s'\",;)\]]*",
+        r"\1<path>",
+    ),
+    (
+        "hex ids (0x..., or 8+ hex digits with a letter and a digit)",
+        _BEFORE + r"(0x[0-9a-f]+|(?=[0-9]*[a-f])(?=[a-f]*[0-9])[0-9a-f]{8,})(?![[:alnum:]_])",
+        r"\1<hex>",
+    ),
+    ("numbers (integers, decimals, signed)", _BEFORE + r"[-+]?\d+([.,]\d+)*", r"\1<num>"),
+)
+
+
+def signature_sql(message: ColumnElement[Any]) -> ColumnElement[str]:
+    """The SQL expression of the signature of `message` (a text column or expression)."""
+    expr: ColumnElement[Any] = message
+    for _, pattern, replacement in RULES:
+        expr = func.regexp_replace(expr, literal(pattern), literal(replacement), literal("gi"))
+    # Runs of white space are one space, so line breaks and padding do not split a group.
+    expr = func.btrim(func.regexp_replace(expr, literal(r"\s+"), literal(" "), literal("g")))
+    # NULL or blank: NO_MESSAGE (nullif evaluates the chain once).
+    return func.coalesce(func.nullif(func.left(expr, SIGNATURE_MAX), literal("")), literal(NO_MESSAGE))
+
+
+def signature_fragment(signature: str) -> str:
+    """Text every raw message of this signature contains: its start up to the first
+    placeholder or white space (rules never change text between tokens; white space is
+    folded). A cheap strpos() that spares the regular expressions on most rows when the list
+    is filtered by signature."""
+    head = signature.split("<", 1)[0]
+    cut = min((head.find(c) for c in " \t\r\n" if c in head), default=len(head))
+    return head[:cut]
