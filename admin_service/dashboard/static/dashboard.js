@@ -15,12 +15,21 @@ import { clearAlerts, loadAlerts, onAlert } from "./js/alerts.js";
 import { api, failed, onRefused } from "./js/api.js";
 import { renderCards } from "./js/cards.js";
 import { initChart, renderDaily } from "./js/chart.js";
+import { clearFailures, initFailures, loadFailures } from "./js/failures.js";
 import { closeDialog, initDialog, refreshIfOpen } from "./js/dialog.js";
 import { $ } from "./js/dom.js";
 import { addFeedNote, addUpdate, clearFeed, initFeed } from "./js/feed.js";
 import { initSession, signOut } from "./js/session.js";
 import { connect, handleEvents, stop } from "./js/stream.js";
-import { initTable, loadJobs, noteNewJob, updateRow } from "./js/table.js";
+import { filterJobs, initTable, loadJobs, noteNewJob, updateRow } from "./js/table.js";
+import { clearTrends, initTrends, loadTrends, rangeParams } from "./js/trends.js";
+
+// Failure triage and trends: the range picker drives the charts and the failures panel; a
+// failure group filters the jobs table.
+function loadTriage() {
+  loadTrends();
+  loadFailures(rangeParams());
+}
 
 function renderStats(stats) {
   renderCards(stats);
@@ -43,6 +52,7 @@ async function refreshAll(fresh) {
   }
   loadJobs();
   loadAlerts();
+  loadTriage();
 }
 
 handleEvents({
@@ -63,11 +73,14 @@ initFeed();
 initTable();
 initDialog();
 initChart();
+initTrends(loadFailures);
+initFailures(filterJobs);
 initSession({
   signedIn(stats) {
     renderStats(stats);
     loadJobs();
     loadAlerts();
+    loadTriage();
     connect();
   },
   signedOut() {
@@ -75,5 +88,7 @@ initSession({
     clearAlerts();
     clearFeed();
     closeDialog();
+    clearTrends();
+    clearFailures();
   },
 });
