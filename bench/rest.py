@@ -154,6 +154,30 @@ def build_cases(engine: Engine, client: Any, headers: dict[str, str], sample: in
             f"{len(ids)} different jobs (~2 KB JSON result each), round-robin",
         ),
     ]
+    return cases + triage_cases(today)
+
+
+def triage_cases(today: Any) -> list[Case]:
+    """Failure triage and trends (issue 13): each as a dashboard asks it (figures shared per
+    range for JOB_STATS_INTERVAL_MS) and with fresh=true (every request computes: the cost of
+    one computation, what the first request of each interval pays)."""
+    failures, trends = "/admin/jobs/failures", "/admin/jobs/trends"
+
+    def days(n: int) -> dict[str, str]:
+        return {"from": (today - timedelta(days=n - 1)).isoformat(), "to": today.isoformat()}
+
+    shapes = [
+        ("failures 7 d", failures, days(7), 100),
+        ("failures 90 d", failures, days(90), 300),
+        ("trends 30 d by day", trends, {**days(30), "bucket": "day"}, 100),
+        ("trends 7 d by hour", trends, {**days(7), "bucket": "hour"}, 100),
+    ]
+    cases = []
+    for name, path, params, budget in shapes:
+        cases.append(Case(name, "triage", [_q(path, **params)], budget, f"p95 ≤ {budget} ms", "shared per range and interval"))
+        cases.append(
+            Case(f"{name} fresh", "triage", [_q(path, **params, fresh="true")], None, "", "fresh=true: computed per request")
+        )
     return cases
 
 
