@@ -14,10 +14,16 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import Engine, text
 
+from tests import test_dashboard as dashboard
 from tests.support.factories import Data, utcnow
 from tests.support.service import RunningService, run_service
 from tests.support.tokens import token_for
-from tests.test_dashboard import ENV, Watched, board, browser, open_page, screenshot, sign_in  # noqa: F401 (fixtures)
+from tests.test_dashboard import ENV, Watched, screenshot, sign_in
+
+# The browser fixtures of the dashboard's own tests (one Chromium per module, watched pages).
+browser = dashboard.browser
+board = dashboard.board
+open_page = dashboard.open_page
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,7 +32,7 @@ PAYLOAD_FAMILY = "Invalid payload <str> at <path>"
 
 
 @pytest.fixture
-def failures(board: Data, admin: dict[str, Any]) -> dict[str, Any]:  # noqa: F811
+def failures(board: Data, admin: dict[str, Any]) -> dict[str, Any]:
     """Failed jobs of two causes over the last 20 days, and jobs of the other statuses."""
     now = utcnow()
     for i in range(14):
@@ -85,7 +91,7 @@ def test_failures_panel_groups_and_filters_the_table(
     service: RunningService,
     failures: dict[str, Any],
     open_page: Callable[..., Watched],
-    engine: Engine,  # noqa: F811
+    engine: Engine,
 ) -> None:
     watched = open_page(service.url)
     page = watched.page
@@ -124,7 +130,7 @@ def test_range_picker_drives_the_trend_charts(
     service: RunningService,
     failures: dict[str, Any],
     open_page: Callable[..., Watched],
-    engine: Engine,  # noqa: F811
+    engine: Engine,
 ) -> None:
     watched = open_page(service.url)
     page = watched.page
@@ -163,7 +169,7 @@ def test_range_picker_drives_the_trend_charts(
     expect(page.locator("#range-error")).to_be_visible()
 
 
-def test_triage_on_a_phone_screen(service: RunningService, failures: dict[str, Any], open_page: Callable[..., Watched]) -> None:  # noqa: F811
+def test_triage_on_a_phone_screen(service: RunningService, failures: dict[str, Any], open_page: Callable[..., Watched]) -> None:
     watched = open_page(service.url, width=390, height=844)
     page = watched.page
     sign_in(page, service.url, failures["token"])
