@@ -157,7 +157,7 @@ def _performance(conn: Connection, window_start: datetime) -> dict[str, Any]:
     return perf
 
 
-def _in_parallel(engine: Engine, *calls: Callable[[Connection], Any]) -> list[Any]:
+def in_parallel(engine: Engine, *calls: Callable[[Connection], Any]) -> list[Any]:
     """Each call on a connection of its own, at the same time (threads; greenlets under gevent,
     where psycogreen makes psycopg2 cooperative). The counts and the per-day figures read
     different indexes: run together they take the time of the slower one, not the sum."""
@@ -198,7 +198,7 @@ def compute_stats(
         lambda c: _performance(c, window_start),
     ]
     if engine is not None:
-        (counts, total), days, perf = _in_parallel(engine, *parts)
+        (counts, total), days, perf = in_parallel(engine, *parts)
     else:
         assert conn is not None
         (counts, total), days, perf = (part(conn) for part in parts)

@@ -103,8 +103,7 @@ def job_trends(args: dict[str, Any]) -> Response:
 
     def compute() -> dict[str, Any]:
         computed = datetime.now(UTC)
-        with used.engine.connect() as conn:
-            return {**compute_trends(conn, buckets, name, group_by, computed), "computedAt": computed}
+        return {**compute_trends(used.engine, buckets, name, group_by, computed), "computedAt": computed}
 
     data, how = _shared("trends", (buckets.bounds, tz.key, bucket, name, group_by), compute, args["fresh"])
     return envelope(data, f"Job trends ({how})")

@@ -18,33 +18,36 @@ SIGNATURE_MAX = 240
 # The signature of a job without an error message (NULL or blank).
 NO_MESSAGE = "<none>"
 
-# A token must not start inside a word: each pattern's first group is the character before it
-# (or the start), put back by the replacement. So text between tokens is never changed, and
-# the part of a signature before its first placeholder is the start of every raw message in
-# its group (signature_fragment relies on that).
+# A token never starts inside a word: `\m` (a word's start) for tokens that begin with a word
+# character; quoted values and paths capture the character before them (or the start) and put
+# it back. So text between tokens is never changed, and the part of a signature before its
+# first placeholder is in every raw message of its group (signature_fragment relies on that).
+# Letter cases are spelled out ([0-9a-fA-F]) rather than matched case-insensitively: the `i`
+# flag made every rule about half as fast again.
 _BEFORE = "(^|[^[:alnum:]_])"
+_HEX = "[0-9a-fA-F]"
 
 # (what it stands for, PostgreSQL ARE pattern, replacement); applied in this order, each to
-# the result of the one before, case-insensitively.
+# the result of the one before.
 RULES: tuple[tuple[str, str, str], ...] = (
     (
         "ISO-8601 timestamps (date, time, fraction, zone)",
-        _BEFORE + r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?(z|[+-]\d{2}(:?\d{2})?)?)?",
-        r"\1<ts>",
+        r"\m\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}([.,]\d+)?)?([zZ]|[+-]\d{2}(:?\d{2})?)?)?",
+        "<ts>",
     ),
-    ("uuids", _BEFORE + r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", r"\1<uuid>"),
+    ("uuids", rf"\m{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}\M", "<uuid>"),
     ("quoted values ('...', \"...\", `...`)", _BEFORE + "('[^']*'|\"[^\"]*\"|`[^`]*`)", r"\1<str>"),
     (
         "paths and URLs (/a/b, ./a, ~/a, C:\\a, scheme://...)",
-        r"(^|[\s=(\[:,])([a-z][a-z0-9+.-]*://|[a-z]:\\|~/|\.{1,2}/|/)[^\s'\",;)\]]*",
+        r"(^|[\s=(\[:,])([a-zA-Z][a-zA-Z0-9+.-]*://|[a-zA-Z]:\\|~/|\.{1,2}/|/)[^\s'\",;)\]]*",
         r"\1<path>",
     ),
     (
         "hex ids (0x..., or 8+ hex digits with a letter and a digit)",
-        _BEFORE + r"(0x[0-9a-f]+|(?=[0-9]*[a-f])(?=[a-f]*[0-9])[0-9a-f]{8,})(?![[:alnum:]_])",
-        r"\1<hex>",
+        rf"\m(0[xX]{_HEX}+|(?=[0-9]*[a-fA-F])(?=[a-fA-F]*[0-9]){_HEX}{{8,}})\M",
+        "<hex>",
     ),
-    ("numbers (integers, decimals, signed)", _BEFORE + r"[-+]?\d+([.,]\d+)*", r"\1<num>"),
+    ("numbers (integers, decimals)", r"\m\d+([.,]\d+)*", "<num>"),
 )
 
 
@@ -52,7 +55,7 @@ def signature_sql(message: ColumnElement[Any]) -> ColumnElement[str]:
     """The SQL expression of the signature of `message` (a text column or expression)."""
     expr: ColumnElement[Any] = message
     for _, pattern, replacement in RULES:
-        expr = func.regexp_replace(expr, literal(pattern), literal(replacement), literal("gi"))
+        expr = func.regexp_replace(expr, literal(pattern), literal(replacement), literal("g"))
     # Runs of white space are one space, so line breaks and padding do not split a group.
     expr = func.btrim(func.regexp_replace(expr, literal(r"\s+"), literal(" "), literal("g")))
     # NULL or blank: NO_MESSAGE (nullif evaluates the chain once).
