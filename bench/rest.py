@@ -159,7 +159,7 @@ def build_cases(engine: Engine, client: Any, headers: dict[str, str], sample: in
 
 def triage_cases(today: Any) -> list[Case]:
     """Failure triage and trends (issue 13): each as a dashboard asks it (figures shared per
-    range for JOB_STATS_INTERVAL_MS) and with fresh=true (every request computes: the cost of
+    range for TRIAGE_SHARE_MS) and with fresh=true (every request computes: the cost of
     one computation, what the first request of each interval pays)."""
     failures, trends = "/admin/jobs/failures", "/admin/jobs/trends"
 
@@ -220,6 +220,9 @@ def explain_ms(engine: Engine, statements: list[tuple[str, Any]], runs: int = 7)
         for run in range(runs + 2):
             total = 0.0
             for statement, params in statements:
+                if statement.lstrip().upper().startswith("SET "):
+                    cur.execute(statement, params)  # a setting of the statements that follow (SET LOCAL work_mem)
+                    continue
                 timing = "ON" if run == runs + 1 else "OFF"
                 cur.execute(f"EXPLAIN (ANALYZE, TIMING {timing}, FORMAT JSON) " + statement, params)
                 doc = cur.fetchone()[0][0]

@@ -237,9 +237,9 @@ def test_shared_per_interval_and_fresh_recomputes(client: FlaskClient, auth: dic
     assert first["message"] == "Failure groups (computed now)" and first["data"]["shared"]["ageMs"] == 0
     data.job(status="failed", error_message="boom 2", created_at=datetime.now(UTC) - timedelta(hours=1))
     status, again = get(client, auth, "")
-    # The interval (JOB_STATS_INTERVAL_MS, 5 s by default) has not passed: the same figures, said to be shared.
+    # The interval (TRIAGE_SHARE_MS, 60 s by default) has not passed: the same figures, said to be shared.
     assert again["data"]["totalFailures"] == 1 and again["message"].startswith("Failure groups (shared, computed")
-    assert again["data"]["shared"]["intervalMs"] == 5000
+    assert again["data"]["shared"]["intervalMs"] == 60_000
     status, fresh = get(client, auth, "?fresh=true")
     assert fresh["data"]["totalFailures"] == 2
 

@@ -1,5 +1,5 @@
-"""Answers shared per interval: one computation per key and JOB_STATS_INTERVAL_MS per process,
-as the job stats are shared (jobs/stats.py). Concurrent callers of a stale key wait for one
+"""Answers shared per interval: one computation per key and TRIAGE_SHARE_MS per process, as
+the job stats are shared (jobs/stats.py). Concurrent callers of a stale key wait for one
 computation instead of each running the queries."""
 
 from __future__ import annotations

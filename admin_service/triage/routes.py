@@ -37,7 +37,7 @@ _caches: dict[str, IntervalCache[dict[str, Any]]] = {}
 
 
 def _shared(name: str, key: Any, compute: Callable[[], dict[str, Any]], fresh: bool) -> tuple[dict[str, Any], str]:
-    interval = services().settings.job_stats_interval_ms
+    interval = services().settings.triage_share_ms
     cache = _caches.get(name)
     if cache is None or cache.interval_ms != interval:
         cache = _caches[name] = IntervalCache(interval)
@@ -62,7 +62,7 @@ def job_failures(args: dict[str, Any]) -> Response:
     Failed jobs created in whole days `from`..`to` (stats time zone; default the last 7 days,
     at most 90) grouped by their error signature: numbers, uuids, hex ids, quoted values,
     paths and timestamps replaced by placeholders. Sorted by count, paged. Each group has the
-    list filter (`filter`, `listUrl`) that lists its jobs. Shared for JOB_STATS_INTERVAL_MS
+    list filter (`filter`, `listUrl`) that lists its jobs. Shared for TRIAGE_SHARE_MS
     per range (`data.shared`); `fresh=true` recomputes.
     """
     used = services()
@@ -90,7 +90,7 @@ def job_trends(args: dict[str, Any]) -> Response:
     zero-filled): jobs created, of those completed/failed/cancelled, failure rate, p50/p95
     processing time and queue wait, and the jobs queued at the bucket's end. Ranges up to 7 days
     by hour, 90 by day, 366 by week. `group_by=assessment_name` adds a series per assessment.
-    Shared for JOB_STATS_INTERVAL_MS per range (`data.shared`); `fresh=true` recomputes.
+    Shared for TRIAGE_SHARE_MS per range (`data.shared`); `fresh=true` recomputes.
     """
     used = services()
     tz, bucket = used.settings.tz, args["bucket"]

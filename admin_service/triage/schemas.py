@@ -50,7 +50,7 @@ class TrendsQuerySchema(RangeQuerySchema):
 class SharedSchema(Schema):
     ageMs = fields.Float(required=True, metadata={"description": "age of these figures; 0 when computed for this request"})
     intervalMs = fields.Integer(
-        required=True, metadata={"description": "how long figures of the same range are shared (JOB_STATS_INTERVAL_MS)"}
+        required=True, metadata={"description": "how long figures of the same range are shared (TRIAGE_SHARE_MS)"}
     )
 
 
