@@ -20,6 +20,9 @@ from admin_service.triage.ranges import Buckets, cut, resolve_range
 from admin_service.triage.signature import signature_sql
 
 MAX_DAYS = 90
+# The statement timeout of the grouping (normalising tens of thousands of distinct messages
+# over 90 days takes seconds at 1,000,000 jobs on a loaded 2-core server).
+GROUPING_TIMEOUT_MS = 30_000
 SAMPLE_JOBS = 5
 LIST_PATH = "/admin/jobs"
 
@@ -48,7 +51,9 @@ def list_filter(days: Buckets, signature: str, assessment_name: str | None) -> d
     return query
 
 
-def failure_groups(conn: Connection, days: Buckets, assessment_name: str | None, page: int, limit: int) -> dict[str, Any]:
+def failure_groups(
+    conn: Connection, days: Buckets, assessment_name: str | None, page: int, limit: int, statement_timeout_ms: int = 0
+) -> dict[str, Any]:
     first, last = date.fromisoformat(days.label(1)), date.fromisoformat(days.label(len(days)))
     filters = JobFilters(statuses=("failed",), assessment_name=assessment_name, date_from=Moment(first), date_to=Moment(last))
     failed = (
@@ -109,6 +114,9 @@ def failure_groups(conn: Connection, days: Buckets, assessment_name: str | None,
         .select_from(totals.outerjoin(page_rows, true()))
         .order_by(page_rows.c.n.desc(), page_rows.c.signature)
     )
+    # Shared for TRIAGE_SHARE_MS and recomputed ahead of time (triage/cache.py), a long range
+    # may take longer than a request's statement timeout on a busy server: it is given more.
+    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(GROUPING_TIMEOUT_MS, statement_timeout_ms)}")
     rows = conn.execute(stmt).mappings().all()
     group_count = int(rows[0]["group_count"]) if rows else 0
     failure_count = int(rows[0]["failure_count"]) if rows else 0

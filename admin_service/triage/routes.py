@@ -72,7 +72,8 @@ def job_failures(args: dict[str, Any]) -> Response:
 
     def compute() -> dict[str, Any]:
         with used.engine.connect() as conn:
-            return {**failure_groups(conn, days, name, page, limit), "computedAt": datetime.now(UTC)}
+            groups = failure_groups(conn, days, name, page, limit, used.settings.db_statement_timeout_ms)
+            return {**groups, "computedAt": datetime.now(UTC)}
 
     data, how = _shared("failures", (days.bounds, days.tz.key, name, page, limit), compute, args["fresh"])
     return envelope(data, f"Failure groups ({how})")
