@@ -23,7 +23,7 @@ from admin_service.errors import validation_error
 from admin_service.jobs import status as job_status
 from admin_service.jobs.schemas import SORT_FIELDS, Moment, text_problem
 from admin_service.jobs.serialize import job_of, with_user
-from admin_service.triage.signature import signature_fragment, signature_sql
+from admin_service.triage.signature import signature_fragments, signature_sql
 
 if TYPE_CHECKING:
     from admin_service.jobs.stats import SharedStats
@@ -163,13 +163,10 @@ class JobFilters:
 
 
 def signature_matches(signature: str) -> list[ColumnElement[bool]]:
-    """Jobs whose error message has this signature (triage/signature.py). A fragment of text
-    every such message contains is tested first: strpos is far cheaper than the rules'
-    regular expressions, which then run only on the few rows it lets through."""
-    conds: list[ColumnElement[bool]] = []
-    fragment = signature_fragment(signature)
-    if fragment:
-        conds.append(func.strpos(jobs.c.error_message, fragment) > 0)
+    """Jobs whose error message has this signature (triage/signature.py). Words every such
+    message contains are tested first: strpos is far cheaper than the rules' regular
+    expressions, which then run only on the rows it lets through."""
+    conds: list[ColumnElement[bool]] = [func.strpos(jobs.c.error_message, word) > 0 for word in signature_fragments(signature)]
     conds.append(signature_sql(jobs.c.error_message) == signature)
     return conds
 

@@ -7,6 +7,7 @@ filter both run in PostgreSQL, never over rows in Python. Leaf module (SQLAlchem
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import func, literal
@@ -21,7 +22,7 @@ NO_MESSAGE = "<none>"
 # A token never starts inside a word: `\m` (a word's start) for tokens that begin with a word
 # character; quoted values and paths capture the character before them (or the start) and put
 # it back. So text between tokens is never changed, and the part of a signature before its
-# first placeholder is in every raw message of its group (signature_fragment relies on that).
+# first placeholder is in every raw message of its group (signature_fragments relies on that).
 # Letter cases are spelled out ([0-9a-fA-F]) rather than matched case-insensitively: the `i`
 # flag made every rule about half as fast again.
 _BEFORE = "(^|[^[:alnum:]_])"
@@ -62,11 +63,17 @@ def signature_sql(message: ColumnElement[Any]) -> ColumnElement[str]:
     return func.coalesce(func.nullif(func.left(expr, SIGNATURE_MAX), literal("")), literal(NO_MESSAGE))
 
 
-def signature_fragment(signature: str) -> str:
-    """Text every raw message of this signature contains: its start up to the first
-    placeholder or white space (rules never change text between tokens; white space is
-    folded). A cheap strpos() that spares the regular expressions on most rows when the list
-    is filtered by signature."""
-    head = signature.split("<", 1)[0]
-    cut = min((head.find(c) for c in " \t\r\n" if c in head), default=len(head))
-    return head[:cut]
+# The placeholders the rules write (a message may hold the same text itself: it is then left out).
+PLACEHOLDERS = re.compile(r"<(?:ts|uuid|str|path|hex|num)>")
+MAX_FRAGMENTS = 8
+
+
+def signature_fragments(signature: str) -> list[str]:
+    """Words every raw message of this signature contains: the rules never change the text
+    between tokens (runs of white space are folded, so words, not phrases), longest first.
+    Cheap strpos() tests that spare the regular expressions on most rows when the list is
+    filtered by signature."""
+    if signature == NO_MESSAGE:
+        return []
+    words = {word for piece in PLACEHOLDERS.split(signature) for word in piece.split()}
+    return sorted(words, key=lambda w: (-len(w), w))[:MAX_FRAGMENTS]
