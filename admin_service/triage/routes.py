@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
@@ -31,16 +31,14 @@ blp = ApiBlueprint(
 )
 SECURED: dict[str, Any] = {"security": [{"bearerAuth": []}]}
 
-# One per process, as the stats are: the key is the whole-bucket range, so every request in the
-# same buckets (a dashboard's "last 7 days" all day long) shares one computation per interval.
-_caches: dict[str, IntervalCache[dict[str, Any]]] = {}
-
 
 def _shared(name: str, key: Any, compute: Callable[[], dict[str, Any]], fresh: bool) -> tuple[dict[str, Any], str]:
+    """`compute()`'s answer shared per key for TRIAGE_SHARE_MS. One cache per app and process, as
+    the stats are: the key is the whole-bucket range, so every request in the same buckets (a
+    dashboard's "last 7 days" all day long) shares one computation per interval."""
     interval = services().settings.triage_share_ms
-    cache = _caches.get(name)
-    if cache is None or cache.interval_ms != interval:
-        cache = _caches[name] = IntervalCache(interval)
+    caches: dict[str, IntervalCache[dict[str, Any]]] = current_app.extensions.setdefault("admin_service.triage", {})
+    cache = caches.get(name) or caches.setdefault(name, IntervalCache(interval))
     value, age_ms = cache.get(key, compute, fresh=fresh)
     how = "computed now" if age_ms == 0 else f"shared, computed {age_ms:.0f} ms ago"
     return {**value, "shared": {"ageMs": round(age_ms, 1), "intervalMs": interval}}, how
