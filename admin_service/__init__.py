@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.live.sse import blp as live_blp
     from admin_service.ratelimit import FailedAuthGuard, limit_admin_routes, limit_exports, make_limiter
     from admin_service.services import Services, install_services
+    from admin_service.triage.routes import blp as triage_blp
     from admin_service.users.routes import blp as users_blp
 
     settings = settings or load_settings()
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     limiter = make_limiter(app, settings, engine)
     # Failed token checks count in the rate-limit store.
     authenticator = Authenticator(settings, engine, guard=FailedAuthGuard(limiter, settings))
-    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, users_blp)
+    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, users_blp, triage_blp)
     limit_exports(limiter, settings, export_blp)
 
     api = Api(app)
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(jobs_blp)
     api.register_blueprint(export_blp)
     api.register_blueprint(users_blp)
+    api.register_blueprint(triage_blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
     app.register_blueprint(dashboard.blp)

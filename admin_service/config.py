@@ -259,6 +259,9 @@ class Settings:
     rate_limit_fail_open: bool = setting("RATE_LIMIT_FAIL_OPEN", True, boolean)
     stats_timezone: str = setting("STATS_TIMEZONE", "UTC", _time_zone)
     performance_window_hours: int = setting("PERFORMANCE_WINDOW_HOURS", 24, integer(1, 24 * 90))
+    # Failures and trends of one range are shared this long: a 90-day grouping costs seconds of
+    # database time at 1,000,000 jobs, and a month's chart does not change much in a minute.
+    triage_share_ms: int = setting("TRIAGE_SHARE_MS", 60_000, integer(250, 3_600_000))
     admin_schema: str = setting(
         "ADMIN_SCHEMA", "admin", matching(IDENTIFIER.pattern, "{name} must be a lower-case SQL identifier, got {value!r}")
     )

@@ -106,8 +106,17 @@ SELECT md5('job-' || g)::uuid,
        user_id,
        status,
        CASE WHEN status = 'completed' THEN md5('result-' || g)::uuid END,
-       CASE WHEN status = 'failed' THEN (ARRAY['Model timeout after 300s', 'Invalid assessment payload',
-                                               'Upstream scoring service unavailable'])[1 + g %% 3] END,
+       -- Six causes, most with values that differ per job (ids, sizes, times) as real errors
+       -- have: failure triage (GET /admin/jobs/failures) must group them by signature.
+       CASE WHEN status = 'failed' THEN
+           CASE WHEN g %% 10 < 4 THEN 'Model timeout after ' || (295000 + (g * 7919) %% 10000) || ' ms on job '
+                                      || md5('job-id-' || g)::uuid
+                WHEN g %% 10 < 6 THEN 'Invalid assessment payload: field ''q' || (1 + g %% 60) || ''' is missing'
+                WHEN g %% 10 = 6 THEN 'Upstream scoring service unavailable: HTTP 503 from https://scoring.internal/v2/score/' || g
+                WHEN g %% 10 = 7 THEN 'Worker ' || substr(md5('worker-' || g), 1, 12) || ' lost its lease at '
+                                      || to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                WHEN g %% 10 = 8 THEN 'Result too large: ' || (1048577 + (g * 31) %% 900000) || ' bytes > 1048576'
+                ELSE 'Model timeout after 300s' END END,
        CASE WHEN status = 'completed' THEN started + run END,
        created,
        CASE WHEN status IN ('completed', 'failed') THEN started + run
@@ -251,7 +260,7 @@ def generate(
     started = time.perf_counter()
     conn = connect(url)
     cur = conn.cursor()
-    params = {"jobs": jobs, "users": users, "days": days, "version": 2}
+    params = {"jobs": jobs, "users": users, "days": days, "version": 3}
     found = existing_dataset(cur)
     if found is False:
         raise SystemExit("refusing: the archive tables of this database hold rows the benchmark did not write")

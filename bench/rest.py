@@ -154,7 +154,35 @@ def build_cases(engine: Engine, client: Any, headers: dict[str, str], sample: in
             f"{len(ids)} different jobs (~2 KB JSON result each), round-robin",
         ),
     ]
-    return cases
+    return cases + triage_cases(today)
+
+
+def triage_cases(today: Any) -> list[Case]:
+    """Failure triage and trends (issue 13): each as a dashboard asks it (figures shared per
+    range for TRIAGE_SHARE_MS) and with fresh=true (every request computes: the cost of
+    one computation, what the first request of each interval pays)."""
+    failures, trends = "/admin/jobs/failures", "/admin/jobs/trends"
+
+    def days(n: int) -> dict[str, str]:
+        return {"from": (today - timedelta(days=n - 1)).isoformat(), "to": today.isoformat()}
+
+    shapes = [
+        ("failures 7 d", failures, days(7), 100),
+        ("failures 90 d", failures, days(90), 300),
+        ("trends 30 d by day", trends, {**days(30), "bucket": "day"}, 100),
+        ("trends 7 d by hour", trends, {**days(7), "bucket": "hour"}, 100),
+    ]
+    # The shared cases first: a fresh case's concurrent run leaves computations running in the
+    # workers after wrk stops, which would slow whatever case comes next.
+    shared = [
+        Case(name, "triage", [_q(path, **params)], budget, f"p95 ≤ {budget} ms", "shared per range and interval")
+        for name, path, params, budget in shapes
+    ]
+    fresh = [
+        Case(f"{name} fresh", "triage", [_q(path, **params, fresh="true")], None, "", "fresh=true: computed per request")
+        for name, path, params, _ in shapes
+    ]
+    return shared + fresh
 
 
 # --- the database floor -----------------------------------------------------------------
@@ -196,6 +224,9 @@ def explain_ms(engine: Engine, statements: list[tuple[str, Any]], runs: int = 7)
         for run in range(runs + 2):
             total = 0.0
             for statement, params in statements:
+                if statement.lstrip().upper().startswith("SET "):
+                    cur.execute(statement, params)  # a setting of the statements that follow (SET LOCAL work_mem)
+                    continue
                 timing = "ON" if run == runs + 1 else "OFF"
                 cur.execute(f"EXPLAIN (ANALYZE, TIMING {timing}, FORMAT JSON) " + statement, params)
                 doc = cur.fetchone()[0][0]

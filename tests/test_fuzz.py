@@ -39,13 +39,20 @@ TIMEOUT_S = 10
 
 def beyond_the_schema(response: Any) -> bool:
     """A 400 for a rule OpenAPI cannot state, which schema-valid data may break: a cursor is opaque
-    (made by the server, and not combined with page); date_from must not be after date_to."""
+    (made by the server, and not combined with page); date_from must not be after date_to; a
+    failures or trends range (from..to) has a longest length, an order and bounds."""
     if response.status_code != 400:
         return False
     details = response.json()["error"]["details"]
     return bool(details) and all(
-        d["field"] == "cursor" or d["message"] == "date_from must not be after date_to." for d in details
+        d["field"] == "cursor"
+        or d["message"] == "date_from must not be after date_to."
+        or (d["field"] in ("from", "to") and d["message"].startswith(RANGE_RULES))
+        for d in details
     )
+
+
+RANGE_RULES = ("The range ", "from must not be after to.", "Must be a date before ")
 
 
 def lost_in_transport(case: Any) -> bool:

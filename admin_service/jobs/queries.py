@@ -24,6 +24,7 @@ from admin_service.errors import validation_error
 from admin_service.jobs import status as job_status
 from admin_service.jobs.schemas import SORT_FIELDS, Moment, text_problem
 from admin_service.jobs.serialize import job_of, with_user
+from admin_service.triage.signature import signature_fragments, signature_sql
 
 if TYPE_CHECKING:
     from admin_service.jobs.stats import SharedStats
@@ -69,6 +70,7 @@ class JobFilters:
     search: str | None = None
     date_from: Moment | None = None
     date_to: Moment | None = None
+    signature: str | None = None
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> JobFilters:
@@ -81,6 +83,7 @@ class JobFilters:
             search=args.get("search"),
             date_from=args.get("date_from"),
             date_to=args.get("date_to"),
+            signature=args.get("signature"),
         )
 
     def conditions(self, tz: ZoneInfo, conn: Connection | None = None) -> list[ColumnElement[bool]]:
@@ -109,6 +112,8 @@ class JobFilters:
                 conds.append(jobs.c.user_id.in_(matched))
         if self.search:
             conds.append(self._search_condition(self.search))
+        if self.signature:
+            conds.extend(signature_matches(self.signature))
         conds.extend(self._created_at_range(tz))
         return conds
 
@@ -163,6 +168,15 @@ class JobFilters:
     def statuses_only(self) -> bool:
         """No filter but status: what the shared per-status counts can answer."""
         return self == JobFilters(statuses=self.statuses)
+
+
+def signature_matches(signature: str) -> list[ColumnElement[bool]]:
+    """Jobs whose error message has this signature (triage/signature.py). Words every such
+    message contains are tested first: strpos is far cheaper than the rules' regular
+    expressions, which then run only on the rows it lets through."""
+    conds: list[ColumnElement[bool]] = [func.strpos(jobs.c.error_message, word) > 0 for word in signature_fragments(signature)]
+    conds.append(signature_sql(jobs.c.error_message) == signature)
+    return conds
 
 
 def assessment_name_matches(term: str, cte_name: str = "assessment_names") -> ColumnElement[bool]:

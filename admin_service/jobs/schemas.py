@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from admin_service.clock import NotAnInstant, parse_instant
 from admin_service.jobs.status import ALIASES, STATUSES, UnknownStatus, parse_statuses
+from admin_service.triage.signature import SIGNATURE_MAX
 
 SORT_FIELDS = ("created_at", "updated_at", "completed_at", "status", "priority")
 COUNT_MODES = ("exact", "estimated", "none")
@@ -175,6 +176,10 @@ class JobListQuerySchema(StrictQuerySchema):
     search = _text(
         "Any of: the job's row id (exact uuid), its job_id (prefix, case-sensitive), the user's email or username, "
         "the assessment name or the error message (partial, case-insensitive). % and _ match themselves."
+    )
+    signature = fields.String(
+        validate=[validate.Length(min=1, max=SIGNATURE_MAX), storable_text],
+        metadata={"description": "Jobs whose error message has this error signature (GET /admin/jobs/failures)."},
     )
     date_from = MomentField(metadata={"description": "created_at at or after this date/date-time."})
     date_to = MomentField(metadata={"description": "created_at up to this date-time; a plain date includes that whole day."})

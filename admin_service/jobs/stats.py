@@ -53,8 +53,16 @@ DAILY = text(
 )
 
 # Processing time: completed_at - processing_started_at (created_at when a writer never set it).
-# Queue wait: processing_started_at - created_at. Both over jobs created in the window, as
-# float8 seconds (extract() is numeric since PostgreSQL 14: several times slower to sort).
+# Queue wait: processing_started_at - created_at. As float8 seconds (extract() is numeric since
+# PostgreSQL 14: several times slower to sort). Also the trends' definitions (triage/trends.py).
+PROCESSING_SECONDS_SQL = (
+    "CASE WHEN status = 'completed' AND completed_at IS NOT NULL "
+    "THEN date_part('epoch', completed_at - COALESCE(processing_started_at, created_at)) END"
+)
+QUEUE_WAIT_SECONDS_SQL = (
+    "CASE WHEN processing_started_at IS NOT NULL THEN date_part('epoch', processing_started_at - created_at) END"
+)
+# Both over jobs created in the window.
 PERFORMANCE = text(
     f"""
     SELECT count(pt) AS n,
@@ -63,10 +71,8 @@ PERFORMANCE = text(
            avg(qw) AS qw_avg,
            percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY qw) AS qw_pct
     FROM (
-        SELECT CASE WHEN status = 'completed' AND completed_at IS NOT NULL
-                    THEN date_part('epoch', completed_at - COALESCE(processing_started_at, created_at)) END AS pt,
-               CASE WHEN processing_started_at IS NOT NULL
-                    THEN date_part('epoch', processing_started_at - created_at) END AS qw
+        SELECT {PROCESSING_SECONDS_SQL} AS pt,
+               {QUEUE_WAIT_SECONDS_SQL} AS qw
         FROM {JOBS_TABLE}
         WHERE created_at >= :since
     ) AS sample
@@ -151,7 +157,7 @@ def _performance(conn: Connection, window_start: datetime) -> dict[str, Any]:
     return perf
 
 
-def _in_parallel(engine: Engine, *calls: Callable[[Connection], Any]) -> list[Any]:
+def in_parallel(engine: Engine, *calls: Callable[[Connection], Any]) -> list[Any]:
     """Each call on a connection of its own, at the same time (threads; greenlets under gevent,
     where db/green.py makes psycopg2 cooperative). The counts and the per-day figures read
     different indexes: run together they take the time of the slower one, not the sum."""
@@ -192,7 +198,7 @@ def compute_stats(
         lambda c: _performance(c, window_start),
     ]
     if engine is not None:
-        (counts, total), days, perf = _in_parallel(engine, *parts)
+        (counts, total), days, perf = in_parallel(engine, *parts)
     else:
         assert conn is not None
         (counts, total), days, perf = (part(conn) for part in parts)

@@ -16,13 +16,22 @@ import { api, failed, onRefused } from "./js/api.js";
 import { loadAssessmentNames } from "./js/assessments.js";
 import { renderCards } from "./js/cards.js";
 import { initChart, renderDaily } from "./js/chart.js";
+import { clearFailures, initFailures, loadFailures } from "./js/failures.js";
 import { closeDialog, initDialog, refreshIfOpen } from "./js/dialog.js";
 import { $ } from "./js/dom.js";
 import { addFeedNote, addUpdate, clearFeed, initFeed } from "./js/feed.js";
 import { initSession, signOut } from "./js/session.js";
 import { initExport } from "./js/export.js";
 import { connect, handleEvents, stop } from "./js/stream.js";
-import { initTable, listParams, loadJobs, noteNewJob, updateRow } from "./js/table.js";
+import { filterJobs, initTable, listParams, loadJobs, noteNewJob, updateRow } from "./js/table.js";
+import { clearTrends, initTrends, loadTrends, rangeParams } from "./js/trends.js";
+
+// Failure triage and trends: the range picker drives the charts and the failures panel; a
+// failure group filters the jobs table.
+function loadTriage() {
+  loadTrends();
+  loadFailures(rangeParams());
+}
 
 function renderStats(stats) {
   renderCards(stats);
@@ -45,6 +54,7 @@ async function refreshAll(fresh) {
   }
   loadJobs();
   loadAlerts();
+  loadTriage();
 }
 
 handleEvents({
@@ -66,12 +76,15 @@ initTable();
 initExport(listParams);
 initDialog();
 initChart();
+initTrends(loadFailures);
+initFailures(filterJobs);
 initSession({
   signedIn(stats) {
     renderStats(stats);
     loadJobs();
     loadAlerts();
     loadAssessmentNames();
+    loadTriage();
     connect();
   },
   signedOut() {
@@ -79,5 +92,7 @@ initSession({
     clearAlerts();
     clearFeed();
     closeDialog();
+    clearTrends();
+    clearFailures();
   },
 });

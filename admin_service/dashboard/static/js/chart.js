@@ -8,7 +8,7 @@ let dailyKey = ""; // the figures drawn, as JSON: the same figures are not drawn
 let daily = [];
 
 /** Whole-number gridlines: a 1/2/5 x 10^k step giving at most 5 intervals up to the top. */
-function axisScale(value) {
+export function axisScale(value) {
   const rough = Math.max(value, 1) / 5;
   const power = 10 ** Math.floor(Math.log10(rough));
   let step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough);

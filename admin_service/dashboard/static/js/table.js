@@ -12,6 +12,7 @@ let filters = {};
 let listSeq = 0; // the newest list request: answers to older ones are dropped
 const visibleJobs = new Map(); // row id -> <tr>
 let newJobs = 0;
+let signature = ""; // set by the failures panel (filterJobs), shown as a removable chip
 
 function readFilters() {
   return {
@@ -21,6 +22,7 @@ function readFilters() {
     user_email: $("f-email").value.trim(),
     date_from: $("f-from").value,
     date_to: $("f-to").value,
+    signature,
   };
 }
 
@@ -144,6 +146,41 @@ export function noteNewJob() {
   show(button, true);
 }
 
+function signatureChip() {
+  let chip = $("f-signature");
+  if (!signature) {
+    if (chip) chip.remove();
+    return;
+  }
+  if (!chip) {
+    chip = el("p", { id: "f-signature", class: "filter-chip" });
+    $("filters").append(chip);
+  }
+  const clear = () => {
+    signature = "";
+    signatureChip();
+    applyFilters();
+  };
+  chip.replaceChildren(
+    el("span", { text: "Error signature: " }),
+    el("code", { text: signature }),
+    el("button", { type: "button", class: "button button-small", "aria-label": "Remove the error signature filter", onclick: clear }, "✕"),
+  );
+}
+
+/** Show the jobs of a list filter (a failure group's): the form shows it, the signature as a chip. */
+export function filterJobs(filter) {
+  $("filters").reset();
+  $("f-status").value = filter.status || "";
+  $("f-assessment").value = filter.assessment_name || "";
+  $("f-from").value = filter.date_from || "";
+  $("f-to").value = filter.date_to || "";
+  signature = filter.signature || "";
+  signatureChip();
+  applyFilters();
+  $("jobs-title").scrollIntoView({ block: "start" });
+}
+
 function applyFilters() {
   filters = readFilters();
   query.page = 1;
@@ -176,6 +213,8 @@ export function initTable() {
   });
   $("filters-clear").addEventListener("click", () => {
     $("filters").reset();
+    signature = "";
+    signatureChip();
     applyFilters();
   });
   for (const th of document.querySelectorAll("th[data-sort]")) {
