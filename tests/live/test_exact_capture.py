@@ -198,12 +198,15 @@ def test_a_rolled_back_transaction_yields_nothing_and_a_late_commit_is_not_skipp
     database_url: str, alone: Data, admin: dict[str, Any], engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     jobs = Jobs(engine)
-    early = jobs.insert()  # before the trigger: the leader's hand-over pass samples it
     with (
         exact_service(database_url, tmp_path, engine, settings) as svc,
         SSEClient(svc.url, token=token_for(admin), params=UPDATES_ONLY) as client,
         engine.connect() as slow,
     ):
+        # Inserted once the leader captures exactly: inserted before, the hand-over pass would
+        # sample it only if the service started within CAPTURE_OVERLAP_S of the insert, which a
+        # loaded machine does not promise (test_capture_follows_an_install_and_a_drop_... covers the hand-over).
+        early = jobs.insert()
         with engine.connect() as doomed, doomed.begin() as rolled_back:
             ghost = jobs.insert(conn=doomed)
             doomed.execute(text("UPDATE archive.analysis_jobs SET status = 'failed' WHERE id = :id"), early)
