@@ -54,7 +54,6 @@ def busy_port() -> Iterator[int]:
 
 
 def test_serve_on_a_busy_port_says_so_at_once_and_prints_no_token(busy_port: int, embedded_dir: Path) -> None:
-    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "admin_service", "serve", "--demo-jobs", "10"],
         cwd=ROOT,
@@ -63,13 +62,11 @@ def test_serve_on_a_busy_port_says_so_at_once_and_prints_no_token(busy_port: int
         text=True,
         timeout=120,
     )
-    elapsed = time.monotonic() - started
-
     assert proc.returncode != 0
     assert proc.stdout == ""  # no URLs, no token, no "starting embedded PostgreSQL"
     assert proc.stderr.splitlines() == [f"port {busy_port} is in use; set PORT to a free one (PORT={busy_port + 1} make run)"]
-    # Before anything starts: not after gunicorn's five retries of a second each.
-    assert elapsed < 5, elapsed
+    # Before anything starts (no embedded PostgreSQL, no gunicorn and its five retries of a
+    # second each, whose lines would be in stderr): what "at once" means, whatever the load.
     assert not embedded_dir.exists()
 
 
