@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.live.sse import blp as live_blp
     from admin_service.ratelimit import FailedAuthGuard, limit_admin_routes, make_limiter
     from admin_service.services import Services, install_services
+    from admin_service.session import blp as session_blp
 
     settings = settings or load_settings()
     web.configure_logging(settings.log_level)
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     limiter = make_limiter(app, settings)
     # Failed token checks count in the rate-limit store.
     authenticator = Authenticator(settings, engine, guard=FailedAuthGuard(limiter, settings))
-    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp)
+    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, session_blp)
 
     api = Api(app)
     # Routing does not depend on this order (werkzeug ranks the static /stream and /alerts above
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(live_blp)
     api.register_blueprint(events_blp)
     api.register_blueprint(jobs_blp)
+    api.register_blueprint(session_blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
     app.register_blueprint(dashboard.blp)

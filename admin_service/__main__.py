@@ -140,14 +140,14 @@ def cmd_indexes(args: argparse.Namespace) -> None:
 
 
 def admin_token(engine: Engine, settings: Settings, email: str, ttl: int = 12 * 3600) -> str:
-    from admin_service.auth import ADMIN_TYPES, sign_token
+    from admin_service.auth import sign_token
     from admin_service.db.tables import USERS_TABLE, users
 
     with engine.connect() as conn:
         row = conn.execute(select(users.c.id, users.c.user_type, users.c.is_active).where(users.c.email == email)).first()
     if row is None:
         sys.exit(f"no user with email {email!r} in {USERS_TABLE}")
-    if row.user_type not in ADMIN_TYPES or not row.is_active:
+    if not settings.may_sign_in(row.user_type) or not row.is_active:
         print(f"warning: {email} is not an active admin; the service will refuse this token", file=sys.stderr)
     if ttl > settings.jwt_max_lifetime_s:
         print(f"warning: --ttl {ttl} exceeds JWT_MAX_LIFETIME_S; the service will refuse this token", file=sys.stderr)

@@ -219,6 +219,18 @@ def _severities(
     return tuple(severities.items())
 
 
+USER_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,19}$")
+
+
+def _user_types(env: Mapping[str, str], name: str, default: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
+    """A comma list of auth.users.user_type values (varchar(20)); empty means the default."""
+    types = _list(env, name, default)
+    for user_type in types:
+        if not USER_TYPE.match(user_type):
+            raise ConfigError(f"{name}: {user_type!r} is not a user_type (lower-case letters, digits, _ or -, at most 20)")
+    return types
+
+
 STORAGE_URI = r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://"
 
 
@@ -236,6 +248,11 @@ class Settings:
     auth_service_url: str | None = setting("AUTH_SERVICE_URL", None, _auth_service_url)
     auth_service_timeout_s: float = setting("AUTH_SERVICE_TIMEOUT_S", 3.0, number(0.1, 60))
     auth_cache_seconds: float = setting("AUTH_CACHE_SECONDS", 5.0, number(0, 300))
+    # Roles (admin_service/roles.py): who may look, and who may also act on jobs. Acting is
+    # superadmin only by default: this service never let anyone act before, and an upgrade
+    # should not hand every admin a new power; a deployment opts admins in with ACTION_ROLES.
+    view_roles: tuple[str, ...] = setting("VIEW_ROLES", ("admin", "superadmin"), _user_types)
+    action_roles: tuple[str, ...] = setting("ACTION_ROLES", ("superadmin",), _user_types)
     job_stats_interval_ms: int = setting("JOB_STATS_INTERVAL_MS", 5000, integer(250, 3_600_000))
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", ("http://localhost:3000",), _origins)
     db_pool_max: int = setting("DB_POOL_MAX", 20, integer(1, 500))
@@ -290,6 +307,13 @@ class Settings:
     # /metrics (admin_service/metrics.py): without a token, loopback only
     metrics_enabled: bool = setting("METRICS_ENABLED", True, boolean)
     metrics_token: str | None = setting("METRICS_TOKEN", None, optional_text)
+
+    def may_sign_in(self, user_type: str) -> bool:
+        """Whether a user of this type is let in at all: who may act may also look."""
+        return user_type in self.view_roles or user_type in self.action_roles
+
+    def may_act(self, user_type: str) -> bool:
+        return user_type in self.action_roles
 
     def severity(self, rule: str) -> str:
         return dict(self.alert_severities).get(rule, "medium")
