@@ -144,13 +144,9 @@ class StrictQuerySchema(Schema):
         return data
 
 
-class JobListQuerySchema(StrictQuerySchema):
-    page = fields.Integer(
-        load_default=1, validate=validate.Range(min=1, max=1_000_000), metadata={"description": "Page number (offset paging)."}
-    )
-    limit = fields.Integer(
-        load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."}
-    )
+class JobFilterSchema(StrictQuerySchema):
+    """Which jobs: the list's filters, and the filter of a bulk action (one way to filter)."""
+
     status = StatusListField(metadata={"description": "Status or comma-separated statuses (`queue` means `queued`)."})
     user_id = fields.UUID(metadata={"description": "Jobs of this user."})
     user_email = _text("Partial, case-insensitive match on the user's email.")
@@ -159,6 +155,15 @@ class JobListQuerySchema(StrictQuerySchema):
     search = _text("Job id or job_id (exact or prefix), or the user's email or username (partial).")
     date_from = MomentField(metadata={"description": "created_at at or after this date/date-time."})
     date_to = MomentField(metadata={"description": "created_at up to this date-time; a plain date includes that whole day."})
+
+
+class JobListQuerySchema(JobFilterSchema):
+    page = fields.Integer(
+        load_default=1, validate=validate.Range(min=1, max=1_000_000), metadata={"description": "Page number (offset paging)."}
+    )
+    limit = fields.Integer(
+        load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."}
+    )
     sort_by = fields.String(load_default="created_at", validate=validate.OneOf(SORT_FIELDS))
     sort_order = SortOrderField(load_default="DESC", metadata={"description": "ASC or DESC, any case."})
     cursor = fields.String(

@@ -1,8 +1,9 @@
 """The job event log (ADMIN_SCHEMA.job_events and its capture_state row): the one owner of
 their SQL, like django-eventstream's storage seam (append_event, get_events, get_current_id).
 
-Only the capture leader appends, one transaction at a time, so ids become visible in
-order and a reader that remembers the last id it saw never skips one. Readers: every
+Appenders (the capture leader, the action dispatcher and the action routes) serialise on the
+capture_state row (append locks it until the transaction ends), so ids become visible in order
+and a reader that remembers the last id it saw never skips one. Readers: every
 worker's tail (read_after), SSE replay (replay_bounds, read_after) and the REST views
 (timeline, recent_alerts).
 
@@ -57,6 +58,12 @@ class EventLog:
         if not events:
             return []
         with cur.connection.cursor() as plain:
+            # One appender at a time (ids are taken after the lock, so they commit in order);
+            # capture's own transactions hold this lock already (lock_watermark).
+            plain.execute(
+                f"INSERT INTO {self._state} (id, watermark) VALUES (1, now() - interval '10 seconds') ON CONFLICT (id) DO NOTHING"
+            )
+            plain.execute(f"SELECT 1 FROM {self._state} WHERE id = 1 FOR UPDATE")
             plain.execute(
                 f"""
                 INSERT INTO {self._events} (event, kind, job_row_id, status, payload, dedupe_key, change_id)

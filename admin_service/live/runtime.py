@@ -1,4 +1,5 @@
-"""The live components of one process: event log, hub, event-log tail, capture candidate, stats ticker."""
+"""The live components of one process: event log, hub, event-log tail, capture candidate, action
+dispatch candidate, stats ticker."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from admin_service import metrics
+from admin_service.actions.dispatcher import Dispatcher
 from admin_service.config import Settings
 from admin_service.jobs.stats import SharedStats
 from admin_service.live.capture import Capturer
@@ -31,6 +33,7 @@ class LiveRuntime:
         self.hub = Hub(settings.subscriber_queue_max)
         self.tail = EventTail(settings, database_url, self.hub, self.event_log)
         self.capturer = Capturer(settings, database_url, self.event_log)
+        self.dispatcher = Dispatcher(settings, database_url, self.event_log)
         self.stop = threading.Event()
         self.started = False
         self._threads: list[threading.Thread] = []
@@ -43,6 +46,7 @@ class LiveRuntime:
         loops: list[tuple[str, Callable[[threading.Event], None]]] = [("tail", self.tail.run), ("stats", self._tick_stats)]
         if capture:
             loops.append(("capture", self.capturer.run))
+            loops.append(("dispatch", self.dispatcher.run))
         for name, target in loops:
             thread = threading.Thread(target=target, args=(self.stop,), name=f"live-{name}", daemon=True)
             thread.start()
