@@ -62,10 +62,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## typecheck: mypy over the package ([tool.mypy]), and --strict for the live pipeline and auth
+## typecheck: mypy over the package ([tool.mypy]), and --strict for the live pipeline, auth, roles and actions
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict --follow-imports=silent admin_service/live admin_service/auth.py
+	$(VENV)/bin/mypy --strict --follow-imports=silent admin_service/live admin_service/auth.py admin_service/roles.py admin_service/actions
 
 ## openapi: regenerate openapi/openapi.json from the code
 openapi: $(VENV)/.installed

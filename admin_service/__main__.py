@@ -51,6 +51,11 @@ def _settings() -> Settings:
         url, secret = _embedded_default(env)
         env["DATABASE_URL"] = url
         env.setdefault("JWT_SECRET", secret)
+        # No platform here: unless a real transport is configured, the demo executor plays it
+        # (re-queues a retried job in the demo database, then moves it on), for this database only.
+        env["ADMIN_SERVICE_EMBEDDED_DEMO"] = "true"
+        if not (env.get("ACTION_TRANSPORT") or env.get("ACTION_AMQP_URL") or env.get("JOB_ACTIONS_URL")):
+            env["ACTION_TRANSPORT"] = "demo"
     return _load_or_exit(env)
 
 
@@ -240,6 +245,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         server, url, secret = _embedded_database(settings, args.demo_jobs)
         env["DATABASE_URL"] = url
         env.setdefault("JWT_SECRET", secret)
+        # No platform here: unless a real transport is configured, the demo executor plays it
+        # (re-queues a retried job in the demo database, then moves it on), for this database only.
+        env["ADMIN_SERVICE_EMBEDDED_DEMO"] = "true"
+        if not (env.get("ACTION_TRANSPORT") or env.get("ACTION_AMQP_URL") or env.get("JOB_ACTIONS_URL")):
+            env["ACTION_TRANSPORT"] = "demo"
     settings = _load_or_exit(env)
     from admin_service.db.engine import make_engine
     from admin_service.db.migrations import upgrade

@@ -296,7 +296,7 @@ def _range(filters: JobFilters, tz: Any) -> tuple[Any, Any]:
 
         value = filters.date_to.value
         if filters.date_to.date_only:
-            end = datetime.combine(value + timedelta(days=1), time.min, tzinfo=tz)  # type: ignore[operator]
+            end = datetime.combine(value + timedelta(days=1), time.min, tzinfo=tz)
         else:
             end = filters.date_to.start(tz) + timedelta(microseconds=1)
     if start is not None and end is not None and start >= end:
