@@ -23,6 +23,7 @@ import pika
 import psycopg2
 
 from admin_service.db.tables import JOBS_TABLE
+from admin_service.live.connection import libpq_dsn
 
 SHARED_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 MISSING = (
@@ -110,8 +111,9 @@ class Owner:
     exchange and routing key, and re-queues each job row as the platform does (failed -> queued),
     once per idempotency key; counts every delivery per key and every re-queue per job."""
 
-    def __init__(self, amqp_url: str, database_url: str, exchange: str, routing_key: str) -> None:
+    def __init__(self, amqp_url: str, database_url: str, exchange: str, routing_key: str, *, requeue: bool = True) -> None:
         self.amqp_url = amqp_url
+        self.requeue = requeue  # False: takes the command and does nothing (a broken owner)
         self.database_url = database_url
         self.exchange = exchange
         self.routing_key = routing_key
@@ -143,7 +145,7 @@ class Owner:
         return self
 
     def _run(self) -> None:
-        db = psycopg2.connect(self.database_url)
+        db = psycopg2.connect(libpq_dsn(self.database_url))
         db.autocommit = True
         while not self._stop.is_set():
             try:
@@ -171,7 +173,7 @@ class Owner:
             self.messages.append(command)
             self.properties.append(properties)
             first = key not in self._done
-        if first:
+        if first and self.requeue:
             with db.cursor() as cur:
                 for job in command["job_row_ids"]:
                     cur.execute(
