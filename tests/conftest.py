@@ -147,7 +147,7 @@ def amqp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         return
     try:
-        node = rabbitmq.RabbitNode(free_port(), Path(tempfile.mkdtemp(prefix="admin-service-test-rabbitmq-")))
+        node = rabbitmq.RabbitNode(rabbitmq.node_port(), Path(tempfile.mkdtemp(prefix="admin-service-test-rabbitmq-")))
         node.start()
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)

@@ -169,6 +169,7 @@ class Dispatcher:
                 continue
             pace.wait(stop)
             with self._tx(conn) as cur:
+                self.log.lock_for_append(cur)  # before the items: capture's lock order
                 started = self.store.begin_attempt(cur, [item["id"]])
                 if started:
                     self.log.append_and_notify(cur, self.store.progress_events(cur, started, STARTED))
@@ -201,6 +202,7 @@ class Dispatcher:
         if not sent and not touched:
             return
         with self._tx(conn) as cur:
+            self.log.lock_for_append(cur)
             if sent:
                 self.store.mark_sent(cur, sent)
             finished = set(self.store.finish(cur))
@@ -212,6 +214,7 @@ class Dispatcher:
         """Report sent items not picked up in time, finish what is finished, forget old
         Idempotency-Key answers."""
         with self._tx(conn) as cur:
+            self.log.lock_for_append(cur)
             overdue = self.store.report_overdue(cur, self.settings.action_pickup_timeout_s)
             finished = self.store.finish(cur)
             events = self.store.progress_events(cur, overdue, OVERDUE) + self.store.progress_events(cur, finished, DONE)

@@ -341,6 +341,7 @@ def cancel_action(action_id: str) -> Response:
 
     def work(_conn: SqlConnection, cur: Cursor, admin: AdminUser) -> tuple[int, Any, str]:
         actions = store()
+        services().runtime.event_log.lock_for_append(cur)  # before the items: capture's lock order
         action = actions.get(cur, parsed)
         if action is None:
             raise not_found(f"Action {action_id!r} not found")

@@ -26,6 +26,8 @@ import requests
 from admin_service.config import Settings
 
 log = logging.getLogger("admin_service.actions")
+# pika logs every failed connection attempt at ERROR with a traceback; the dispatcher says it once.
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 AMQP = "amqp"
 HTTP = "http"

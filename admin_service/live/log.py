@@ -57,13 +57,8 @@ class EventLog:
         """Insert events, skipping ones already logged (same dedupe key); return the new ids."""
         if not events:
             return []
+        self.lock_for_append(cur)
         with cur.connection.cursor() as plain:
-            # One appender at a time (ids are taken after the lock, so they commit in order);
-            # capture's own transactions hold this lock already (lock_watermark).
-            plain.execute(
-                f"INSERT INTO {self._state} (id, watermark) VALUES (1, now() - interval '10 seconds') ON CONFLICT (id) DO NOTHING"
-            )
-            plain.execute(f"SELECT 1 FROM {self._state} WHERE id = 1 FOR UPDATE")
             plain.execute(
                 f"""
                 INSERT INTO {self._events} (event, kind, job_row_id, status, payload, dedupe_key, change_id)
@@ -84,6 +79,16 @@ class EventLog:
                 ),
             )
             return [int(row[0]) for row in plain.fetchall()]
+
+    def lock_for_append(self, cur: Cursor) -> None:
+        """One appender at a time: ids are taken after this lock, so they commit in order.
+        Capture's transactions hold it from their start (lock_watermark); a transaction that
+        also changes action items takes it before them, as capture does (one lock order)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"INSERT INTO {self._state} (id, watermark) VALUES (1, now() - interval '10 seconds') ON CONFLICT (id) DO NOTHING"
+            )
+            plain.execute(f"SELECT 1 FROM {self._state} WHERE id = 1 FOR UPDATE")
 
     def append_and_notify(self, cur: Cursor, events: Sequence[NewEvent]) -> list[int]:
         """Append events and wake every worker's tail (NOTIFY is delivered at commit)."""

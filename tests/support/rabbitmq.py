@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -30,6 +32,24 @@ MISSING = (
     "RabbitMQ does not answer at {url} and rabbitmq-server is not installed: "
     "apt-get install rabbitmq-server (or set TEST_AMQP_URL to a reachable broker)"
 )
+
+
+def node_port() -> int:
+    """A free port whose neighbour 20000 up (the node's Erlang distribution port) is free too."""
+    for _ in range(200):
+        port = random.randint(20_000, 45_000)
+        if all(_free(p) for p in (port, port + 20_000)):
+            return port
+    raise RuntimeError("no free port pair for a RabbitMQ node")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def answers(url: str) -> bool:
@@ -90,20 +110,33 @@ class RabbitNode:
                 raise RuntimeError(f"rabbitmq-server did not start on port {self.port}:\n{tail}")
             time.sleep(0.3)
 
-    def stop(self) -> None:
-        """Stop the node (its whole process group: the script, the Erlang VM and its helpers)."""
+    def kill(self) -> None:
+        """The broker dies at once (SIGKILL), as in a crash; what it confirmed is on disk and
+        comes back with the next start."""
+        self.stop(signal.SIGKILL)
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the node: its Erlang VM by the pid it wrote (as root the server script runs it
+        through `su`, outside our process group; SIGTERM is a clean shutdown), then the script."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
+        pid_file = self.folder / "pid"
+        beam = int(pid_file.read_text().strip()) if pid_file.exists() and pid_file.read_text().strip() else None
+        if beam is not None:
+            try:
+                os.kill(beam, how)
+            except ProcessLookupError:
+                beam = None
+        deadline = time.monotonic() + 30
+        while beam is not None and Path(f"/proc/{beam}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if beam is not None and Path(f"/proc/{beam}").exists():
+            os.kill(beam, signal.SIGKILL)
+        if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        deadline = time.monotonic() + 15
-        while answers(self.url) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        process.wait()
+        pid_file.unlink(missing_ok=True)
 
 
 class Owner:
@@ -119,6 +152,7 @@ class Owner:
         self.routing_key = routing_key
         self.queue = f"owner-{uuid.uuid4().hex[:8]}"
         self.deliveries: Counter[str] = Counter()  # idempotency key -> messages received
+        self.published: Counter[str] = Counter()  # of them, first deliveries (the broker's own redeliveries aside)
         self.requeued: Counter[str] = Counter()  # job row id -> times the owner re-queued it
         self.keys_of_job: dict[str, set[str]] = {}
         self.messages: list[dict[str, Any]] = []
@@ -170,6 +204,8 @@ class Owner:
         key = command["idempotency_key"]
         with self._lock:
             self.deliveries[key] += 1
+            if not method.redelivered:  # a redelivery is the broker's (an ack it lost), not another send
+                self.published[key] += 1
             self.messages.append(command)
             self.properties.append(properties)
             first = key not in self._done
