@@ -35,7 +35,7 @@ fuzz: $(VENV)/.installed
 TOOLS := PATH="$$PATH:/usr/sbin:/sbin" $(SHELL) .ci/tools.sh
 
 ## test-tools: Debian's chromium (browser tests), node + npm (Socket.IO client tests, and their npm
-## packages), wrk (bench smoke test), nginx (load-balancer test), redis-server (a Redis of the tests' own), curl (the make run banner test)
+## packages), wrk (bench smoke test), nginx (load-balancer test), redis-server (a Redis of the tests' own), rabbitmq-server (a broker the action fault tests stop and start), curl (the make run banner test)
 test-tools:
 	@$(TOOLS)
 
