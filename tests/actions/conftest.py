@@ -16,6 +16,7 @@ from tests.support.factories import Data
 from tests.support.live import drop_trigger
 from tests.support.settings import app_with
 from tests.support.tokens import bearer, token_for
+from tests.test_dashboard import browser, open_page  # noqa: F401 (the browser fixtures, for test_dashboard_actions.py)
 
 ACTION_TABLES = ("action_items", "actions", "idempotency_keys")
 # Never contacted by the in-process tests (no dispatcher runs in a test app): it only makes

@@ -11,6 +11,7 @@
  * imports have no cycle.
  */
 
+import { clearActions, filtersChanged, initActions, loadSession, onJobAction } from "./js/actions.js";
 import { clearAlerts, loadAlerts, onAlert } from "./js/alerts.js";
 import { api, failed, onRefused } from "./js/api.js";
 import { renderCards } from "./js/cards.js";
@@ -20,7 +21,7 @@ import { $ } from "./js/dom.js";
 import { addFeedNote, addUpdate, clearFeed, initFeed } from "./js/feed.js";
 import { initSession, signOut } from "./js/session.js";
 import { connect, handleEvents, stop } from "./js/stream.js";
-import { initTable, loadJobs, noteNewJob, updateRow } from "./js/table.js";
+import { currentFilters, initTable, loadJobs, noteNewJob, updateRow } from "./js/table.js";
 
 function renderStats(stats) {
   renderCards(stats);
@@ -49,6 +50,7 @@ handleEvents({
   stats: renderStats,
   jobUpdate: onJobUpdate,
   alert: onAlert,
+  jobAction: onJobAction,
   reset: () => {
     addFeedNote("Some updates were missed while disconnected (older than the server keeps); figures and jobs were refreshed.");
     refreshAll(false);
@@ -63,17 +65,21 @@ initFeed();
 initTable();
 initDialog();
 initChart();
+initActions(currentFilters);
+for (const kind of ["submit", "change"]) $("filters").addEventListener(kind, () => setTimeout(filtersChanged));
 initSession({
   signedIn(stats) {
     renderStats(stats);
     loadJobs();
     loadAlerts();
+    loadSession();
     connect();
   },
   signedOut() {
     stop();
     clearAlerts();
     clearFeed();
+    clearActions();
     closeDialog();
   },
 });

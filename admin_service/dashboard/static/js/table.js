@@ -22,6 +22,11 @@ function readFilters() {
   };
 }
 
+/** The filters the table shows now (what a bulk action covers). */
+export function currentFilters() {
+  return { ...filters };
+}
+
 export async function loadJobs() {
   const seq = ++listSeq;
   const params = { ...filters, ...query };
