@@ -195,7 +195,7 @@ def bulk_action(args: dict[str, Any]) -> Response:
     `dry_run: true` answers how many jobs the filter matches (and how many are failed), a
     sample, and a confirmation token bound to the filter, that count, you and a short expiry
     (ACTION_CONFIRM_TTL_S). The real request carries the token: it snapshots the matching jobs
-    at that moment (refused above ACTION_MAX_JOBS, or when the count moved since the dry run)
+    at that moment (refused above ACTION_MAX_JOBS: a dry run over the cap answers its count with no token; or when the count moved since the dry run)
     and hands each failed one to the platform; the others are items `skipped` with the reason.
     """
     used = services()
@@ -210,12 +210,11 @@ def bulk_action(args: dict[str, Any]) -> Response:
             count, retryable = conn.execute(
                 select(func.count(), func.count().filter(jobs.c.status == "failed")).select_from(jobs).where(*conds)
             ).one()
-            if count > cap:
-                raise too_many(count, cap)
             page = (
                 select(jobs).where(*conds).order_by(jobs.c.status != "failed", jobs.c.created_at.desc(), jobs.c.id).limit(SAMPLE)
             )
             sample = [job_of(row) for row in conn.execute(with_user(page.subquery("sample"))).mappings()]
+            over_cap = count > cap
             token, expires = confirm.issue(
                 key,
                 kind=args["kind"],
@@ -229,10 +228,14 @@ def bulk_action(args: dict[str, Any]) -> Response:
                 "count": int(count),
                 "retryable": int(retryable),
                 "cap": cap,
+                "over_cap": over_cap,
                 "sample": sample,
-                "confirmation_token": token,
-                "expires_at": _iso(expires),
+                # Over the cap there is nothing to confirm: the request would be refused.
+                "confirmation_token": None if over_cap else token,
+                "expires_at": None if over_cap else _iso(expires),
             }
+            if over_cap:
+                return 200, data, f"{count} jobs match, more than one action may cover (ACTION_MAX_JOBS {cap}): narrow the filter"
             return 200, data, f"{count} jobs match, {retryable} of them failed: confirm with the token to retry them"
         confirmation = confirm.verify(key, args["confirmation_token"], kind=args["kind"], digest=digest, user_id=admin.id)
         used_by = store().nonce_used(cur, confirmation.nonce)

@@ -145,9 +145,10 @@ class DryRunSchema(Schema):
     count = fields.Integer(required=True, metadata={"description": "jobs the filter matches now"})
     retryable = fields.Integer(required=True, metadata={"description": "of them, failed (the others would be skipped)"})
     cap = fields.Integer(required=True, metadata={"description": "ACTION_MAX_JOBS: the most one action may cover"})
+    over_cap = fields.Boolean(required=True, metadata={"description": "count > cap: no token, narrow the filter"})
     sample = fields.List(fields.Nested(JobWithUserSchema), required=True, metadata={"description": "up to 10 matching jobs"})
-    confirmation_token = fields.String(required=True)
-    expires_at = fields.String(required=True)
+    confirmation_token = fields.String(allow_none=True, required=True, metadata={"description": "null when over_cap"})
+    expires_at = fields.String(allow_none=True, required=True)
 
 
 class ActionPageSchema(Schema):

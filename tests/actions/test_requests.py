@@ -135,7 +135,7 @@ def test_a_bulk_retry_snapshots_the_matching_jobs_and_skips_those_not_failed(
     preview = dry_run(acting_client, as_operator, flt)
     response = confirmed(acting_client, as_operator, flt, preview["confirmation_token"])
 
-    assert (preview["count"], preview["retryable"], preview["cap"]) == (4, 3, 1000)
+    assert (preview["count"], preview["retryable"], preview["cap"], preview["over_cap"]) == (4, 3, 1000, False)
     assert {job["id"] for job in preview["sample"]} == {j["id"] for j in [*failed, completed]}
     assert response.status_code == 202, response.json
     action = response.json["data"]
@@ -212,13 +212,14 @@ def test_more_jobs_than_the_cap_are_refused(database_url: str, engine: Engine, c
     token = dry_run(client, as_operator, flt)["confirmation_token"]
     failed_jobs(clean, 1)
 
-    preview = client.post("/admin/jobs/actions", json={"kind": "retry", "filter": flt, "dry_run": True}, headers=as_operator)
+    preview = dry_run(client, as_operator, flt)
     request = confirmed(client, as_operator, flt, token)
 
-    for response in (preview, request):
-        assert response.status_code == 400, response.json
-        assert error_fields(response) == ["filter"]
-        assert "more than one action may cover (ACTION_MAX_JOBS 3)" in response.json["error"]["message"]
+    assert (preview["count"], preview["over_cap"], preview["confirmation_token"]) == (4, True, None)
+    assert request.status_code == 400, request.json
+    assert error_fields(request) == ["filter"]
+    assert "more than one action may cover (ACTION_MAX_JOBS 3)" in request.json["error"]["message"]
+    assert client.get("/admin/jobs/actions", headers=as_operator).json["data"]["total"] == 0
 
 
 def test_a_bad_filter_is_named(acting_client: FlaskClient, clean: Data, as_operator: dict[str, str]) -> None:

@@ -98,6 +98,13 @@ async function dryRun() {
     return;
   }
   const n = preview.retryable;
+  if (preview.over_cap) {
+    box.replaceChildren(
+      el("p", { id: "bulk-summary", class: "form-error", text: `${fmtNumber(preview.count)} jobs match these filters, more than one action may cover (${fmtNumber(preview.cap)}): narrow the filters.` }),
+      el("button", { type: "button", class: "button", text: "Back", onclick: renderBulk }),
+    );
+    return;
+  }
   const typed = el("input", { id: "bulk-confirm-text", type: "text", autocomplete: "off", "aria-describedby": "bulk-summary" });
   const reason = el("input", { id: "bulk-reason", type: "text", maxlength: "1000", placeholder: "Why (kept in the audit log)", "aria-label": "Reason" });
   const go = el("button", { type: "button", class: "button button-primary", id: "bulk-confirm", text: `Retry the ${fmtNumber(n)} failed jobs that match`, disabled: true });
