@@ -51,8 +51,7 @@ LEADER_RETRY_S = 2.0
 ACTIONS_CHANNEL = "admin_service_actions"
 IDLE_POLL_S = 1.0
 HOUSEKEEPING_S = 2.0
-FLUSH_S = 0.25  # sent items are recorded (and progress published) at least this often
-FLUSH_ITEMS = 100
+CHUNK_MAX = 200  # items stamped and recorded per transaction, at most
 IDEMPOTENCY_KEEP_S = 24 * 3600
 STARTED, PROGRESS, DONE, OVERDUE = "started", "progress", "done", "overdue"
 
@@ -148,54 +147,81 @@ class Dispatcher:
     ) -> bool:
         """Send these items in order; True when the target turned out to be down (the rest wait)."""
         jobs = self._jobs_now(conn, [item["job_row_id"] for item in items])
+        sendable: list[dict[str, Any]] = []
+        already: list[Any] = []
+        touched: set[str] = set()
+        with self._tx(conn) as cur:
+            for item in items:
+                job = jobs.get(str(item["job_row_id"]))
+                status = job["status"] if job else "deleted"
+                if status == "failed":
+                    sendable.append(item)
+                elif item["attempts"] == 0:
+                    self.store.mark_final(cur, item["id"], "skipped", NO_LONGER_FAILED.format(status=status))
+                    touched.add(str(item["action_id"]))
+                else:
+                    # An earlier attempt got through (its confirm was lost in a crash): it is sent;
+                    # capture marks it picked up, if it has not already.
+                    already.append(item["id"])
+                    touched.add(str(item["action_id"]))
+        self._flush(conn, already, touched)
+        # Chunks of about a fifth of a second of sends: one transaction stamps a chunk's attempts
+        # and one records its confirms (a transaction per item cost more than the send).
+        chunk_size = max(1, min(CHUNK_MAX, int(self.settings.action_rate_per_s / 5)))
+        for start in range(0, len(sendable), chunk_size):
+            if stop.is_set():
+                return False
+            if self._send_chunk(conn, sendable[start : start + chunk_size], jobs, transport, pace, stop):
+                return True
+        return False
+
+    def _send_chunk(
+        self,
+        conn: Connection,
+        chunk: list[dict[str, Any]],
+        jobs: dict[str, dict[str, Any]],
+        transport: Transport,
+        pace: Pace,
+        stop: threading.Event,
+    ) -> bool:
+        with self._tx(conn) as cur:
+            self.log.lock_for_append(cur)  # before the items: capture's lock order
+            started = self.store.begin_attempt(cur, [item["id"] for item in chunk])
+            self.log.append_and_notify(cur, self.store.progress_events(cur, started, STARTED))
         sent: list[Any] = []
         touched: set[str] = set()
-        last_flush = time.monotonic()
         down = False
-        for item in items:
+        for index, item in enumerate(chunk):
+            touched.add(str(item["action_id"]))
             if stop.is_set():
+                self._release(conn, chunk[index:])
                 break
-            job = jobs.get(str(item["job_row_id"]))
-            status = job["status"] if job else "deleted"
-            if status != "failed" and item["attempts"] == 0:
-                with self._tx(conn) as cur:
-                    self.store.mark_final(cur, item["id"], "skipped", NO_LONGER_FAILED.format(status=status))
-                touched.add(str(item["action_id"]))
-                continue
-            if status != "failed":
-                # An earlier attempt got through (its confirm was lost in a crash): it is sent;
-                # capture marks it picked up, if it has not already.
-                sent.append(item["id"])
-                continue
             pace.wait(stop)
-            with self._tx(conn) as cur:
-                self.log.lock_for_append(cur)  # before the items: capture's lock order
-                started = self.store.begin_attempt(cur, [item["id"]])
-                if started:
-                    self.log.append_and_notify(cur, self.store.progress_events(cur, started, STARTED))
             try:
-                transport.send(self._command(item, job))
+                transport.send(self._command(item, jobs.get(str(item["job_row_id"]))))
             except Retry as exc:
                 delay = min(self.settings.action_backoff_max_s, 2.0 ** min(item["attempts"], 10))
                 with self._tx(conn) as cur:
                     self.store.mark_retry(cur, item["id"], str(exc), delay)
-                touched.add(str(item["action_id"]))
                 if exc.down:
                     down = True
+                    self._release(conn, chunk[index + 1 :])
                     break
                 continue
             except Refused as exc:
                 with self._tx(conn) as cur:
                     self.store.mark_final(cur, item["id"], "failed", str(exc))
-                touched.add(str(item["action_id"]))
                 continue
             sent.append(item["id"])
-            touched.add(str(item["action_id"]))
-            if len(sent) >= FLUSH_ITEMS or time.monotonic() - last_flush >= FLUSH_S:
-                self._flush(conn, sent, touched)
-                sent, touched, last_flush = [], set(), time.monotonic()
         self._flush(conn, sent, touched)
         return down
+
+    def _release(self, conn: Connection, items: list[dict[str, Any]]) -> None:
+        """Items of a chunk never sent (the target went down, or the process is stopping): their
+        stamped attempt did not happen."""
+        if items:
+            with self._tx(conn) as cur:
+                self.store.release(cur, [item["id"] for item in items])
 
     def _flush(self, conn: Connection, sent: list[Any], touched: set[str]) -> None:
         """Record the confirmed sends and publish each touched action's progress, in one transaction."""

@@ -210,9 +210,9 @@ def bulk_action(args: dict[str, Any]) -> Response:
             count, retryable = conn.execute(
                 select(func.count(), func.count().filter(jobs.c.status == "failed")).select_from(jobs).where(*conds)
             ).one()
-            page = (
-                select(jobs).where(*conds).order_by(jobs.c.status != "failed", jobs.c.created_at.desc(), jobs.c.id).limit(SAMPLE)
-            )
+            # The newest matching jobs, in the list's own order (its created_at index: a sort of
+            # every match, or an order on status, cost 600 ms at 50,000 matches).
+            page = select(jobs).where(*conds).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(SAMPLE)
             sample = [job_of(row) for row in conn.execute(with_user(page.subquery("sample"))).mappings()]
             over_cap = count > cap
             token, expires = confirm.issue(

@@ -269,6 +269,13 @@ class ActionStore:
         )
         return [str(row["id"]) for row in cur.fetchall()]
 
+    def release(self, cur: Cursor, item_ids: Sequence[uuid.UUID]) -> None:
+        """Undo begin_attempt for items that were not sent after all."""
+        cur.execute(
+            f"UPDATE {self.items} SET attempts = attempts - 1, updated_at = now() WHERE id = ANY(%s::uuid[]) AND state = 'pending'",
+            ([str(i) for i in item_ids],),
+        )
+
     def mark_sent(self, cur: Cursor, item_ids: Sequence[uuid.UUID]) -> None:
         # Only from pending: capture may already have seen the job picked up.
         cur.execute(
