@@ -224,3 +224,25 @@ def test_over_http_the_owner_is_called_and_its_refusal_recorded(
         assert call["headers"]["Idempotency-Key"] == call["body"]["idempotency_key"]
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT status FROM {JOBS_TABLE} WHERE id = :id"), {"id": refused["id"]}).scalar() == "failed"
+
+
+def test_the_embedded_demo_plays_the_platform(
+    database_url: str, engine: Engine, clean: Data, operator: dict[str, Any], tmp_path: Path
+) -> None:
+    """`make run`'s stand-in (serve sets these two for its embedded database only): a retried job is
+    re-queued, then moves on to processing and completed, as the platform would run it."""
+    env = {**ENV, "ADMIN_SERVICE_EMBEDDED_DEMO": "true", "ACTION_TRANSPORT": "demo"}
+    job = failed(clean, 1)[0]
+    token = token_for(operator)
+    with run_service(database_url, tmp_path, env=env) as svc:
+        response = requests.post(
+            f"{svc.url}/admin/jobs/{job['id']}/retry", json={"reason": "try it"}, headers=bearer(token), timeout=10
+        )
+        assert response.status_code == 202, response.text
+        wait_until(lambda: all_picked_up(svc, token, response.json()["data"]["id"], 1), 30, "picked up")
+
+        def status() -> str:
+            with engine.connect() as conn:
+                return str(conn.execute(text(f"SELECT status FROM {JOBS_TABLE} WHERE id = :id"), {"id": job["id"]}).scalar())
+
+        wait_until(lambda: status() == "completed", 30, "the demo job completed")

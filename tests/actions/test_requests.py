@@ -7,14 +7,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 from admin_service.actions import confirm
-from admin_service.config import Settings
+from admin_service.config import ConfigError, Settings, load_settings
 from tests.actions.conftest import UNUSED_BROKER
 from tests.support.factories import Data
-from tests.support.settings import app_with
+from tests.support.settings import TEST_SECRET, app_with
 from tests.support.tokens import bearer, token_for
 
 IQ = "AI-Based IQ Test"
@@ -297,3 +298,19 @@ def test_the_audit_log_filters_by_who_kind_state_and_date(
     one = acting_client.get(f"/admin/jobs/actions/{first['id']}", query_string={"item_state": "skipped"}, headers=as_operator)
     assert one.status_code == 200 and len(one.json["data"]["items"]) == 1
     assert acting_client.get("/admin/jobs/actions/not-an-id", headers=as_operator).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"ACTION_TRANSPORT": "demo"}, "only for `make run`"),
+        ({"ACTION_AMQP_URL": "amqp://h/", "JOB_ACTIONS_URL": "http://owner"}, "choose one with ACTION_TRANSPORT"),
+        ({"ACTION_TRANSPORT": "http", "JOB_ACTIONS_URL": "http://owner"}, "JOB_ACTIONS_SERVICE_KEY"),
+        ({"ACTION_AMQP_URL": "http://rabbit"}, "ACTION_AMQP_URL must be an amqp://"),
+        ({"ACTION_MAX_JOBS": "20000"}, "ACTION_MAX_JOBS must be between 1 and 10000"),
+    ],
+)
+def test_a_transport_set_up_wrong_stops_the_start(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"JWT_SECRET": TEST_SECRET, **env})
+    assert words in str(raised.value)
