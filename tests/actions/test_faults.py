@@ -4,6 +4,7 @@ mid-dispatch. Nothing is lost, and the owner (who counts idempotency keys) retri
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -34,6 +35,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
         pytest.fail(str(exc), pytrace=False)
     yield node
     node.stop()
+    shutil.rmtree(node.folder, ignore_errors=True)
 
 
 def items_by_job(engine: Engine, settings: Settings, action_id: str) -> dict[str, dict[str, Any]]:
