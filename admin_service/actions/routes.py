@@ -58,7 +58,7 @@ SECURED: dict[str, Any] = {
             "in": "header",
             "name": "Idempotency-Key",
             "required": False,
-            "schema": {"type": "string", "maxLength": 200},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
             "description": "Repeat a POST safely: the same key answers the first answer again.",
         }
     ],
