@@ -15,6 +15,8 @@ worker_class = "admin_service.http_worker.HttpWorker"
 # One worker per CPU this process may use (affinity, cgroup quota: not the host's cores), at
 # least 2, is plenty for an I/O-bound gevent app [WEB_CONCURRENCY].
 workers = int(os.environ.get("WEB_CONCURRENCY", max(2, usable_cpus())))
+# A per-process rate-limit store (memory://) would grant each worker the whole limit: refused.
+lifecycle.refuse_per_process_limits(workers)
 # Each SSE stream or socket holds one greenlet: leave room for ten thousand.
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "20000"))
 timeout = 30

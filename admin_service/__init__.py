@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     web.install(app, settings)
     metrics.install(app, engine, stats, settings, partial(read_capture_mode, engine))
     # After web.install: its preflight answer must run before the limiter's check.
-    limiter = make_limiter(app, settings)
+    limiter = make_limiter(app, settings, engine)
     # Failed token checks count in the rate-limit store.
     authenticator = Authenticator(settings, engine, guard=FailedAuthGuard(limiter, settings))
     limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, session_blp, actions_blp)
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             engine=engine,
             authenticator=authenticator,
             stats=stats,
-            runtime=LiveRuntime(settings, engine, stats),
+            runtime=LiveRuntime(settings, engine, stats, authenticator),
             limiter=limiter,
             api=api,
         ),

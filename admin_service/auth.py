@@ -19,6 +19,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from admin_service.config import Settings
 from admin_service.db.tables import users
 from admin_service.errors import RETRY_AFTER_SECONDS, ApiError, register_translation
 from admin_service.services import services
+from admin_service.verified import VerifiedTokens
 
 log = logging.getLogger("admin_service.auth")
 
@@ -147,10 +149,6 @@ class Verifier(Protocol):
         """The admin the token names, or AuthError."""
         ...
 
-    def verified_before(self, token: str) -> bool:
-        """Whether this process accepted the token before (and still holds that verdict)."""
-        ...
-
     def user_id_if_valid(self, token: str) -> str | None:
         """The token's verified subject without the database or the auth service (rate-limit key)."""
         ...
@@ -159,7 +157,9 @@ class Verifier(Protocol):
 class Guard(Protocol):
     """Brute-force throttling per client address (ratelimit.FailedAuthGuard)."""
 
-    def refuse_if_blocked(self, address: str) -> None: ...
+    def refuse_if_blocked(self, address: str, exempt: Callable[[], bool]) -> None:
+        """AuthError THROTTLED when the address is blocked, unless `exempt()` (asked only then)."""
+        ...
 
     def failed(self, address: str) -> None: ...
 
@@ -175,7 +175,7 @@ class LocalVerifier:
         # Verified claims by token: a dashboard sends the same token with every request, and the
         # rate limiter and the guard both need its subject. Keyed by the whole token (signature
         # included), so only a token that verified here before is ever a hit; exp is still
-        # checked on every hit.
+        # checked on every hit. (Which tokens verified before, for the guard: verified.py.)
         self._claims: TTLCache[str, dict[str, Any]] = TTLCache(maxsize=4096, ttl=CLAIMS_CACHE_SECONDS)
         # None only in Settings(...) built by hand (load_settings requires a key): nothing verifies.
         self._key = settings.jwt_secret if settings.jwt_algorithms[0].startswith("HS") else settings.jwt_public_key
@@ -183,7 +183,7 @@ class LocalVerifier:
 
     def decode(self, token: str, remember: bool = True) -> dict[str, Any]:
         """Verified claims of a token (signature, exp, iss, aud) or a 401. Only the guard's path
-        remembers a token (`verified_before` then holds for it)."""
+        caches a token's claims (the rate-limit key's only reads them)."""
         with self._lock:
             claims = self._claims.get(token)
         if claims is not None:
@@ -236,10 +236,6 @@ class LocalVerifier:
             self._users[user_id] = found
         return found
 
-    def verified_before(self, token: str) -> bool:
-        with self._lock:
-            return token in self._claims
-
     def verify(self, token: str) -> AdminUser:
         claims = self.decode(token)
         user_id = self.subject(claims)
@@ -282,9 +278,6 @@ class AuthServiceVerifier:
     def _cached(self, token: str) -> AdminUser | None:
         with self._lock:
             return self._verdicts.get(self._cache_key(token))
-
-    def verified_before(self, token: str) -> bool:
-        return self._cached(token) is not None
 
     def user_id_if_valid(self, token: str) -> str | None:
         # Only a token the auth service already vouched for counts.
@@ -374,29 +367,33 @@ def make_verifier(settings: Settings, engine: Engine) -> Verifier:
 
 
 class Authenticator:
-    """Turns a bearer token into an AdminUser, or raises AuthError; the guard throttles guessing."""
+    """Turns a bearer token into an AdminUser, or raises AuthError; the guard throttles guessing,
+    never for a token that verified before (on any worker or instance, until its exp)."""
 
     def __init__(self, settings: Settings, engine: Engine, guard: Guard | None = None) -> None:
         self.settings = settings
         self.verifier = make_verifier(settings, engine)
         self.guard = guard
-
-    def verified_before(self, token: str) -> bool:
-        """Whether this process accepted the token's signature before (and still holds it)."""
-        return self.verifier.verified_before(token)
+        self.verified = VerifiedTokens(engine, settings.admin_schema)
 
     def authenticate(self, token: str, address: str | None = None) -> AdminUser:
         """The admin a token names; `address` (the client's) puts the brute-force guard on it."""
         if address is None or self.guard is None:
             return self.verifier.verify(check_token_shape(token))
-        if not self.verifier.verified_before(token):
-            self.guard.refuse_if_blocked(address)
+        # A token this process saw verify skips the guard's store call altogether (the usual
+        # request); another is refused while its address is blocked, unless the shared record knows it.
+        if not self.verified.known_here(token):
+            self.guard.refuse_if_blocked(address, exempt=lambda: self.verified.seen(token))
         try:
-            return self.verifier.verify(check_token_shape(token))
+            admin = self.verifier.verify(check_token_shape(token))
         except AuthError as exc:
             if exc.rejects_credentials:
                 self.guard.failed(address)
             raise
+        # Until its exp; a token the auth service vouched for without a readable exp, as long as
+        # its verdict is reused.
+        self.verified.remember(token, admin.expires_at or time.time() + self.settings.auth_cache_seconds)
+        return admin
 
     def user_id_if_valid(self, token: str | None) -> str | None:
         """The verified subject of a token without touching the database or the auth service

@@ -261,7 +261,7 @@ def _action_transport(env: Mapping[str, str], name: str, default: str | None, re
     return value
 
 
-STORAGE_URI = r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://"
+STORAGE_URI = r"^(database|memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://"
 
 
 @dataclass(frozen=True)
@@ -293,8 +293,9 @@ class Settings:
     auth_failure_limit: str = setting("AUTH_FAILURE_LIMIT", "20 per minute", _rate)
     rate_limit_storage_uri: str = setting(
         "RATE_LIMIT_STORAGE_URI",
-        "memory://",
-        matching(STORAGE_URI, "{name} must be memory:// or a redis:// URI, got {value!r}"),
+        # The service's own PostgreSQL (limits_store.py): shared by every worker and instance.
+        "database://",
+        matching(STORAGE_URI, "{name} must be database://, memory:// or a redis:// URI, got {value!r}"),
     )
     rate_limit_fail_open: bool = setting("RATE_LIMIT_FAIL_OPEN", True, boolean)
     stats_timezone: str = setting("STATS_TIMEZONE", "UTC", _time_zone)
@@ -315,6 +316,8 @@ class Settings:
     )
     tail_poll_ms: int = setting("TAIL_POLL_MS", 1000, integer(50, 60_000))
     sse_heartbeat_s: float = setting("SSE_HEARTBEAT_S", 5.0, number(0.1, 300))
+    # Open streams per user across every worker and instance (live/caps.py); beyond it 429.
+    sse_max_streams_per_user: int = setting("SSE_MAX_STREAMS_PER_USER", 20, integer(1, 100_000))
     sse_retry_ms: int = setting("SSE_RETRY_MS", 3000, integer(100, 600_000))
     subscriber_queue_max: int = setting("SUBSCRIBER_QUEUE_MAX", 1000, integer(1, 1_000_000))
     event_retention_days: float = setting("EVENT_RETENTION_DAYS", 7.0, number(0.001, 3650))
@@ -327,7 +330,7 @@ class Settings:
     alert_queue_max_age_s: int = setting("ALERT_QUEUE_MAX_AGE_S", 900, integer(1, 30 * 86400))
     alert_processing_timeout_s: int = setting("ALERT_PROCESSING_TIMEOUT_S", 1800, integer(1, 30 * 86400))
     alert_severities: tuple[tuple[str, str], ...] = setting("ALERT_SEVERITIES", DEFAULT_SEVERITIES, _severities)
-    # Socket.IO
+    # Socket.IO (the per-user cap counts across every worker and instance: live/caps.py)
     socketio_max_connections_per_user: int = setting("SOCKETIO_MAX_CONNECTIONS_PER_USER", 20, integer(1, 100_000))
     socketio_events_per_second: float = setting("SOCKETIO_EVENTS_PER_SECOND", 10.0, number(0.1, 10_000))
     # Engine.IO sessions before their Socket.IO CONNECT (live/socketio/handshakes.py), per worker

@@ -64,6 +64,17 @@ class Worker(Protocol):
 # --- master --------------------------------------------------------------------------------
 
 
+def refuse_per_process_limits(workers: int) -> None:
+    """RATE_LIMIT and AUTH_FAILURE_LIMIT are per deployment: with memory:// every worker would
+    count on its own and grant the whole limit, so several workers on it are refused at start."""
+    store = os.environ.get("RATE_LIMIT_STORAGE_URI", "")
+    if workers > 1 and store.startswith("memory://"):
+        raise SystemExit(
+            f"RATE_LIMIT_STORAGE_URI={store} counts per process, and {workers} workers would each grant "
+            "the whole RATE_LIMIT: use database:// (the default) or redis://, or WEB_CONCURRENCY=1"
+        )
+
+
 def on_starting(server: object) -> None:
     """Prometheus multiprocess mode: every worker writes its samples into one folder, and a
     scrape of /metrics answered by any worker reads them all. Set here, in the master before
@@ -99,10 +110,13 @@ def on_exit(server: object) -> None:
 
 
 def post_fork(server: object, worker: Worker) -> None:
-    # psycopg2 blocks the whole worker unless it yields to gevent while waiting on I/O.
-    from psycogreen.gevent import patch_psycopg  # type: ignore[import-untyped]
+    # psycopg2 blocks the whole worker unless it yields to gevent while waiting on I/O; and a
+    # server that stops answering must not hold a request forever (db/green.py: a client-side
+    # deadline on every wait, DB_STATEMENT_TIMEOUT_MS + 1 s).
+    from admin_service.config import load_settings
+    from admin_service.db import green
 
-    patch_psycopg()
+    green.install(load_settings().db_statement_timeout_ms)
 
 
 def post_worker_init(worker: Worker) -> None:
@@ -155,6 +169,8 @@ def worker_exit(server: object, worker: Worker) -> None:
         runtime = services(flask_app).runtime
         if runtime.stop.is_set() and not runtime.wait_stopped(LOOPS_EXIT_S):
             log.warning("live loops still running after %.0f s; exiting anyway", LOOPS_EXIT_S)
+        # This worker's places among the per-user caps are free at once, not a lease later.
+        runtime.caps.leave()
 
 
 def serve_worker_socket(worker: Worker, affinity: Any) -> Callable[[], None]:

@@ -1,26 +1,32 @@
 """Rate limiting of the admin routes, keyed by the admin's user id (client IP before auth).
 
-Storage is memory:// by default (one process) or Redis, shared by every worker and
-instance. When Redis is down the limiter fails open unless RATE_LIMIT_FAIL_OPEN=false:
-requests keep being served, each process limits on its own in memory meanwhile (one warning
-is logged, and the store is re-checked with backoff until it answers again). Failing closed,
-requests are refused with 503 SERVICE_UNAVAILABLE while the store is unreachable.
+Storage is the service's own PostgreSQL by default (`database://`, limits_store.py) or Redis:
+either way shared by every worker and instance, so RATE_LIMIT and AUTH_FAILURE_LIMIT are what a
+client gets from the whole deployment. `memory://` counts per process (one worker only: each
+worker would grant the whole limit). When the store is down the limiter fails open unless
+RATE_LIMIT_FAIL_OPEN=false: requests keep being served, each process limits on its own in
+memory meanwhile (one warning is logged, and the store is re-checked with backoff until it
+answers again). Failing closed, requests are refused with 503 SERVICE_UNAVAILABLE while the
+store is unreachable.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, Flask, Response, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse
 from limits.errors import StorageError
+from sqlalchemy import Engine
 
 from admin_service.auth import AuthError, AuthFailure
 from admin_service.config import Settings
 from admin_service.errors import ApiError, register_translation, unavailable
+from admin_service.limits_store import SCHEME as DATABASE_SCHEME
 from admin_service.services import services
 
 log = logging.getLogger("admin_service.ratelimit")
@@ -57,9 +63,9 @@ class FailedAuthGuard:
 
     Every token that fails verification counts against AUTH_FAILURE_LIMIT for its address,
     in the rate-limit store (Redis: shared by every worker and instance). Over the limit,
-    that address's tokens that did not verify here before are refused with 429 and
-    Retry-After, before any check: guessing stops paying, while admins whose tokens were
-    already accepted keep working. A store that is down fails open or closed as
+    that address's tokens that never verified before (verified.py: on any worker or instance,
+    until their exp) are refused with 429 and Retry-After, before any check: guessing stops
+    paying, while admins whose tokens were already accepted keep working. A store that is down fails open or closed as
     RATE_LIMIT_FAIL_OPEN says, like the rate limit.
     """
 
@@ -72,7 +78,8 @@ class FailedAuthGuard:
     def _key(address: str) -> tuple[str, str]:
         return ("auth-failures", address)
 
-    def refuse_if_blocked(self, address: str) -> None:
+    def refuse_if_blocked(self, address: str, exempt: Callable[[], bool]) -> None:
+        """Refuse (429) a token from a blocked address unless `exempt()`: it verified before."""
         try:
             strategy = self._limiter.limiter
             if strategy.test(self._limit, *self._key(address)):
@@ -82,6 +89,8 @@ class FailedAuthGuard:
             if self._fail_open:
                 return
             raise AuthError(AuthFailure.UNAVAILABLE, STORE_UNREACHABLE) from exc
+        if exempt():
+            return
         raise AuthError(
             AuthFailure.THROTTLED,
             "Too many failed authentication attempts from this address; retry later",
@@ -110,11 +119,32 @@ def retry_after_on_429_only(response: Response) -> Response:
     return response
 
 
-def make_limiter(app: Flask, settings: Settings) -> Limiter:
+class OneLineStoreFailures(logging.Filter):
+    """flask-limiter logs a store call that failed while another request was switching to the
+    in-memory fallback (the limit, or the headers after it) with its whole traceback, at ERROR:
+    one warning line says as much."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # "Failed to rate limit. Swallowing error", "Failed to update rate limit headers. ...".
+        if record.exc_info and record.getMessage().startswith("Failed to"):
+            error = record.exc_info[1]
+            what = record.getMessage().split(".")[0].lower()
+            record.msg, record.args = "rate-limit store unreachable (%s): %s", (type(error).__name__, what)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def make_limiter(app: Flask, settings: Settings, engine: Engine) -> Limiter:
     # Storage errors surface as limits' StorageError (not the driver's), answered with a 503 (above).
     options: dict[str, object] = {"wrap_exceptions": True}
     if settings.rate_limit_storage_uri.startswith("redis"):
         options.update(socket_connect_timeout=1, socket_timeout=1)
+    elif settings.rate_limit_storage_uri.startswith(f"{DATABASE_SCHEME}://"):
+        options.update(engine=engine, schema=settings.admin_schema)
+    limiter_log = logging.getLogger("flask-limiter")
+    if not any(isinstance(f, OneLineStoreFailures) for f in limiter_log.filters):
+        limiter_log.addFilter(OneLineStoreFailures())
     # Registered before the limiter's own hook, so it runs after it (Flask runs them in reverse).
     app.after_request(retry_after_on_429_only)
     app.config.update(

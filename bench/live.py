@@ -227,6 +227,11 @@ def latency_run(clients: Clients, database_url: str, ids: list[str], receivers: 
         "p95_ms": round(percentile(latencies, 0.95) or 0, 1) if latencies else None,
         "p99_ms": round(percentile(latencies, 0.99) or 0, 1) if latencies else None,
         "max_ms": round(max(latencies), 1) if latencies else None,
+        # Each update's median over its receivers, in commit order: a slow tail shows which updates.
+        "per_update_p50_ms": [
+            round(percentile([(t - committed[j]) * 1000 for t in arrivals[j]], 0.5) or 0, 1) if arrivals.get(j) else None
+            for j in committed
+        ],
     }
 
 

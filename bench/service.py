@@ -49,6 +49,14 @@ def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[
         # The per-admin budget (600/min by default) would refuse a benchmark after a second;
         # the limiter still runs on every request.
         "RATE_LIMIT": "100000000 per minute",
+        # Every bench client comes from 127.0.0.1: the per-address bound on Socket.IO handshakes
+        # (300/min) would refuse all but the first few hundred sockets of a case.
+        "SOCKETIO_HANDSHAKES_PER_MINUTE": "1000000",
+        "SOCKETIO_MAX_PENDING": "100000",
+        # Thousands of streams and sockets on one admin's token: the per-user caps (20 by default,
+        # counted across workers) would refuse all but the first few.
+        "SSE_MAX_STREAMS_PER_USER": "100000",
+        "SOCKETIO_MAX_CONNECTIONS_PER_USER": "100000",
         "GRACEFUL_TIMEOUT": "3",
         **(extra or {}),
     }

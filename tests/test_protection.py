@@ -165,7 +165,7 @@ def test_instances_share_one_budget_through_redis(
     assert any(admin["id"] in key.decode() for key in redis_client.scan_iter(match="*admin-service*"))
 
     # The control: in-memory instances do not share, so the same sequence passes on a third one.
-    memory = app_with(database_url, engine, RATE_LIMIT="3 per minute").test_client()
+    memory = app_with(database_url, engine, RATE_LIMIT="3 per minute", RATE_LIMIT_STORAGE_URI="memory://").test_client()
     assert get(memory, headers=headers).status_code == 200
 
 

@@ -11,6 +11,9 @@ from sqlalchemy.exc import DisconnectionError
 
 from admin_service.config import Settings
 
+# libpq's tcp_user_timeout (TCP connections only; a Unix socket has no such state).
+TCP_USER_TIMEOUT_MS = 10_000
+
 
 def sqlalchemy_url(database_url: str) -> str:
     """Accept postgres://, postgresql:// and postgresql+psycopg2:// alike."""
@@ -46,6 +49,9 @@ def make_engine(settings: Settings, database_url: str | None = None, *, autocomm
             "keepalives_idle": 10,
             "keepalives_interval": 5,
             "keepalives_count": 3,
+            # Sent data unacknowledged this long (a peer gone without a reset) fails the
+            # connection. A stopped server whose kernel still acknowledges is db/green.py's part.
+            "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
         },
     )
     ping_idle_connections(engine)

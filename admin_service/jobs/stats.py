@@ -153,7 +153,7 @@ def _performance(conn: Connection, window_start: datetime) -> dict[str, Any]:
 
 def _in_parallel(engine: Engine, *calls: Callable[[Connection], Any]) -> list[Any]:
     """Each call on a connection of its own, at the same time (threads; greenlets under gevent,
-    where psycogreen makes psycopg2 cooperative). The counts and the per-day figures read
+    where db/green.py makes psycopg2 cooperative). The counts and the per-day figures read
     different indexes: run together they take the time of the slower one, not the sum."""
     results: list[Any] = [None] * len(calls)
     errors: list[BaseException] = []

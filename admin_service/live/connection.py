@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from admin_service.config import Settings
 from admin_service.db.dbapi import Connection, Cursor
+from admin_service.db.engine import TCP_USER_TIMEOUT_MS
 
 psycopg2.extras.register_uuid()  # type: ignore[no-untyped-call]  # (the stubs leave it untyped)
 
@@ -36,6 +37,7 @@ def connect(settings: Settings, database_url: str, application_name: str) -> Con
         keepalives_idle=10,
         keepalives_interval=5,
         keepalives_count=3,
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
     )
     conn.autocommit = True
     # psycopg2's connection fits the Protocol; its stubs spell cursor()'s arguments differently.

@@ -82,6 +82,7 @@ class CloseReason(StrEnum):
     SHUTDOWN = "shutdown"  # the process is stopping: reconnect elsewhere
     SLOW_CONSUMER = "slow-consumer"  # its queue was full: dropped
     EXPIRED = "expired"  # its token expired (a stream notices this itself)
+    REVOKED = "revoked"  # its user is no longer an active admin (live/revocation.py)
 
 
 class Subscriber:

@@ -1,5 +1,5 @@
 """The live components of one process: event log, hub, event-log tail, capture candidate, action
-dispatch candidate, stats ticker."""
+dispatch candidate, stats ticker; the open connections' re-check (revocation.py) and per-user caps (caps.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from sqlalchemy import Engine
 
 from admin_service import metrics
 from admin_service.actions.dispatcher import Dispatcher
+from admin_service.auth import Authenticator
 from admin_service.config import Settings
 from admin_service.jobs.stats import SharedStats
+from admin_service.live.caps import ConnectionCaps
 from admin_service.live.capture import Capturer
 from admin_service.live.hub import CloseReason, Hub, LiveEvent
 from admin_service.live.log import EventLog
+from admin_service.live.revocation import OpenConnections
 from admin_service.live.tail import EventTail
 from admin_service.names import JOB_STATS
 
@@ -24,7 +27,7 @@ log = logging.getLogger("admin_service.live")
 
 
 class LiveRuntime:
-    def __init__(self, settings: Settings, engine: Engine, stats: SharedStats) -> None:
+    def __init__(self, settings: Settings, engine: Engine, stats: SharedStats, authenticator: Authenticator) -> None:
         self.settings = settings
         self.engine = engine
         self.stats = stats
@@ -34,6 +37,9 @@ class LiveRuntime:
         self.tail = EventTail(settings, database_url, self.hub, self.event_log)
         self.capturer = Capturer(settings, database_url, self.event_log)
         self.dispatcher = Dispatcher(settings, database_url, self.event_log)
+        # Every open SSE stream and Socket.IO socket, re-checked against its user.
+        self.connections = OpenConnections(authenticator, settings.auth_cache_seconds)
+        self.caps = ConnectionCaps(engine, settings.admin_schema)
         self.stop = threading.Event()
         self.started = False
         self._threads: list[threading.Thread] = []
@@ -43,7 +49,12 @@ class LiveRuntime:
         if self.started:
             return
         self.started = True
-        loops: list[tuple[str, Callable[[threading.Event], None]]] = [("tail", self.tail.run), ("stats", self._tick_stats)]
+        loops: list[tuple[str, Callable[[threading.Event], None]]] = [
+            ("tail", self.tail.run),
+            ("stats", self._tick_stats),
+            ("recheck", self.connections.run),
+            ("lease", self.caps.run),
+        ]
         if capture:
             loops.append(("capture", self.capturer.run))
             loops.append(("dispatch", self.dispatcher.run))

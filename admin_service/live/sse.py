@@ -18,12 +18,16 @@ from flask import Response, g, request
 from marshmallow import ValidationError, fields, post_load, validate
 
 from admin_service.api import ApiBlueprint
-from admin_service.auth import require_admin
+from admin_service.auth import request_token, require_admin
 from admin_service.db.dbapi import Cursor
+from admin_service.errors import ApiError
 from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQuerySchema, comma_list, storable_text
-from admin_service.live.hub import EventFilter
+from admin_service.live.caps import SSE
+from admin_service.live.hub import CloseReason, EventFilter
 from admin_service.live.log import EventLog
-from admin_service.live.stream import id_line, message, open_stream, opening_line, sse_message
+from admin_service.live.revocation import OpenConnection
+from admin_service.live.runtime import LiveRuntime
+from admin_service.live.stream import SseStream, id_line, message, open_stream, opening_line, sse_message
 from admin_service.names import EVENT_NAMES, JOB_STATS
 from admin_service.services import services
 
@@ -121,6 +125,16 @@ def _replay(event_log: EventLog, after: int, sub_filter: EventFilter) -> tuple[l
         raw.close()
 
 
+# A refused stream may retry this much later (a place frees when one of the user's streams closes).
+RETRY_AFTER_CAP_S = 5
+
+
+def _closed(runtime: LiveRuntime, sse: SseStream, watched: OpenConnection, place: str) -> None:
+    runtime.hub.unsubscribe(sse)
+    runtime.connections.discard(watched)
+    runtime.caps.release(place)
+
+
 @blp.route("/stream")
 @blp.arguments(StreamQuerySchema, location="query")
 @blp.response(200, content_type="text/event-stream", description="An endless text/event-stream.")
@@ -128,6 +142,9 @@ def _replay(event_log: EventLog, after: int, sub_filter: EventFilter) -> tuple[l
 @blp.doc(security=[{"bearerAuth": []}])
 def stream(args: dict[str, Any]) -> Response:
     """Live job events (SSE)
+
+    At most SSE_MAX_STREAMS_PER_USER open streams per user across the deployment (429 beyond);
+    a stream ends with an `error` event ACCESS_REVOKED when its user is deactivated.
 
     Events: job-stats (at once, then every JOB_STATS_INTERVAL_MS), job-update and job-alert
     (with `id:` = event log id). Resume with Last-Event-ID (or last_event_id); a `reset`
@@ -144,7 +161,20 @@ def stream(args: dict[str, Any]) -> Response:
         assessment_name=args.get("assessment_name"),
         user_id=str(args["user_id"]) if args.get("user_id") else None,
     )
-    sse = open_stream(runtime.hub, sub_filter, request.environ)
+    # The user's place among SSE_MAX_STREAMS_PER_USER across every worker, taken before anything
+    # is subscribed, freed when the response closes (always called, started or not).
+    admitted, place = runtime.caps.admit(SSE, admin.id, settings.sse_max_streams_per_user)
+    if not admitted:
+        raise ApiError(
+            429,
+            f"Too many open streams for this user (at most {settings.sse_max_streams_per_user}); close one first",
+            headers={"Retry-After": str(RETRY_AFTER_CAP_S)},
+        )
+    try:
+        sse = open_stream(runtime.hub, sub_filter, request.environ)
+    except BaseException:
+        runtime.caps.release(place)
+        raise
     try:
         opening = [opening_line(settings.sse_retry_ms)]
         if JOB_STATS in sub_filter.events:
@@ -163,7 +193,10 @@ def stream(args: dict[str, Any]) -> Response:
             opening.append(id_line(newest))
     except BaseException:
         runtime.hub.unsubscribe(sse)
+        runtime.caps.release(place)
         raise
+    # Re-checked with its user every AUTH_CACHE_SECONDS: a deactivated admin's stream ends.
+    watched = runtime.connections.add(request_token(allow_query=True), admin.expires_at, lambda _: sse.close(CloseReason.REVOKED))
     body = sse.body(
         b"".join(opening),
         newest,
@@ -175,7 +208,7 @@ def stream(args: dict[str, Any]) -> Response:
     # The body's own clean-up runs only once it has started; a response closed before that (a
     # HEAD request, a client gone before the first byte) would leave the subscriber behind.
     # close() is what every WSGI server calls on every response, started or not.
-    response.call_on_close(lambda: runtime.hub.unsubscribe(sse))
+    response.call_on_close(lambda: _closed(runtime, sse, watched, place))
     response.headers["Cache-Control"] = "no-cache, no-transform"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response

@@ -2,7 +2,7 @@
 
 `SseStream` owns what every stream does, whatever carries its bytes: the opening first,
 then events, skipping those the replay already sent (ids up to `newest`); a heartbeat
-comment when idle; an ending by CloseReason (TOKEN_EXPIRED / SLOW_CONSUMER `error` events,
+comment when idle; an ending by CloseReason (TOKEN_EXPIRED / ACCESS_REVOKED / SLOW_CONSUMER `error` events,
 a short `retry:` hint on shutdown); SSE_CLIENTS and the unsubscribe in a `finally`; and,
 for a client dropped as too slow, a cut-off of its socket SLOW_CONSUMER_GRACE_S later.
 
@@ -98,6 +98,9 @@ def endings(retry_ms: int) -> Mapping[CloseReason, bytes]:
     """The last message of a stream, by why it ends."""
     return {
         CloseReason.EXPIRED: message("error", {"code": "TOKEN_EXPIRED", "message": "Token expired; reconnect with a new token"}),
+        CloseReason.REVOKED: message(
+            "error", {"code": "ACCESS_REVOKED", "message": "Access revoked: the user is no longer an active admin"}
+        ),
         CloseReason.SLOW_CONSUMER: message(
             "error", {"code": "SLOW_CONSUMER", "message": "Too slow to keep up; reconnect with Last-Event-ID"}
         ),

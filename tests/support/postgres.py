@@ -8,8 +8,10 @@ same time.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
@@ -70,6 +72,34 @@ class PrivateServer:
         except Exception:
             return False
         return True
+
+    def processes(self) -> list[int]:
+        """The postmaster (from postmaster.pid) and its children, the backends among them."""
+        postmaster = int(Path(self.handle.pgdata, "postmaster.pid").read_text().split()[0])
+        children = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(entry))
+        return [postmaster, *children]
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every process of the server stopped (SIGSTOP) for the block: it accepts and buffers
+        what clients send (the kernel does) but answers nothing, as a hung host or storage does."""
+        pids = self.processes()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def close(self) -> None:
         # pgserver's own cleanup only knows the first postmaster's pid: stop a restarted one here.

@@ -132,6 +132,10 @@ def run_service(
         **({"WEB_CONCURRENCY": str(workers)} if workers is not None else {}),
         "RATE_LIMIT": "100000 per minute",
         "AUTH_FAILURE_LIMIT": "100000 per minute",
+        # Many streams and sockets on one token (fleets, soak-like faults); the tests of the
+        # per-user caps set their own.
+        "SSE_MAX_STREAMS_PER_USER": "100000",
+        "SOCKETIO_MAX_CONNECTIONS_PER_USER": "100000",
         "GRACEFUL_TIMEOUT": "3",
         **(env or {}),
     }

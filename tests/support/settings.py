@@ -20,6 +20,11 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "JWT_SECRET": TEST_SECRET,
         "RATE_LIMIT": "100000 per minute",
         "AUTH_FAILURE_LIMIT": "100000 per minute",
+        # Each in-process test app counts on its own (as before the shared store): the windows
+        # of one test never meet another's. The service under gunicorn runs on its default
+        # (database://); the tests of the shared stores set theirs.
+        "RATE_LIMIT_STORAGE_URI": "memory://",
+        "SSE_MAX_STREAMS_PER_USER": "100000",
         "LOG_LEVEL": "WARNING",
     }
     env.update({k: str(v) for k, v in overrides.pop("env", {}).items()})

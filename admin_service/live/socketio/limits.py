@@ -1,10 +1,8 @@
-"""What one socket and one user may do: events per second, connections open at once."""
+"""What one socket may do: events per second. (Connections per user: admin_service/live/caps.py.)"""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import defaultdict
 
 
 class TokenBucket:
@@ -24,26 +22,3 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
-
-
-class ConnectionsPerUser:
-    """Sockets open per user in this process, at most `maximum` each."""
-
-    def __init__(self, maximum: int) -> None:
-        self.maximum = maximum
-        self._open: defaultdict[str, int] = defaultdict(int)
-        self._lock = threading.Lock()
-
-    def admit(self, user_id: str) -> bool:
-        """Count one more socket for this user; False (nothing counted) when at the limit."""
-        with self._lock:
-            if self._open[user_id] >= self.maximum:
-                return False
-            self._open[user_id] += 1
-            return True
-
-    def release(self, user_id: str) -> None:
-        with self._lock:
-            self._open[user_id] -= 1
-            if self._open[user_id] <= 0:
-                del self._open[user_id]

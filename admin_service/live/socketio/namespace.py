@@ -20,10 +20,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from admin_service import metrics
 from admin_service.auth import AdminUser, Authenticator, AuthError, client_address
+from admin_service.live.caps import SOCKETIO
 from admin_service.live.hub import LiveEvent
+from admin_service.live.revocation import OpenConnection
 from admin_service.live.runtime import LiveRuntime
 from admin_service.live.socketio.filters import ALERTS_ROOM, JobRooms, filter_from
-from admin_service.live.socketio.limits import ConnectionsPerUser, TokenBucket
+from admin_service.live.socketio.limits import TokenBucket
 from admin_service.live.socketio.relay import Relay
 from admin_service.live.socketio.server import GuardedServer
 from admin_service.names import JOB_STATS
@@ -73,6 +75,8 @@ def token_from(environ: dict[str, Any], auth: Any) -> str | None:
 class Session:
     admin: AdminUser
     bucket: TokenBucket
+    place: str  # its place among the user's SOCKETIO_MAX_CONNECTIONS_PER_USER (live/caps.py)
+    watched: OpenConnection  # re-checked with its user (live/revocation.py)
 
 
 class JobsNamespace(socketio.Namespace):  # type: ignore[misc]  # python-socketio is untyped
@@ -85,7 +89,6 @@ class JobsNamespace(socketio.Namespace):  # type: ignore[misc]  # python-socketi
         self.settings = runtime.settings
         self.rooms = rooms
         self.relay = relay
-        self.per_user = ConnectionsPerUser(self.settings.socketio_max_connections_per_user)
         self._sessions: dict[str, Session] = {}
         self._sessions_lock = threading.Lock()
         self._started = False
@@ -142,10 +145,14 @@ class JobsNamespace(socketio.Namespace):  # type: ignore[misc]  # python-socketi
             # Anything else escaping here leaves the client without any answer to its CONNECT.
             log.exception("socket.io connect: authentication failed unexpectedly")
             raise socketio.exceptions.ConnectionRefusedError(UNAVAILABLE) from None
-        if not self.per_user.admit(admin.id):
+        # Counted across every worker and instance, not per worker.
+        cap = self.settings.socketio_max_connections_per_user
+        admitted, place = self.runtime.caps.admit(SOCKETIO, admin.id, cap)
+        if not admitted:
             raise socketio.exceptions.ConnectionRefusedError("Too many connections for this user")
+        watched = self.runtime.connections.add(token, admin.expires_at, lambda reason: self._revoke(sid, reason))
         with self._sessions_lock:
-            self._sessions[sid] = Session(admin, TokenBucket(self.settings.socketio_events_per_second))
+            self._sessions[sid] = Session(admin, TokenBucket(self.settings.socketio_events_per_second), place, watched)
             metrics.SOCKETIO_CLIENTS.set(len(self._sessions))
         self.start()
         # After this handler returns, i.e. after the CONNECT packet: no event may precede it.
@@ -156,7 +163,8 @@ class JobsNamespace(socketio.Namespace):  # type: ignore[misc]  # python-socketi
             session = self._sessions.pop(sid, None)
             metrics.SOCKETIO_CLIENTS.set(len(self._sessions))
         if session is not None:
-            self.per_user.release(session.admin.id)
+            self.runtime.connections.discard(session.watched)
+            self.runtime.caps.release(session.place)
         # python-socketio empties the socket's rooms itself; the filters behind them are ours.
         if self.rooms.leave(sid) is not None:
             self.relay.rooms_changed()
@@ -170,6 +178,11 @@ class JobsNamespace(socketio.Namespace):  # type: ignore[misc]  # python-socketi
                 if expires is not None and expires <= now:
                     self.emit("error", {"message": "Token expired", "code": "TOKEN_EXPIRED"}, to=sid)
                     self.server.disconnect(sid)
+
+    def _revoke(self, sid: str, reason: str) -> None:
+        """The socket's user is no longer an active admin (called by the re-check's loop)."""
+        self.emit("error", {"message": reason, "code": "ACCESS_REVOKED"}, to=sid)
+        self.server.disconnect(sid)
 
     # -- client events -------------------------------------------------------------------
     def on_subscribe_jobs(self, sid: str, *args: Any) -> dict[str, Any]:

@@ -7,13 +7,13 @@ the action commits. This service never writes the archive tables: an item is han
 platform (a command on its broker or a call to its API), and its outcome read back by capture.
 
 Revision ID: 0003_actions
-Revises: 0002
+Revises: 0003 (0003_rate_limits)
 """
 
 from alembic import context, op
 
 revision = "0003_actions"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
