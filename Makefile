@@ -35,7 +35,7 @@ fuzz: $(VENV)/.installed
 TOOLS := PATH="$$PATH:/usr/sbin:/sbin" $(SHELL) .ci/tools.sh
 
 ## test-tools: Debian's chromium (browser tests), node + npm (Socket.IO client tests, and their npm
-## packages), wrk (bench smoke test), nginx (load-balancer test), redis-server (a Redis of the tests' own), curl (the make run banner test)
+## packages), wrk (bench smoke test), nginx (load-balancer test), redis-server (a Redis of the tests' own), rabbitmq-server (a broker the action fault tests stop and start), curl (the make run banner test)
 test-tools:
 	@$(TOOLS)
 
@@ -62,10 +62,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## typecheck: mypy over the package ([tool.mypy]), and --strict for the live pipeline and auth
+## typecheck: mypy over the package ([tool.mypy]), and --strict for the live pipeline, auth, roles and actions
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict --follow-imports=silent admin_service/live admin_service/auth.py
+	$(VENV)/bin/mypy --strict --follow-imports=silent admin_service/live admin_service/auth.py admin_service/roles.py admin_service/actions
 
 ## openapi: regenerate openapi/openapi.json from the code
 openapi: $(VENV)/.installed

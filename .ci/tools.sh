@@ -11,7 +11,7 @@
 set -eu
 
 # COMMAND=PACKAGE: the command a test runs, and the Debian package that brings it.
-ALL="chromium=chromium node=nodejs npm=npm wrk=wrk nginx=nginx redis-server=redis-server curl=curl"
+ALL="chromium=chromium node=nodejs npm=npm wrk=wrk nginx=nginx redis-server=redis-server rabbitmq-server=rabbitmq-server curl=curl"
 # Node clients whose npm packages (pinned by their package-lock.json) the tests need.
 NPM_DIRS="tests/live/socketio/node"
 

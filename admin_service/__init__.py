@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from admin_service import dashboard, docs, health, metrics, web
+    from admin_service.actions.routes import blp as actions_blp
     from admin_service.api import API_CONFIG, Api
     from admin_service.auth import Authenticator
     from admin_service.config import load_settings
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.live.sse import blp as live_blp
     from admin_service.ratelimit import FailedAuthGuard, limit_admin_routes, limit_exports, make_limiter
     from admin_service.services import Services, install_services
+    from admin_service.session import blp as session_blp
     from admin_service.triage.routes import blp as triage_blp
     from admin_service.users.routes import blp as users_blp
 
@@ -56,9 +58,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     CORS(
         app,
         resources={r"/admin/*": {"origins": list(settings.allowed_origins)}},
-        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID", "Idempotency-Key"],
         expose_headers=["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"],
-        methods=["GET", "HEAD", "OPTIONS"],
+        methods=["GET", "HEAD", "OPTIONS", "POST"],
         max_age=600,
     )
     web.install(app, settings)
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     limiter = make_limiter(app, settings, engine)
     # Failed token checks count in the rate-limit store.
     authenticator = Authenticator(settings, engine, guard=FailedAuthGuard(limiter, settings))
-    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, users_blp, triage_blp)
+    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, users_blp, triage_blp, session_blp, actions_blp)
     limit_exports(limiter, settings, export_blp)
 
     api = Api(app)
@@ -79,6 +81,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     api.register_blueprint(export_blp)
     api.register_blueprint(users_blp)
     api.register_blueprint(triage_blp)
+    api.register_blueprint(session_blp)
+    api.register_blueprint(actions_blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
     app.register_blueprint(dashboard.blp)

@@ -51,6 +51,11 @@ def _settings() -> Settings:
         url, secret = _embedded_default(env)
         env["DATABASE_URL"] = url
         env.setdefault("JWT_SECRET", secret)
+        # No platform here: unless a real transport is configured, the demo executor plays it
+        # (re-queues a retried job in the demo database, then moves it on), for this database only.
+        env["ADMIN_SERVICE_EMBEDDED_DEMO"] = "true"
+        if not (env.get("ACTION_TRANSPORT") or env.get("ACTION_AMQP_URL") or env.get("JOB_ACTIONS_URL")):
+            env["ACTION_TRANSPORT"] = "demo"
     return _load_or_exit(env)
 
 
@@ -140,14 +145,14 @@ def cmd_indexes(args: argparse.Namespace) -> None:
 
 
 def admin_token(engine: Engine, settings: Settings, email: str, ttl: int = 12 * 3600) -> str:
-    from admin_service.auth import ADMIN_TYPES, sign_token
+    from admin_service.auth import sign_token
     from admin_service.db.tables import USERS_TABLE, users
 
     with engine.connect() as conn:
         row = conn.execute(select(users.c.id, users.c.user_type, users.c.is_active).where(users.c.email == email)).first()
     if row is None:
         sys.exit(f"no user with email {email!r} in {USERS_TABLE}")
-    if row.user_type not in ADMIN_TYPES or not row.is_active:
+    if not settings.may_sign_in(row.user_type) or not row.is_active:
         print(f"warning: {email} is not an active admin; the service will refuse this token", file=sys.stderr)
     if ttl > settings.jwt_max_lifetime_s:
         print(f"warning: --ttl {ttl} exceeds JWT_MAX_LIFETIME_S; the service will refuse this token", file=sys.stderr)
@@ -240,6 +245,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         server, url, secret = _embedded_database(settings, args.demo_jobs)
         env["DATABASE_URL"] = url
         env.setdefault("JWT_SECRET", secret)
+        # No platform here: unless a real transport is configured, the demo executor plays it
+        # (re-queues a retried job in the demo database, then moves it on), for this database only.
+        env["ADMIN_SERVICE_EMBEDDED_DEMO"] = "true"
+        if not (env.get("ACTION_TRANSPORT") or env.get("ACTION_AMQP_URL") or env.get("JOB_ACTIONS_URL")):
+            env["ACTION_TRANSPORT"] = "demo"
     settings = _load_or_exit(env)
     from admin_service.db.engine import make_engine
     from admin_service.db.migrations import upgrade

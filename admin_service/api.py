@@ -40,6 +40,9 @@ class ApiBlueprint(flask_smorest.Blueprint):
     def response(self, status_code: int, schema: Any = None, **options: Any) -> Callable[[ViewT], ViewT]:
         return cast(Callable[[ViewT], ViewT], super().response(status_code, schema, **options))
 
+    def alt_response(self, status_code: int, **options: Any) -> Callable[[ViewT], ViewT]:
+        return cast(Callable[[ViewT], ViewT], super().alt_response(status_code, **options))
+
     @staticmethod
     def doc(**kwargs: Any) -> Callable[[ViewT], ViewT]:
         return cast(Callable[[ViewT], ViewT], flask_smorest.Blueprint.doc(**kwargs))

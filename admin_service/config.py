@@ -219,6 +219,48 @@ def _severities(
     return tuple(severities.items())
 
 
+USER_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,19}$")
+
+
+def _user_types(env: Mapping[str, str], name: str, default: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
+    """A comma list of auth.users.user_type values (varchar(20)); empty means the default."""
+    types = _list(env, name, default)
+    for user_type in types:
+        if not USER_TYPE.match(user_type):
+            raise ConfigError(f"{name}: {user_type!r} is not a user_type (lower-case letters, digits, _ or -, at most 20)")
+    return types
+
+
+def _amqp_url(env: Mapping[str, str], name: str, default: str | None, _: Mapping[str, Any]) -> str | None:
+    url = env.get(name) or default
+    if url and not re.match(r"^amqps?://", url):
+        raise ConfigError(f"{name} must be an amqp:// or amqps:// URL")
+    return url
+
+
+def _action_transport(env: Mapping[str, str], name: str, default: str | None, read: Mapping[str, Any]) -> str | None:
+    """amqp, http or demo: as set, or chosen by which of ACTION_AMQP_URL / JOB_ACTIONS_URL is
+    set; None when neither is (the action routes answer 503 saying how to configure one)."""
+    value = (env.get(name) or "").strip().lower() or None
+    if value not in (None, "auto", "amqp", "http", "demo"):
+        raise ConfigError(f"{name} must be auto, amqp, http or demo, got {value!r}")
+    amqp, http = read["action_amqp_url"], read["job_actions_url"]
+    if value in (None, "auto"):
+        if amqp and http:
+            raise ConfigError(f"both ACTION_AMQP_URL and JOB_ACTIONS_URL are set: choose one with {name}=amqp or http")
+        return "amqp" if amqp else "http" if http else None
+    if value == "amqp" and not amqp:
+        raise ConfigError(f"{name}=amqp needs ACTION_AMQP_URL")
+    if value == "http" and not http:
+        raise ConfigError(f"{name}=http needs JOB_ACTIONS_URL")
+    if value == "http" and not read["job_actions_service_key"]:
+        raise ConfigError(f"{name}=http needs JOB_ACTIONS_SERVICE_KEY (the owner service's key for this service)")
+    if value == "demo" and not read["embedded_demo"]:
+        # The demo executor writes the archive tables: never against a real platform's database.
+        raise ConfigError(f"{name}=demo is only for `make run`'s embedded database (it plays the platform there)")
+    return value
+
+
 STORAGE_URI = r"^(database|memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://"
 
 
@@ -236,6 +278,11 @@ class Settings:
     auth_service_url: str | None = setting("AUTH_SERVICE_URL", None, _auth_service_url)
     auth_service_timeout_s: float = setting("AUTH_SERVICE_TIMEOUT_S", 3.0, number(0.1, 60))
     auth_cache_seconds: float = setting("AUTH_CACHE_SECONDS", 5.0, number(0, 300))
+    # Roles (admin_service/roles.py): who may look, and who may also act on jobs. Acting is
+    # superadmin only by default: this service never let anyone act before, and an upgrade
+    # should not hand every admin a new power; a deployment opts admins in with ACTION_ROLES.
+    view_roles: tuple[str, ...] = setting("VIEW_ROLES", ("admin", "superadmin"), _user_types)
+    action_roles: tuple[str, ...] = setting("ACTION_ROLES", ("superadmin",), _user_types)
     job_stats_interval_ms: int = setting("JOB_STATS_INTERVAL_MS", 5000, integer(250, 3_600_000))
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", ("http://localhost:3000",), _origins)
     db_pool_max: int = setting("DB_POOL_MAX", 20, integer(1, 500))
@@ -302,6 +349,32 @@ class Settings:
     # /metrics (admin_service/metrics.py): without a token, loopback only
     metrics_enabled: bool = setting("METRICS_ENABLED", True, boolean)
     metrics_token: str | None = setting("METRICS_TOKEN", None, optional_text)
+    # Job actions (admin_service/actions/).
+    action_amqp_url: str | None = setting("ACTION_AMQP_URL", None, _amqp_url)
+    action_amqp_exchange: str = setting(
+        "ACTION_AMQP_EXCHANGE", "atma_exchange", matching(r"^[\w.:-]{1,255}$", "{name}: {value!r} is not an exchange name")
+    )
+    action_amqp_routing_key: str = setting(
+        "ACTION_AMQP_ROUTING_KEY", "analysis.retry", matching(r"^[\w.#*:-]{1,255}$", "{name}: {value!r} is not a routing key")
+    )
+    job_actions_url: str | None = setting("JOB_ACTIONS_URL", None, _auth_service_url)
+    job_actions_service_key: str | None = setting("JOB_ACTIONS_SERVICE_KEY", None, optional_text)
+    # Set by `serve` for its embedded database only: the demo executor may play the platform there.
+    embedded_demo: bool = setting("ADMIN_SERVICE_EMBEDDED_DEMO", False, boolean)
+    action_transport: str | None = setting("ACTION_TRANSPORT", None, _action_transport)
+    action_send_timeout_s: float = setting("ACTION_SEND_TIMEOUT_S", 5.0, number(0.1, 120))
+    action_rate_per_s: float = setting("ACTION_RATE_PER_S", 50.0, number(0.1, 10_000))
+    action_max_jobs: int = setting("ACTION_MAX_JOBS", 1000, integer(1, 10_000))
+    action_confirm_ttl_s: int = setting("ACTION_CONFIRM_TTL_S", 300, integer(10, 3600))
+    action_pickup_timeout_s: float = setting("ACTION_PICKUP_TIMEOUT_S", 300.0, number(1, 7 * 86400))
+    action_backoff_max_s: float = setting("ACTION_BACKOFF_MAX_S", 30.0, number(0.1, 3600))
+
+    def may_sign_in(self, user_type: str) -> bool:
+        """Whether a user of this type is let in at all: who may act may also look."""
+        return user_type in self.view_roles or user_type in self.action_roles
+
+    def may_act(self, user_type: str) -> bool:
+        return user_type in self.action_roles
 
     def severity(self, rule: str) -> str:
         return dict(self.alert_severities).get(rule, "medium")

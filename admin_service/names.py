@@ -10,7 +10,9 @@ from __future__ import annotations
 JOB_STATS = "job-stats"
 JOB_UPDATE = "job-update"
 JOB_ALERT = "job-alert"
-EVENT_NAMES = (JOB_STATS, JOB_UPDATE, JOB_ALERT)
+# An operator's action on jobs (admin_service/actions/): its state and counts as they move.
+JOB_ACTION = "job-action"
+EVENT_NAMES = (JOB_STATS, JOB_UPDATE, JOB_ALERT, JOB_ACTION)
 
 # Alert rules: the table-wide rules, then the per-job one.
 HIGH_FAILURE_RATE = "high_failure_rate"

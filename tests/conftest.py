@@ -138,6 +138,25 @@ def private_engine(private_server: PrivateServer) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="session")
+def amqp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A RabbitMQ: TEST_AMQP_URL, the machine's at 127.0.0.1:5672, or a private node started here."""
+    from tests.support import rabbitmq
+
+    url = os.environ.get("TEST_AMQP_URL") or rabbitmq.SHARED_URL
+    if rabbitmq.answers(url):
+        yield url
+        return
+    try:
+        node = rabbitmq.RabbitNode(rabbitmq.node_port(), Path(tempfile.mkdtemp(prefix="admin-service-test-rabbitmq-")))
+        node.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield node.url
+    node.stop()
+    shutil.rmtree(node.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """TEST_REDIS_URL when it answers, else a private redis-server on a free port for this run
     (so the tests need no Redis installed as a service)."""

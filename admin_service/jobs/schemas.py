@@ -159,13 +159,9 @@ class StrictQuerySchema(Schema):
         return {**{key: data[key] for key in data.keys()}, **joined}
 
 
-class JobListQuerySchema(StrictQuerySchema):
-    page = fields.Integer(
-        load_default=1, validate=validate.Range(min=1, max=1_000_000), metadata={"description": "Page number (offset paging)."}
-    )
-    limit = fields.Integer(
-        load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."}
-    )
+class JobFilterSchema(StrictQuerySchema):
+    """Which jobs: the list's filters, and the filter of a bulk action (one way to filter)."""
+
     status = StatusListField(
         metadata={"description": "Status, comma-separated statuses or the parameter repeated (`queue` means `queued`)."}
     )
@@ -183,6 +179,15 @@ class JobListQuerySchema(StrictQuerySchema):
     )
     date_from = MomentField(metadata={"description": "created_at at or after this date/date-time."})
     date_to = MomentField(metadata={"description": "created_at up to this date-time; a plain date includes that whole day."})
+
+
+class JobListQuerySchema(JobFilterSchema):
+    page = fields.Integer(
+        load_default=1, validate=validate.Range(min=1, max=1_000_000), metadata={"description": "Page number (offset paging)."}
+    )
+    limit = fields.Integer(
+        load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."}
+    )
     sort_by = fields.String(load_default="created_at", validate=validate.OneOf(SORT_FIELDS))
     sort_order = SortOrderField(load_default="DESC", metadata={"description": "ASC or DESC, any case."})
     cursor = fields.String(

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg2.extras
 
 from admin_service import metrics
+from admin_service.actions.outcome import pickup_events
 from admin_service.clock import utc
 from admin_service.config import Settings
 from admin_service.db.dbapi import Connection, Cursor
@@ -194,6 +195,7 @@ class Capturer:
                 since = watermark - overlap
             rows = fetch(cur, since)
             events = self._events_for(cur, rows)
+            events += pickup_events(cur, self.log.schema, events)
             ids = self.log.append_and_notify(cur, events)
             if rows:
                 newest = max(utc(r["updated_at"]) for r in rows)

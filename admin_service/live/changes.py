@@ -48,6 +48,7 @@ from typing import Any
 import psycopg2.extras
 
 from admin_service import metrics
+from admin_service.actions.outcome import pickup_events
 from admin_service.clock import utc
 from admin_service.config import Settings
 from admin_service.db.archive_options import CHANGE_TRIGGERS, asleep_lock_key
@@ -174,6 +175,7 @@ class ChangeConsumer:
             if not rows:
                 return 0
             events = self._events_for(cur, rows)
+            events += pickup_events(cur, self.log.schema, events)
             ids = self.log.append_and_notify(cur, events)
             with conn.cursor() as plain:
                 plain.execute(f"DELETE FROM {self._changes} WHERE id = ANY(%s)", ([r["change_id"] for r in rows],))

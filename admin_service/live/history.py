@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from admin_service.jobs.status import TERMINAL
-from admin_service.names import JOB_UPDATE
+from admin_service.names import JOB_ACTION, JOB_UPDATE
 
 LOGGED = "event-log"  # the source of a logged event
+ACTION_LOG = "action-log"  # the source of an operator's action on the job
 CREATED = "created"
 
 
@@ -82,3 +83,49 @@ def full_timeline(job: dict[str, Any], logged: list[dict[str, Any]]) -> list[dic
             merged.append(missing.pop(0))
         merged.append(event)
     return merged + missing
+
+
+def action_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An operator's action on the job (actions/store.py for_job rows) as timeline entries: who
+    asked, why, and what became of the job's item."""
+    return [
+        {
+            "id": None,
+            "event": JOB_ACTION,
+            "kind": f"{row['kind']}-requested",
+            "status": None,
+            "occurred_at": row["created_at"],
+            "payload": {
+                "action_id": str(row["action_id"]),
+                "reason": row["reason"],
+                "requested_by": {"id": str(row["requested_by"]), "email": row["requested_by_email"], "user_type": row["role"]},
+                "item": {
+                    "id": str(row["item_id"]),
+                    "state": row["state"],
+                    "reason": row["item_reason"],
+                    "attempts": row["attempts"],
+                    "last_error": row["last_error"],
+                    "sent_at": row["sent_at"],
+                    "picked_up_at": row["picked_up_at"],
+                    "picked_up_status": row["picked_up_status"],
+                    "overdue_at": row["overdue_at"],
+                },
+            },
+            "derived": False,
+            "source": ACTION_LOG,
+        }
+        for row in rows
+    ]
+
+
+def with_actions(timeline: list[dict[str, Any]], actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The action entries placed by time among the job's steps (each before the first step that
+    happened after it was requested)."""
+    merged: list[dict[str, Any]] = []
+    pending = sorted(actions, key=lambda entry: entry["occurred_at"])
+    for entry in timeline:
+        at = _happened_at(entry) if entry["source"] == LOGGED else entry["occurred_at"]
+        while pending and pending[0]["occurred_at"] <= at:
+            merged.append(pending.pop(0))
+        merged.append(entry)
+    return merged + pending

@@ -1,8 +1,9 @@
 """The job event log (ADMIN_SCHEMA.job_events and its capture_state row): the one owner of
 their SQL, like django-eventstream's storage seam (append_event, get_events, get_current_id).
 
-Only the capture leader appends, one transaction at a time, so ids become visible in
-order and a reader that remembers the last id it saw never skips one. Readers: every
+Appenders (the capture leader, the action dispatcher and the action routes) serialise on the
+capture_state row (append locks it until the transaction ends), so ids become visible in order
+and a reader that remembers the last id it saw never skips one. Readers: every
 worker's tail (read_after), SSE replay (replay_bounds, read_after) and the REST views
 (timeline, recent_alerts).
 
@@ -56,6 +57,7 @@ class EventLog:
         """Insert events, skipping ones already logged (same dedupe key); return the new ids."""
         if not events:
             return []
+        self.lock_for_append(cur)
         with cur.connection.cursor() as plain:
             plain.execute(
                 f"""
@@ -77,6 +79,16 @@ class EventLog:
                 ),
             )
             return [int(row[0]) for row in plain.fetchall()]
+
+    def lock_for_append(self, cur: Cursor) -> None:
+        """One appender at a time: ids are taken after this lock, so they commit in order.
+        Capture's transactions hold it from their start (lock_watermark); a transaction that
+        also changes action items takes it before them, as capture does (one lock order)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(
+                f"INSERT INTO {self._state} (id, watermark) VALUES (1, now() - interval '10 seconds') ON CONFLICT (id) DO NOTHING"
+            )
+            plain.execute(f"SELECT 1 FROM {self._state} WHERE id = 1 FOR UPDATE")
 
     def append_and_notify(self, cur: Cursor, events: Sequence[NewEvent]) -> list[int]:
         """Append events and wake every worker's tail (NOTIFY is delivered at commit)."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+import psycopg2.extras
 from flask import Response
 from marshmallow import Schema, fields, validate
 
+from admin_service.actions.store import ActionStore
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
+from admin_service.db.dbapi import Cursor
 from admin_service.errors import envelope
 from admin_service.jobs.routes import find_job
 from admin_service.jobs.schemas import EnvelopeSchema, StrictQuerySchema
-from admin_service.live.history import full_timeline
+from admin_service.live.history import action_entries, full_timeline, with_actions
 from admin_service.names import ALERT_RULES
 from admin_service.services import services
 
@@ -39,10 +42,13 @@ class TimelineEntrySchema(Schema):
     id = fields.Integer(
         allow_none=True, required=True, metadata={"description": "event log id (SSE id); null for a derived step"}
     )
-    event = fields.String(required=True, metadata={"description": "job-update or job-alert"})
+    event = fields.String(required=True, metadata={"description": "job-update, job-alert, or job-action (an operator's action)"})
     kind = fields.String(
         required=True,
-        metadata={"description": "the event's kind; for a derived step: created, processing, completed, failed or cancelled"},
+        metadata={
+            "description": "the event's kind; for a derived step: created, processing, completed, failed or cancelled; "
+            "for an action: retry-requested"
+        },
     )
     status = fields.String(allow_none=True, required=True, metadata={"description": "the job's status at this step"})
     occurred_at = fields.DateTime(
@@ -58,7 +64,8 @@ class TimelineEntrySchema(Schema):
     source = fields.String(
         required=True,
         metadata={
-            "description": "event-log, or the row's column a derived step comes from (created_at, processing_started_at, completed_at, updated_at)"
+            "description": "event-log, action-log (an operator's action: who, why, what became of it), or the row's column a "
+            "derived step comes from (created_at, processing_started_at, completed_at, updated_at)"
         },
     )
 
@@ -112,4 +119,11 @@ def job_timeline(job_ref: str) -> Response:
     with used.engine.connect() as conn:
         job = find_job(conn, job_ref)
         events = used.runtime.event_log.timeline(conn, job["id"])
-    return envelope({"events": full_timeline(job, events)}, "Job timeline")
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        cur = cast(Cursor, raw.cursor(cursor_factory=psycopg2.extras.RealDictCursor))
+        try:
+            actions = ActionStore(used.settings.admin_schema).for_job(cur, job["id"])
+        finally:
+            cur.close()
+    return envelope({"events": with_actions(full_timeline(job, events), action_entries(actions))}, "Job timeline")

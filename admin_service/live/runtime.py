@@ -1,5 +1,5 @@
-"""The live components of one process: event log, hub, event-log tail, capture candidate, stats
-ticker; the open connections' re-check (revocation.py) and per-user caps (caps.py)."""
+"""The live components of one process: event log, hub, event-log tail, capture candidate, action
+dispatch candidate, stats ticker; the open connections' re-check (revocation.py) and per-user caps (caps.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from admin_service import metrics
+from admin_service.actions.dispatcher import Dispatcher
 from admin_service.auth import Authenticator
 from admin_service.config import Settings
 from admin_service.jobs.stats import SharedStats
@@ -35,6 +36,7 @@ class LiveRuntime:
         self.hub = Hub(settings.subscriber_queue_max)
         self.tail = EventTail(settings, database_url, self.hub, self.event_log)
         self.capturer = Capturer(settings, database_url, self.event_log)
+        self.dispatcher = Dispatcher(settings, database_url, self.event_log)
         # Every open SSE stream and Socket.IO socket, re-checked against its user.
         self.connections = OpenConnections(authenticator, settings.auth_cache_seconds)
         self.caps = ConnectionCaps(engine, settings.admin_schema)
@@ -55,6 +57,7 @@ class LiveRuntime:
         ]
         if capture:
             loops.append(("capture", self.capturer.run))
+            loops.append(("dispatch", self.dispatcher.run))
         for name, target in loops:
             thread = threading.Thread(target=target, args=(self.stop,), name=f"live-{name}", daemon=True)
             thread.start()

@@ -11,6 +11,7 @@
  * imports have no cycle.
  */
 
+import { clearActions, filtersChanged, initActions, loadSession, onJobAction } from "./js/actions.js";
 import { clearAlerts, loadAlerts, onAlert } from "./js/alerts.js";
 import { api, failed, onRefused } from "./js/api.js";
 import { loadAssessmentNames } from "./js/assessments.js";
@@ -23,7 +24,7 @@ import { addFeedNote, addUpdate, clearFeed, initFeed } from "./js/feed.js";
 import { initSession, signOut } from "./js/session.js";
 import { initExport } from "./js/export.js";
 import { connect, handleEvents, stop } from "./js/stream.js";
-import { filterJobs, initTable, listParams, loadJobs, noteNewJob, updateRow } from "./js/table.js";
+import { currentFilters, filterJobs, initTable, listParams, loadJobs, noteNewJob, updateRow } from "./js/table.js";
 import { clearTrends, initTrends, loadTrends, rangeParams } from "./js/trends.js";
 
 // Failure triage and trends: the range picker drives the charts and the failures panel; a
@@ -61,6 +62,7 @@ handleEvents({
   stats: renderStats,
   jobUpdate: onJobUpdate,
   alert: onAlert,
+  jobAction: onJobAction,
   reset: () => {
     addFeedNote("Some updates were missed while disconnected (older than the server keeps); figures and jobs were refreshed.");
     refreshAll(false);
@@ -78,6 +80,8 @@ initDialog();
 initChart();
 initTrends(loadFailures);
 initFailures(filterJobs);
+initActions(currentFilters);
+for (const kind of ["submit", "change"]) $("filters").addEventListener(kind, () => setTimeout(filtersChanged));
 initSession({
   signedIn(stats) {
     renderStats(stats);
@@ -85,12 +89,14 @@ initSession({
     loadAlerts();
     loadAssessmentNames();
     loadTriage();
+    loadSession();
     connect();
   },
   signedOut() {
     stop();
     clearAlerts();
     clearFeed();
+    clearActions();
     closeDialog();
     clearTrends();
     clearFailures();

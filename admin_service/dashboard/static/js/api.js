@@ -41,6 +41,31 @@ export async function api(path, params, token) {
   throw new ApiError(response.status, error.code || `HTTP_${response.status}`, error.message || response.statusText, error.details);
 }
 
+/** POST a JSON body; the `data` of a successful answer, an ApiError otherwise. */
+export async function apiPost(path, body, headers) {
+  let response;
+  try {
+    response = await fetch(new URL(API + path, window.location.origin), {
+      method: "POST",
+      headers: { Authorization: `Bearer ${currentToken()}`, Accept: "application/json", "Content-Type": "application/json", ...(headers || {}) },
+      body: JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch (_) {
+    throw new ApiError(0, "NETWORK", "The service cannot be reached.");
+  }
+  let answer = null;
+  try {
+    answer = await response.json();
+  } catch (_) {
+    answer = null;
+  }
+  if (response.ok && answer && answer.success) return answer.data;
+  const error = (answer && answer.error) || {};
+  throw new ApiError(response.status, error.code || `HTTP_${response.status}`, error.message || response.statusText, error.details);
+}
+
 export function explain(error) {
   switch (error.status) {
     case 401:

@@ -1,6 +1,7 @@
 /* The job details dialog: a job's details, its timeline from the event log and its result,
  * redrawn while it is open when a live update concerns that job. */
 
+import { jobActions } from "./actions.js";
 import { api, explain, failed } from "./api.js";
 import { $, el } from "./dom.js";
 import { fmtDuration, statusBadge, timeEl } from "./format.js";
@@ -78,6 +79,7 @@ async function renderOpenJob(ref) {
     ]),
   ];
   if (j.error_message) sections.push(el("h3", { text: "Error" }), el("pre", { class: "code error-text", text: j.error_message }));
+  sections.push(...jobActions(j, () => renderOpenJob(ref)));
   sections.push(el("h3", { text: "Timeline" }));
   if (timeline.status === "fulfilled" && timeline.value.events.length) {
     sections.push(el("ol", { class: "timeline" }, timeline.value.events.map(timelineItem)));
@@ -100,6 +102,11 @@ async function renderOpenJob(ref) {
 /** One step of a job's timeline: a logged event, or a step its row proves (derived: the job is
  * older than the event log, or polling merged that change with the next one). */
 function timelineItem(event) {
+  if (event.event === EVENTS.action) {
+    const p = event.payload;
+    const who = p.requested_by.email || p.requested_by.id;
+    return el("li", { class: "logged action-entry" }, timeEl(event.occurred_at), " ", el("span", { class: "badge", text: `↻ ${event.kind}` }), " ", el("span", { text: `by ${who}: “${p.reason}” — ${p.item.state.replace("_", " ")}` }));
+  }
   const badge =
     event.event === EVENTS.alert
       ? el("span", { class: "badge badge-alert", text: `⚠ alert: ${event.kind}` })

@@ -68,6 +68,9 @@ export function connect() {
   current.addEventListener(EVENTS.alert, (event) => {
     if (remember(event.lastEventId)) handlers.alert(JSON.parse(event.data), event.lastEventId);
   });
+  current.addEventListener(EVENTS.action, (event) => {
+    if (remember(event.lastEventId) && handlers.jobAction) handlers.jobAction(JSON.parse(event.data));
+  });
   current.addEventListener("reset", () => handlers.reset());
   current.addEventListener("error", (event) => {
     if (current !== source) return;

@@ -26,6 +26,11 @@ function readFilters() {
   };
 }
 
+/** The filters the table shows now (what a bulk action covers). */
+export function currentFilters() {
+  return { ...filters };
+}
+
 /** What the table shows, without its paging: the export's parameters. */
 export function listParams() {
   return { ...filters, sort_by: query.sort_by, sort_order: query.sort_order };
