@@ -1,4 +1,5 @@
-"""The live components of one process: event log, hub, event-log tail, capture candidate, stats ticker."""
+"""The live components of one process: event log, hub, event-log tail, capture candidate,
+notification dispatcher candidate, stats ticker."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from admin_service.jobs.stats import SharedStats
 from admin_service.live.capture import Capturer
 from admin_service.live.hub import CloseReason, Hub, LiveEvent
 from admin_service.live.log import EventLog
+from admin_service.live.notify.dispatcher import Dispatcher
 from admin_service.live.tail import EventTail
 from admin_service.names import JOB_STATS
 
@@ -31,6 +33,7 @@ class LiveRuntime:
         self.hub = Hub(settings.subscriber_queue_max)
         self.tail = EventTail(settings, database_url, self.hub, self.event_log)
         self.capturer = Capturer(settings, database_url, self.event_log)
+        self.dispatcher = Dispatcher(settings, database_url)
         self.stop = threading.Event()
         self.started = False
         self._threads: list[threading.Thread] = []
@@ -42,7 +45,8 @@ class LiveRuntime:
         self.started = True
         loops: list[tuple[str, Callable[[threading.Event], None]]] = [("tail", self.tail.run), ("stats", self._tick_stats)]
         if capture:
-            loops.append(("capture", self.capturer.run))
+            # The notification dispatcher is elected among the same candidates, with its own lock.
+            loops.extend([("capture", self.capturer.run), ("notify", self.dispatcher.run)])
         for name, target in loops:
             thread = threading.Thread(target=target, args=(self.stop,), name=f"live-{name}", daemon=True)
             thread.start()

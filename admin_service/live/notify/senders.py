@@ -1,0 +1,24 @@
+"""What every sender shares: the error a failed send raises, and the sender for a channel."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from admin_service.live.notify.channels import Channel
+from admin_service.live.notify.messages import Rendered
+
+
+class DeliveryError(Exception):
+    """The receiver did not accept the message (refused, timed out, answered an error); the
+    text says which, for the delivery's last_error."""
+
+
+class Sender(Protocol):
+    def __call__(self, channel: Channel, message: Rendered, delivery_id: str, body: dict[str, object]) -> None: ...
+
+
+def sender_for(channel: Channel) -> Sender:
+    from admin_service.live.notify import email, slack, webhook
+
+    senders: dict[str, Sender] = {"webhook": webhook.send, "slack": slack.send, "email": email.send}
+    return senders[channel.type]
