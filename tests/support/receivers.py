@@ -54,6 +54,7 @@ class HttpReceiver:
     slow_s: float = 5.0
     received: list[Received] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
+    arrived: list[tuple[str, float]] = field(default_factory=list)  # (X-Delivery-Id, time.time()) as each request came in
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,6 +87,8 @@ class HttpReceiver:
 
     def _handle(self, handler: BaseHTTPRequestHandler, raw: bytes) -> None:
         now = time.time()
+        with self._lock:
+            self.arrived.append((handler.headers.get("X-Delivery-Id", ""), now))
         mode = self.mode
         if mode == "slow":
             time.sleep(self.slow_s)

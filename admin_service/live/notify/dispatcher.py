@@ -125,7 +125,11 @@ class Dispatcher:
                     self.escalate(conn)
                     next_escalation = time.monotonic() + ESCALATE_EVERY_S
                 if self.dispatch_once(conn) < BATCH:
-                    wait_for_notify(conn, min(self.settings.notify_poll_s, max(0.05, next_escalation - time.monotonic())))
+                    # Until a new delivery is queued (NOTIFY), a retry is due, or the poll interval.
+                    with conn.cursor() as cur:
+                        due = self.outbox.next_due_in(cur)
+                    wait = min(self.settings.notify_poll_s, max(0.0, next_escalation - time.monotonic()))
+                    wait_for_notify(conn, max(0.02, wait if due is None else min(wait, due)))
         finally:
             log.info("notify dispatcher leadership released")
             self.is_leader = False

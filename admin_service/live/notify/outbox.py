@@ -132,6 +132,12 @@ class Outbox:
             rows: list[dict[str, Any]] = sorted(dcur.fetchall(), key=lambda r: r["id"])
             return rows
 
+    def next_due_in(self, cur: Cursor) -> float | None:
+        """Seconds until the next pending delivery is due (None: none pending)."""
+        cur.execute(f"SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now()) FROM {self.table} WHERE status = %s", (PENDING,))
+        row = cur.fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
     def delivered(self, cur: Cursor, delivery: int) -> None:
         cur.execute(
             f"UPDATE {self.table} SET status = %s, delivered_at = now(), last_error = NULL WHERE id = %s AND status = %s",
