@@ -33,16 +33,20 @@ from admin_service.config import Settings
 from admin_service.db.dbapi import Connection, Cursor
 from admin_service.live.connection import keep_connected, transaction, wait_for_notify
 from admin_service.live.episodes import Episodes
+from admin_service.live.notify import email, slack, webhook
 from admin_service.live.notify.channels import Channel
 from admin_service.live.notify.messages import Rendered, render
 from admin_service.live.notify.outbox import DIGEST, NOT_CONFIGURED, OUTBOX_CHANNEL, RAISED, TEST, Outbox
-from admin_service.live.notify.senders import DeliveryError, sender_for
+from admin_service.live.notify.senders import DeliveryError, Sender
 
 log = logging.getLogger("admin_service.notify")
 
 LEADER_RETRY_S = 2.0
 BATCH = 20  # deliveries sent side by side per round
 ESCALATE_EVERY_S = 5.0
+
+
+SENDERS: dict[str, Sender] = {"webhook": webhook.send, "slack": slack.send, "email": email.send}
 
 
 def lock_key(schema: str) -> int:
@@ -75,7 +79,7 @@ def webhook_body(delivery: dict[str, Any], items: list[dict[str, Any]] | None = 
 
 def send_one(item: Send) -> Send:
     try:
-        sender_for(item.channel)(item.channel, item.message, str(item.delivery["delivery_id"]), item.body)
+        SENDERS[item.channel.type](item.channel, item.message, str(item.delivery["delivery_id"]), item.body)
     except DeliveryError as exc:
         item.error = str(exc)
     except Exception as exc:  # a sender's bug must cost one delivery an attempt, not the dispatcher

@@ -1,4 +1,4 @@
-"""What every sender shares: the error a failed send raises, and the sender for a channel."""
+"""What every sender (webhook.py, slack.py, email.py) shares: its signature and the error a failed send raises."""
 
 from __future__ import annotations
 
@@ -15,10 +15,3 @@ class DeliveryError(Exception):
 
 class Sender(Protocol):
     def __call__(self, channel: Channel, message: Rendered, delivery_id: str, body: dict[str, object]) -> None: ...
-
-
-def sender_for(channel: Channel) -> Sender:
-    from admin_service.live.notify import email, slack, webhook
-
-    senders: dict[str, Sender] = {"webhook": webhook.send, "slack": slack.send, "email": email.send}
-    return senders[channel.type]
