@@ -136,7 +136,10 @@ def test_fuzz_stateful_through_links(fuzz_target: tuple[RunningService, str]) ->
     service, token = fuzz_target
     headers = {"Authorization": f"Bearer {token}"}
     followed: list[str] = []
-    workflow = SCHEMA.exclude(path="/admin/jobs/stream").as_state_machine()
+    # The stream never ends. The alert routes have no links to follow (and their ids are all
+    # 404s here): among the job operations, the sequences reach the linked ones (the fuzz above
+    # covers the alert routes).
+    workflow = SCHEMA.exclude(path="/admin/jobs/stream").exclude(path_regex="^/admin/(jobs|system)/alerts").as_state_machine()
 
     class Links(workflow):  # type: ignore[misc, valid-type]
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
@@ -157,7 +160,9 @@ def test_fuzz_stateful_through_links(fuzz_target: tuple[RunningService, str]) ->
             derandomize=True,
             database=None,
             suppress_health_check=list(HealthCheck),
-            stateful_step_count=4,
+            # 6 steps, not 4: with the alert routes in the document the derandomized search
+            # did not reach both links from a listed job within 4.
+            stateful_step_count=6,
         )
     )
     # The links were followed to jobs that exist, not only generated around.

@@ -17,7 +17,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
 from admin_service.db.dbapi import Cursor
-from admin_service.errors import ApiError, envelope, not_found, validation_error
+from admin_service.errors import ApiError, envelope, not_found
 from admin_service.jobs.schemas import DocumentedField, EnvelopeSchema, StrictQuerySchema, comma_list
 from admin_service.live.connection import transaction
 from admin_service.live.episodes import NOTE_MAX, Episodes, Transition, alert_view
@@ -35,7 +35,6 @@ system_blp = ApiBlueprint(
     description="The old dashboard's paths for acknowledge and resolve (aliases of /admin/jobs/alerts/...).",
 )
 SECURED: dict[str, Any] = {"security": [{"bearerAuth": []}]}
-MAX_ALERT_ID = 2**63 - 1
 
 
 class StatesField(DocumentedField):
@@ -119,12 +118,6 @@ class NoteSchema(Schema):
     note = fields.String(validate=validate.Length(max=NOTE_MAX), allow_none=True, metadata={"description": "optional"})
 
 
-def alert_id_of(raw: str) -> int:
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_ALERT_ID:
-        raise validation_error("alert_id", "must be an alert id (a whole number)")
-    return int(raw)
-
-
 @blp.before_request
 def _authenticate() -> None:
     require_admin()
@@ -154,17 +147,17 @@ def list_alerts(args: dict[str, Any]) -> Response:
     return envelope({"alerts": alerts, "events": events}, "Alerts")
 
 
-@blp.route("/<string:alert_id>")
+@blp.route("/<int(max=9223372036854775807):alert_id>")
 @blp.response(200, AlertDetailsEnvelopeSchema)
 @blp.errors(400, 401, 403, 404, 429, 503)
 @blp.doc(**SECURED)
-def alert_details(alert_id: str) -> Response:
+def alert_details(alert_id: int) -> Response:
     """Alert details
 
     One alert episode with its deliveries per channel (status, attempts, last error).
     """
     used = services()
-    episode_id = alert_id_of(alert_id)
+    episode_id = alert_id
     with used.engine.connect() as conn:
         alert = Episodes(used.settings).get(conn, episode_id)
         if alert is None:
@@ -173,9 +166,9 @@ def alert_details(alert_id: str) -> Response:
     return envelope({**alert, "deliveries": deliveries}, "Alert details")
 
 
-def _change(alert_id: str, args: dict[str, Any], change: str) -> Response:
+def _change(alert_id: int, args: dict[str, Any], change: str) -> Response:
     used = services()
-    episode_id = alert_id_of(alert_id)
+    episode_id = alert_id
     admin = current_admin()
     user = {"id": admin.id, "email": admin.email, "username": admin.username}
     episodes = Episodes(used.settings)
@@ -199,13 +192,13 @@ def _change(alert_id: str, args: dict[str, Any], change: str) -> Response:
     return envelope(alert_view(row), message)
 
 
-@blp.route("/<string:alert_id>/acknowledge", methods=["POST"])
+@blp.route("/<int(max=9223372036854775807):alert_id>/acknowledge", methods=["POST"])
 @blp.arguments(NoteSchema, location="json", required=False)
 @blp.response(200, AlertEnvelopeSchema)
 @blp.errors(400, 401, 403, 404, 409, 429, 503)
 @blp.doc(**SECURED)
 @require_operator
-def acknowledge(args: dict[str, Any], alert_id: str) -> Response:
+def acknowledge(args: dict[str, Any], alert_id: int) -> Response:
     """Acknowledge an alert
 
     Operators only. An active alert becomes acknowledged (by you, now, with the optional
@@ -214,13 +207,13 @@ def acknowledge(args: dict[str, Any], alert_id: str) -> Response:
     return _change(alert_id, args, "acknowledge")
 
 
-@blp.route("/<string:alert_id>/resolve", methods=["POST"])
+@blp.route("/<int(max=9223372036854775807):alert_id>/resolve", methods=["POST"])
 @blp.arguments(NoteSchema, location="json", required=False)
 @blp.response(200, AlertEnvelopeSchema)
 @blp.errors(400, 401, 403, 404, 409, 429, 503)
 @blp.doc(**SECURED)
 @require_operator
-def resolve(args: dict[str, Any], alert_id: str) -> Response:
+def resolve(args: dict[str, Any], alert_id: int) -> Response:
     """Resolve an alert
 
     Operators only. The alert becomes resolved (by you, now, with the optional note) and the
@@ -229,13 +222,13 @@ def resolve(args: dict[str, Any], alert_id: str) -> Response:
     return _change(alert_id, args, "resolve")
 
 
-@system_blp.route("/<string:alert_id>/acknowledge", methods=["POST"])
+@system_blp.route("/<int(max=9223372036854775807):alert_id>/acknowledge", methods=["POST"])
 @system_blp.arguments(NoteSchema, location="json", required=False)
 @system_blp.response(200, AlertEnvelopeSchema)
 @system_blp.errors(400, 401, 403, 404, 409, 429, 503)
 @system_blp.doc(**SECURED)
 @require_operator
-def system_acknowledge(args: dict[str, Any], alert_id: str) -> Response:
+def system_acknowledge(args: dict[str, Any], alert_id: int) -> Response:
     """Acknowledge an alert (the old dashboard's path)
 
     The same as POST /admin/jobs/alerts/{alert_id}/acknowledge.
@@ -243,13 +236,13 @@ def system_acknowledge(args: dict[str, Any], alert_id: str) -> Response:
     return _change(alert_id, args, "acknowledge")
 
 
-@system_blp.route("/<string:alert_id>/resolve", methods=["POST"])
+@system_blp.route("/<int(max=9223372036854775807):alert_id>/resolve", methods=["POST"])
 @system_blp.arguments(NoteSchema, location="json", required=False)
 @system_blp.response(200, AlertEnvelopeSchema)
 @system_blp.errors(400, 401, 403, 404, 409, 429, 503)
 @system_blp.doc(**SECURED)
 @require_operator
-def system_resolve(args: dict[str, Any], alert_id: str) -> Response:
+def system_resolve(args: dict[str, Any], alert_id: int) -> Response:
     """Resolve an alert (the old dashboard's path)
 
     The same as POST /admin/jobs/alerts/{alert_id}/resolve.
