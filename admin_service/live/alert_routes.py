@@ -157,18 +157,16 @@ def alert_details(alert_id: int) -> Response:
     One alert episode with its deliveries per channel (status, attempts, last error).
     """
     used = services()
-    episode_id = alert_id
     with used.engine.connect() as conn:
-        alert = Episodes(used.settings).get(conn, episode_id)
+        alert = Episodes(used.settings).get(conn, alert_id)
         if alert is None:
             raise not_found(f"Alert {alert_id} not found")
-        deliveries = Outbox(used.settings).for_episode(conn, episode_id)
+        deliveries = Outbox(used.settings).for_episode(conn, alert_id)
     return envelope({**alert, "deliveries": deliveries}, "Alert details")
 
 
 def _change(alert_id: int, args: dict[str, Any], change: str) -> Response:
     used = services()
-    episode_id = alert_id
     admin = current_admin()
     user = {"id": admin.id, "email": admin.email, "username": admin.username}
     episodes = Episodes(used.settings)
@@ -178,7 +176,7 @@ def _change(alert_id: int, args: dict[str, Any], change: str) -> Response:
         with transaction(cur):
             used.runtime.event_log.lock_for_outside_append(cur)
             act = episodes.acknowledge if change == "acknowledge" else episodes.resolve
-            row, events = act(cur, episode_id, user, args.get("note"))
+            row, events = act(cur, alert_id, user, args.get("note"))
             used.runtime.event_log.append_and_notify(cur, events)
     except LookupError:
         raise not_found(f"Alert {alert_id} not found") from None
@@ -188,7 +186,7 @@ def _change(alert_id: int, args: dict[str, Any], change: str) -> Response:
         raw.close()
     done = "acknowledged" if change == "acknowledge" else "resolved"
     by = row["acknowledged_by"] if change == "acknowledge" else row["resolved_by"]
-    message = f"Alert {episode_id} {done}" if events else f"Alert {episode_id} was already {done}" + (f" by {by}" if by else "")
+    message = f"Alert {alert_id} {done}" if events else f"Alert {alert_id} was already {done}" + (f" by {by}" if by else "")
     return envelope(alert_view(row), message)
 
 

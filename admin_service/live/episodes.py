@@ -26,7 +26,7 @@ from sqlalchemy import text
 from admin_service.clock import iso, utc
 from admin_service.config import Settings
 from admin_service.db.dbapi import Cursor
-from admin_service.live.log import NewEvent
+from admin_service.live.log import EventLog, NewEvent
 from admin_service.live.notify.channels import Escalation
 from admin_service.live.notify.outbox import Outbox
 from admin_service.names import ALERT_ACKNOWLEDGED, ALERT_ACTIVE, ALERT_NEW, ALERT_RESOLVED, ALERT_UPDATE, JOB_ALERT
@@ -84,6 +84,7 @@ class Episodes:
         self.schema = settings.admin_schema
         self.table = f'"{self.schema}".alert_episodes'
         self.outbox = Outbox(settings)
+        self.log = EventLog(self.schema)
 
     # -- the capture leader ----------------------------------------------------------------
     def follow(self, cur: Cursor, events: Sequence[NewEvent]) -> list[NewEvent]:
@@ -91,9 +92,10 @@ class Episodes:
         notifications, and return the alert:new / alert:update events to log with them (in
         the caller's transaction, before the job-alert events are appended)."""
         out: list[NewEvent] = []
-        for event in events:
-            if event.event != JOB_ALERT:
-                continue
+        alerts = [event for event in events if event.event == JOB_ALERT]
+        if alerts:
+            self.log.lock_for_leader_append(cur)  # before any episode's row: see EventLog
+        for event in alerts:
             data = event.payload.get("data") or {}
             if data.get("resolved"):
                 out.extend(self._cleared(cur, event))

@@ -93,6 +93,14 @@ class EventLog:
         the transaction, before any lock the leader may also want (an episode's row)."""
         cur.execute(f"LOCK TABLE {self._events} IN SHARE ROW EXCLUSIVE MODE")
 
+    def lock_for_leader_append(self, cur: Cursor) -> None:
+        """The capture leader, before it changes alert episodes in a transaction that appends:
+        the same lock order as lock_for_outside_append (the log's table, then an episode's row),
+        so an operator's change and the leader's wait for each other instead of deadlocking.
+        ROW EXCLUSIVE is what the insert takes anyway; taken early, it conflicts only with an
+        operator's change in flight."""
+        cur.execute(f"LOCK TABLE {self._events} IN ROW EXCLUSIVE MODE")
+
     def prune(self, cur: Cursor, retention_days: float) -> int:
         """Delete events older than the retention; remember the newest pruned id for `reset`."""
         cur.execute(
