@@ -193,7 +193,9 @@ def test_dispatching_worker_killed_mid_delivery_is_delivered_after_failover(
 ) -> None:
     with (
         http_receiver(mode="slow", slow_s=30) as hooks,
-        run_service(database_url, tmp_path, workers=2, env=env_for(hooks)) as svc,
+        run_service(
+            database_url, tmp_path, workers=2, env=env_for(hooks, NOTIFY_CHANNELS=channels_json(webhook("ops", hooks)))
+        ) as svc,
     ):
         wait_until(lambda: DISPATCHER in svc.log(), 15, "a dispatcher")
         retries_exhausted(alone, 1, "killed")
