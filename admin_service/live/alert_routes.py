@@ -142,7 +142,7 @@ def list_alerts(args: dict[str, Any]) -> Response:
     """
     used = services()
     with used.engine.connect() as conn:
-        alerts = Episodes(used.settings).list(conn, args.get("status") or [], args.get("type"), args["limit"])
+        alerts = Episodes(used.settings).listed(conn, args.get("status") or [], args.get("type"), args["limit"])
         events = used.runtime.event_log.recent_alerts(conn, args.get("type"), args["limit"])
     return envelope({"alerts": alerts, "events": events}, "Alerts")
 

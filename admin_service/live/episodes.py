@@ -249,7 +249,7 @@ class Episodes:
             return row
 
     # -- reading (REST) ------------------------------------------------------------------------
-    def list(self, conn: SqlConnection, statuses: Sequence[str], alert_type: str | None, limit: int) -> list[dict[str, Any]]:
+    def listed(self, conn: SqlConnection, statuses: Sequence[str], alert_type: str | None, limit: int) -> list[dict[str, Any]]:
         """Episodes newest first, of these states (all when empty) and this type (all when None)."""
         where = ["true"]
         if statuses:
