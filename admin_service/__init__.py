@@ -31,12 +31,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.jobs.export_routes import blp as export_blp
     from admin_service.jobs.routes import blp as jobs_blp
     from admin_service.jobs.stats import SharedStats
+    from admin_service.live.alert_routes import blp as alerts_blp
+    from admin_service.live.alert_routes import system_blp as system_alerts_blp
     from admin_service.live.mode import read_capture_mode
     from admin_service.live.routes import blp as events_blp
     from admin_service.live.runtime import LiveRuntime
     from admin_service.live.sse import blp as live_blp
     from admin_service.ratelimit import FailedAuthGuard, limit_admin_routes, limit_exports, make_limiter
     from admin_service.services import Services, install_services
+    from admin_service.session import blp as session_blp
     from admin_service.triage.routes import blp as triage_blp
     from admin_service.users.routes import blp as users_blp
 
@@ -58,7 +61,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         resources={r"/admin/*": {"origins": list(settings.allowed_origins)}},
         allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
         expose_headers=["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"],
-        methods=["GET", "HEAD", "OPTIONS"],
+        methods=["GET", "HEAD", "POST", "OPTIONS"],
         max_age=600,
     )
     web.install(app, settings)
@@ -67,18 +70,23 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     limiter = make_limiter(app, settings, engine)
     # Failed token checks count in the rate-limit store.
     authenticator = Authenticator(settings, engine, guard=FailedAuthGuard(limiter, settings))
-    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, users_blp, triage_blp)
+    limit_admin_routes(
+        limiter, settings, live_blp, alerts_blp, system_alerts_blp, events_blp, jobs_blp, users_blp, triage_blp, session_blp
+    )
     limit_exports(limiter, settings, export_blp)
 
     api = Api(app)
     # Routing does not depend on this order (werkzeug ranks the static /stream and /alerts above
     # /<job_ref>); the OpenAPI document lists the paths in it (openapi/openapi.json is checked).
     api.register_blueprint(live_blp)
+    api.register_blueprint(alerts_blp)
+    api.register_blueprint(system_alerts_blp)
     api.register_blueprint(events_blp)
     api.register_blueprint(jobs_blp)
     api.register_blueprint(export_blp)
     api.register_blueprint(users_blp)
     api.register_blueprint(triage_blp)
+    api.register_blueprint(session_blp)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
     app.register_blueprint(dashboard.blp)

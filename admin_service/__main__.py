@@ -140,14 +140,14 @@ def cmd_indexes(args: argparse.Namespace) -> None:
 
 
 def admin_token(engine: Engine, settings: Settings, email: str, ttl: int = 12 * 3600) -> str:
-    from admin_service.auth import ADMIN_TYPES, sign_token
+    from admin_service.auth import sign_token
     from admin_service.db.tables import USERS_TABLE, users
 
     with engine.connect() as conn:
         row = conn.execute(select(users.c.id, users.c.user_type, users.c.is_active).where(users.c.email == email)).first()
     if row is None:
         sys.exit(f"no user with email {email!r} in {USERS_TABLE}")
-    if row.user_type not in ADMIN_TYPES or not row.is_active:
+    if not settings.may_sign_in(row.user_type) or not row.is_active:
         print(f"warning: {email} is not an active admin; the service will refuse this token", file=sys.stderr)
     if ttl > settings.jwt_max_lifetime_s:
         print(f"warning: --ttl {ttl} exceeds JWT_MAX_LIFETIME_S; the service will refuse this token", file=sys.stderr)
@@ -164,6 +164,25 @@ def cmd_smoke(args: argparse.Namespace) -> None:
 
     results = run_smoke(args.url, args.token)
     sys.exit(0 if all(c.ok for c in results) else 1)
+
+
+def cmd_notify_test(args: argparse.Namespace) -> None:
+    """Send a test message to one channel, now (not through the outbox), and say whether it was accepted."""
+    from admin_service.live.notify.dispatcher import send_test
+
+    # Only the notification settings matter here: no database, no token verification.
+    settings = _load_or_exit({**os.environ, "JWT_SECRET": os.environ.get("JWT_SECRET") or "-" * 32})
+    channel = settings.notify.channel(args.channel)
+    if channel is None:
+        names = ", ".join(c.name for c in settings.notify.channels) or "none (set NOTIFY_CHANNELS or NOTIFY_CHANNELS_FILE)"
+        print(f"no channel named {args.channel!r}; configured: {names}", file=sys.stderr)
+        sys.exit(2)
+    error = send_test(channel, settings.dashboard_url)
+    if error is None:
+        print(f"accepted: {channel.describe()} took the test message")
+        return
+    print(f"refused: {channel.describe()}: {error}", file=sys.stderr)
+    sys.exit(1)
 
 
 def generated_openapi() -> dict:
@@ -421,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--url", required=True, help="the instance's base URL, e.g. http://host:3007")
     smoke.add_argument("--token", required=True, help="an admin token the instance accepts")
     smoke.set_defaults(func=cmd_smoke)
+
+    notify = sub.add_parser("notify", help="alert notification channels")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True)
+    notify_test = notify_sub.add_parser("test", help="send a test message to one channel and say whether it was accepted")
+    notify_test.add_argument("--channel", required=True, help="the channel's name in NOTIFY_CHANNELS / NOTIFY_CHANNELS_FILE")
+    notify_test.set_defaults(func=cmd_notify_test)
 
     openapi = sub.add_parser("openapi", help="the OpenAPI document")
     openapi_sub = openapi.add_subparsers(dest="openapi_command", required=True)

@@ -1,7 +1,8 @@
 """Token verification and the admin guard, shared by REST, SSE and Socket.IO.
 
 Tokens are verified locally with PyJWT against a fixed algorithm list (never the token's
-own header), then the token's user must exist, be active and be an admin. That lookup is
+own header), then the token's user must exist, be active and have a user_type of VIEW_ROLES or
+ACTION_ROLES (roles.py says who may act). That lookup is
 cached for AUTH_CACHE_SECONDS: a deactivated admin is refused within that time. With
 AUTH_SERVICE_URL the auth service decides instead; which of the two verifies is chosen once,
 when the Authenticator is built.
@@ -37,7 +38,6 @@ from admin_service.verified import VerifiedTokens
 
 log = logging.getLogger("admin_service.auth")
 
-ADMIN_TYPES = frozenset({"admin", "superadmin"})
 MAX_TOKEN_LENGTH = 8192
 JWT_LEEWAY_S = 5
 # How long a verified token's claims are reused without checking its signature again.
@@ -242,7 +242,7 @@ class LocalVerifier:
         row = self._load_user(user_id)
         if row is None or not row["is_active"]:
             raise invalid_token()
-        if row["user_type"] not in ADMIN_TYPES:
+        if not self.settings.may_sign_in(row["user_type"]):
             raise forbidden()
         return AdminUser(user_id, row["email"], row["username"], row["user_type"], float(claims["exp"]))
 
@@ -258,6 +258,7 @@ class AuthServiceVerifier:
 
     def __init__(self, settings: Settings) -> None:
         assert settings.auth_service_url is not None
+        self.settings = settings
         self.url = f"{settings.auth_service_url}/auth/verify-token"
         self.timeout_s = settings.auth_service_timeout_s
         self._cache_ttl = max(settings.auth_cache_seconds, 0.001)
@@ -310,7 +311,7 @@ class AuthServiceVerifier:
             raise invalid_token()
         if user.get("is_active") is False:
             raise invalid_token()
-        if user.get("user_type", user.get("role")) not in ADMIN_TYPES:
+        if not self.settings.may_sign_in(str(user.get("user_type", user.get("role")))):
             raise forbidden()
         admin = AdminUser(
             str(user["id"]),

@@ -1,7 +1,7 @@
 """The job event log (ADMIN_SCHEMA.job_events and its capture_state row): the one owner of
 their SQL, like django-eventstream's storage seam (append_event, get_events, get_current_id).
 
-Only the capture leader appends, one transaction at a time, so ids become visible in
+Only the capture leader appends (and an operator's alert change, under lock_for_outside_append), one transaction at a time, so ids become visible in
 order and a reader that remembers the last id it saw never skips one. Readers: every
 worker's tail (read_after), SSE replay (replay_bounds, read_after) and the REST views
 (timeline, recent_alerts).
@@ -84,6 +84,22 @@ class EventLog:
         if ids:
             cur.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, str(max(ids))))
         return ids
+
+    def lock_for_outside_append(self, cur: Cursor) -> None:
+        """Before appending from another process than the capture leader (an operator's change
+        to an alert, in its own transaction): the table lock conflicts with the leader's inserts
+        and with itself, never with readers, so it serialises that transaction with the
+        leader's and ids still become visible in order (no tail skips one). Take it first in
+        the transaction, before any lock the leader may also want (an episode's row)."""
+        cur.execute(f"LOCK TABLE {self._events} IN SHARE ROW EXCLUSIVE MODE")
+
+    def lock_for_leader_append(self, cur: Cursor) -> None:
+        """The capture leader, before it changes alert episodes in a transaction that appends:
+        the same lock order as lock_for_outside_append (the log's table, then an episode's row),
+        so an operator's change and the leader's wait for each other instead of deadlocking.
+        ROW EXCLUSIVE is what the insert takes anyway; taken early, it conflicts only with an
+        operator's change in flight."""
+        cur.execute(f"LOCK TABLE {self._events} IN ROW EXCLUSIVE MODE")
 
     def prune(self, cur: Cursor, retention_days: float) -> int:
         """Delete events older than the retention; remember the newest pruned id for `reset`."""

@@ -1,5 +1,6 @@
-"""The live components of one process: event log, hub, event-log tail, capture candidate, stats
-ticker; the open connections' re-check (revocation.py) and per-user caps (caps.py)."""
+"""The live components of one process: event log, hub, event-log tail, capture candidate,
+notification dispatcher candidate, stats ticker; the open connections' re-check (revocation.py) and
+per-user caps (caps.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from admin_service.live.caps import ConnectionCaps
 from admin_service.live.capture import Capturer
 from admin_service.live.hub import CloseReason, Hub, LiveEvent
 from admin_service.live.log import EventLog
+from admin_service.live.notify.dispatcher import Dispatcher
 from admin_service.live.revocation import OpenConnections
 from admin_service.live.tail import EventTail
 from admin_service.names import JOB_STATS
@@ -38,6 +40,7 @@ class LiveRuntime:
         # Every open SSE stream and Socket.IO socket, re-checked against its user.
         self.connections = OpenConnections(authenticator, settings.auth_cache_seconds)
         self.caps = ConnectionCaps(engine, settings.admin_schema)
+        self.dispatcher = Dispatcher(settings, database_url)
         self.stop = threading.Event()
         self.started = False
         self._threads: list[threading.Thread] = []
@@ -54,7 +57,8 @@ class LiveRuntime:
             ("lease", self.caps.run),
         ]
         if capture:
-            loops.append(("capture", self.capturer.run))
+            # The notification dispatcher is elected among the same candidates, with its own lock.
+            loops.extend([("capture", self.capturer.run), ("notify", self.dispatcher.run)])
         for name, target in loops:
             thread = threading.Thread(target=target, args=(self.stop,), name=f"live-{name}", daemon=True)
             thread.start()
