@@ -12,7 +12,7 @@ Revises: 0002
 from alembic import context, op
 
 revision = "0004_alert_episodes"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
