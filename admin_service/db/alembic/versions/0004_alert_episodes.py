@@ -6,7 +6,7 @@ as the state change it announces, and worked off by the one dispatcher
 (admin_service/live/notify/dispatcher.py).
 
 Revision ID: 0004_alert_episodes
-Revises: 0002
+Revises: 0003
 """
 
 from alembic import context, op
