@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     from admin_service.jobs.export_routes import blp as export_blp
     from admin_service.jobs.routes import blp as jobs_blp
     from admin_service.jobs.stats import SharedStats
+    from admin_service.live.alert_routes import blp as alerts_blp
+    from admin_service.live.alert_routes import system_blp as system_alerts_blp
     from admin_service.live.mode import read_capture_mode
     from admin_service.live.routes import blp as events_blp
     from admin_service.live.runtime import LiveRuntime
@@ -69,13 +71,27 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     limiter = make_limiter(app, settings, engine)
     # Failed token checks count in the rate-limit store.
     authenticator = Authenticator(settings, engine, guard=FailedAuthGuard(limiter, settings))
-    limit_admin_routes(limiter, settings, live_blp, events_blp, jobs_blp, users_blp, triage_blp, session_blp, actions_blp)
+    limit_admin_routes(
+        limiter,
+        settings,
+        live_blp,
+        alerts_blp,
+        system_alerts_blp,
+        events_blp,
+        jobs_blp,
+        users_blp,
+        triage_blp,
+        session_blp,
+        actions_blp,
+    )
     limit_exports(limiter, settings, export_blp)
 
     api = Api(app)
     # Routing does not depend on this order (werkzeug ranks the static /stream and /alerts above
     # /<job_ref>); the OpenAPI document lists the paths in it (openapi/openapi.json is checked).
     api.register_blueprint(live_blp)
+    api.register_blueprint(alerts_blp)
+    api.register_blueprint(system_alerts_blp)
     api.register_blueprint(events_blp)
     api.register_blueprint(jobs_blp)
     api.register_blueprint(export_blp)

@@ -171,6 +171,25 @@ def cmd_smoke(args: argparse.Namespace) -> None:
     sys.exit(0 if all(c.ok for c in results) else 1)
 
 
+def cmd_notify_test(args: argparse.Namespace) -> None:
+    """Send a test message to one channel, now (not through the outbox), and say whether it was accepted."""
+    from admin_service.live.notify.dispatcher import send_test
+
+    # Only the notification settings matter here: no database, no token verification.
+    settings = _load_or_exit({**os.environ, "JWT_SECRET": os.environ.get("JWT_SECRET") or "-" * 32})
+    channel = settings.notify.channel(args.channel)
+    if channel is None:
+        names = ", ".join(c.name for c in settings.notify.channels) or "none (set NOTIFY_CHANNELS or NOTIFY_CHANNELS_FILE)"
+        print(f"no channel named {args.channel!r}; configured: {names}", file=sys.stderr)
+        sys.exit(2)
+    error = send_test(channel, settings.dashboard_url)
+    if error is None:
+        print(f"accepted: {channel.describe()} took the test message")
+        return
+    print(f"refused: {channel.describe()}: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
 def generated_openapi() -> dict:
     from sqlalchemy import create_engine
 
@@ -431,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     smoke.add_argument("--url", required=True, help="the instance's base URL, e.g. http://host:3007")
     smoke.add_argument("--token", required=True, help="an admin token the instance accepts")
     smoke.set_defaults(func=cmd_smoke)
+
+    notify = sub.add_parser("notify", help="alert notification channels")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True)
+    notify_test = notify_sub.add_parser("test", help="send a test message to one channel and say whether it was accepted")
+    notify_test.add_argument("--channel", required=True, help="the channel's name in NOTIFY_CHANNELS / NOTIFY_CHANNELS_FILE")
+    notify_test.set_defaults(func=cmd_notify_test)
 
     openapi = sub.add_parser("openapi", help="the OpenAPI document")
     openapi_sub = openapi.add_subparsers(dest="openapi_command", required=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from admin_service.live.notify import channels as notify_channels
 from admin_service.names import ALERT_RULES, HIGH_FAILURE_RATE, PROCESSING_TIMEOUT, QUEUE_OVERFLOW, RETRIES_EXHAUSTED
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -261,6 +262,24 @@ def _action_transport(env: Mapping[str, str], name: str, default: str | None, re
     return value
 
 
+def _notify(
+    env: Mapping[str, str], name: str, default: notify_channels.NotifyConfig, _: Mapping[str, Any]
+) -> notify_channels.NotifyConfig:
+    """The notification channels: the JSON in NOTIFY_CHANNELS, or the file NOTIFY_CHANNELS_FILE names."""
+    try:
+        found = notify_channels.load(env, name, f"{name}_FILE")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return found if found.channels else default
+
+
+def _base_url(env: Mapping[str, str], name: str, default: str, _: Mapping[str, Any]) -> str:
+    value = (env.get(name) or default).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
 STORAGE_URI = r"^(database|memory|redis|rediss|redis\+sentinel|redis\+cluster|memcached)://"
 
 
@@ -339,6 +358,18 @@ class Settings:
     alert_queue_max_age_s: int = setting("ALERT_QUEUE_MAX_AGE_S", 900, integer(1, 30 * 86400))
     alert_processing_timeout_s: int = setting("ALERT_PROCESSING_TIMEOUT_S", 1800, integer(1, 30 * 86400))
     alert_severities: tuple[tuple[str, str], ...] = setting("ALERT_SEVERITIES", DEFAULT_SEVERITIES, _severities)
+    # notifications (admin_service/live/notify/): channels, delivery, storm control
+    notify: notify_channels.NotifyConfig = setting("NOTIFY_CHANNELS", notify_channels.NO_CHANNELS, _notify)
+    dashboard_url: str = setting("DASHBOARD_URL", "http://localhost:3007", _base_url)  # messages link here
+    notify_max_attempts: int = setting("NOTIFY_MAX_ATTEMPTS", 10, integer(1, 100))
+    notify_backoff_s: float = setting("NOTIFY_BACKOFF_S", 2.0, number(0.01, 3600))  # the first retry's delay
+    notify_backoff_max_s: float = setting("NOTIFY_BACKOFF_MAX_S", 600.0, number(0.01, 86400))
+    notify_poll_s: float = setting("NOTIFY_POLL_S", 1.0, number(0.05, 60))
+    # A rule that fires again within this long of its last episode's end is flapping: its new
+    # episode is told only if it still holds when the gap has passed.
+    alert_min_episode_gap_s: float = setting("ALERT_MIN_EPISODE_GAP_S", 300.0, number(0, 86400))
+    # At most one new-alert message per channel per alert type in this window; the rest in a digest.
+    notify_window_s: float = setting("NOTIFY_WINDOW_S", 300.0, number(0, 86400))
     # Socket.IO (the per-user cap counts across every worker and instance: live/caps.py)
     socketio_max_connections_per_user: int = setting("SOCKETIO_MAX_CONNECTIONS_PER_USER", 20, integer(1, 100_000))
     socketio_events_per_second: float = setting("SOCKETIO_EVENTS_PER_SECOND", 10.0, number(0.1, 10_000))

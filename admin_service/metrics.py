@@ -106,6 +106,15 @@ CAPTURE_LAG = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
 )
 CAPTURE_LEADER = Gauge(f"{PREFIX}_capture_leader", "1 in the process holding capture leadership", multiprocess_mode="livesum")
+NOTIFY_DISPATCHER = Gauge(
+    f"{PREFIX}_notify_dispatcher", "1 in the process dispatching alert notifications", multiprocess_mode="livesum"
+)
+NOTIFY_DELIVERED = Counter(f"{PREFIX}_notify_delivered_total", "Alert notifications a channel accepted", ["channel"])
+NOTIFY_FAILURES = Counter(
+    f"{PREFIX}_notify_failures_total",
+    "Failed alert notification attempts (outcome: retry, or dead after NOTIFY_MAX_ATTEMPTS)",
+    ["channel", "outcome"],
+)
 POOL_IN_USE = Gauge(f"{PREFIX}_db_pool_in_use", "Database connections checked out of the pool", multiprocess_mode="livesum")
 POOL_SIZE = Gauge(f"{PREFIX}_db_pool_size", "Database pool size (DB_POOL_MAX per worker)", multiprocess_mode="livesum")
 

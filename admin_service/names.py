@@ -10,9 +10,19 @@ from __future__ import annotations
 JOB_STATS = "job-stats"
 JOB_UPDATE = "job-update"
 JOB_ALERT = "job-alert"
+# An alert episode's lifecycle, as the old dashboard (fg-admin-page) reads it: alert:new when
+# raised, alert:update when acknowledged or resolved (payload: live/episodes.py `alert_view`).
+ALERT_NEW = "alert:new"
+ALERT_UPDATE = "alert:update"
 # An operator's action on jobs (admin_service/actions/): its state and counts as they move.
 JOB_ACTION = "job-action"
-EVENT_NAMES = (JOB_STATS, JOB_UPDATE, JOB_ALERT, JOB_ACTION)
+EVENT_NAMES = (JOB_STATS, JOB_UPDATE, JOB_ALERT, JOB_ACTION, ALERT_NEW, ALERT_UPDATE)
+
+# An alert episode's states.
+ALERT_ACTIVE = "active"
+ALERT_ACKNOWLEDGED = "acknowledged"
+ALERT_RESOLVED = "resolved"
+ALERT_STATES = (ALERT_ACTIVE, ALERT_ACKNOWLEDGED, ALERT_RESOLVED)
 
 # Alert rules: the table-wide rules, then the per-job one.
 HIGH_FAILURE_RATE = "high_failure_rate"

@@ -73,7 +73,10 @@ def board(engine: Engine, data: Data, settings: Settings) -> Data:
     """Empty archive tables and an empty event log (the database is shared by all tests)."""
     schema = settings.admin_schema
     with engine.begin() as conn:
-        conn.exec_driver_sql(f'TRUNCATE "{schema}".job_events, "{schema}".capture_state, "{schema}".alert_state')
+        conn.exec_driver_sql(
+            f'TRUNCATE "{schema}".job_events, "{schema}".capture_state, "{schema}".alert_state, '
+            f'"{schema}".alert_deliveries, "{schema}".alert_episodes'
+        )
     return data
 
 
@@ -667,3 +670,38 @@ class CuttableProxy:
         finally:
             self._close(source)
             self._close(sink)
+
+
+def test_an_operator_acknowledges_an_alert_and_its_resolution_stays_a_while(
+    service: RunningService, seeded: dict[str, Any], open_page: Callable[..., Watched]
+) -> None:
+    """The seeded processing jobs started days ago: a processing_timeout episode is active."""
+    data = seeded["data"]
+    operator = data.user(user_type="superadmin", email="lead@example.com")
+    viewer_page = open_page(service.url).page
+    sign_in(viewer_page, service.url, seeded["token"])  # an admin: a viewer
+    viewer_banner = viewer_page.locator('#alerts .alert[data-type="processing_timeout"]')
+    expect(viewer_banner).to_have_count(1, timeout=5000)
+    expect(viewer_banner.locator(".alert-state")).to_have_text("Active")
+    expect(viewer_banner.get_by_role("button", name="Acknowledge alert")).to_have_count(0)
+
+    page = open_page(service.url).page
+    sign_in(page, service.url, token_for(operator))
+    banner = page.locator('#alerts .alert[data-type="processing_timeout"]')
+    expect(banner).to_have_count(1, timeout=5000)
+    banner.get_by_role("button", name="Acknowledge alert").click()
+    expect(banner.locator(".alert-state")).to_contain_text("Acknowledged by lead@example.com", timeout=3000)
+    expect(banner).to_have_attribute("data-status", "acknowledged")
+    expect(banner.get_by_role("button", name="Acknowledge alert")).to_have_count(0)
+    # The viewer's page hears it live (alert:update), without a reload.
+    expect(viewer_banner.locator(".alert-state")).to_contain_text("Acknowledged by lead@example.com", timeout=5000)
+    screenshot(page, "dashboard-alert-acknowledged.png")
+
+    for job in seeded["jobs"]:  # the stuck jobs finish: the rule clears, the episode resolves itself
+        if job["status"] == "processing":
+            change_job(data, job["id"], "completed")
+    expect(banner).to_have_attribute("data-status", "resolved", timeout=15000)  # ALERT_INTERVAL_S: 10 s
+    expect(banner.locator(".alert-severity")).to_have_text("✓ Resolved")
+    expect(banner.locator(".alert-state")).to_contain_text("Cleared by itself after")
+    page.wait_for_timeout(3000)
+    expect(banner).to_have_count(1)  # kept a while (RESOLVED_KEEP_MS), not gone at once

@@ -155,12 +155,14 @@ def test_fuzz_stateful_through_links(fuzz_target: tuple[RunningService, str]) ->
     followed: list[str] = []
     # Only operations that reach jobs through links: a stream never ends, and the export, the
     # assessment names, a user's jobs, the session and the job actions (fuzzed one by one above)
-    # carry no links (they only dilute the walks).
+    # carry no links (they only dilute the walks); the alert routes have none either (their ids
+    # are all 404s here; the fuzz above covers them).
     workflow = (
         SCHEMA.exclude(
             path=["/admin/jobs/stream", "/admin/jobs/export", "/admin/jobs/assessment-names", "/admin/users/{user_id}/jobs"]
         )
         .exclude(path_regex=r"^/admin/(session|jobs/actions|jobs/\{job_ref\}/retry)")
+        .exclude(path_regex="^/admin/(jobs|system)/alerts")
         .as_state_machine()
     )
 
@@ -183,7 +185,9 @@ def test_fuzz_stateful_through_links(fuzz_target: tuple[RunningService, str]) ->
             derandomize=True,
             database=None,
             suppress_health_check=list(HealthCheck),
-            stateful_step_count=4,
+            # 6 steps, not 4: with the alert routes in the document the derandomized search
+            # did not reach both links from a listed job within 4.
+            stateful_step_count=6,
         )
     )
     # The links were followed to jobs that exist, not only generated around.

@@ -20,7 +20,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, redirect, render_template, send_from_directory, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from admin_service.names import EPISODE_RULES, JOB_ACTION, JOB_ALERT, JOB_STATS, JOB_UPDATE
+from admin_service.names import ALERT_NEW, ALERT_UPDATE, EPISODE_RULES, JOB_ACTION, JOB_ALERT, JOB_STATS, JOB_UPDATE
 
 blp = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -38,7 +38,14 @@ DASHBOARD_CSP = (
 ASSET_MAX_AGE = 3600
 
 PAGE_NAMES = {
-    "events": {"stats": JOB_STATS, "update": JOB_UPDATE, "alert": JOB_ALERT, "action": JOB_ACTION},
+    "events": {
+        "stats": JOB_STATS,
+        "update": JOB_UPDATE,
+        "alert": JOB_ALERT,
+        "action": JOB_ACTION,
+        "alertNew": ALERT_NEW,
+        "alertUpdate": ALERT_UPDATE,
+    },
     # The table-wide rules: raised once per episode, shown until resolved (not the per-job rule).
     "episodeRules": list(EPISODE_RULES),
 }

@@ -35,6 +35,7 @@ from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts, polling
 from admin_service.live.changes import EXACT, POLL, ChangeConsumer, choose_mode, state_key
 from admin_service.live.connection import keep_connected, transaction, wait_for_notify
+from admin_service.live.episodes import Episodes
 from admin_service.live.log import CHANGES_CHANNEL, EventLog, NewEvent
 from admin_service.names import JOB_UPDATE
 
@@ -78,7 +79,8 @@ class Capturer:
         self.log = event_log
         self.is_leader = False
         self.captured_total = 0
-        self.changes = ChangeConsumer(settings, event_log)
+        self.episodes = Episodes(settings)
+        self.changes = ChangeConsumer(settings, event_log, self.episodes)
         self.mode: str | None = None  # the leader's: POLL (sampling rows) or EXACT (every change)
         # Bounded memory (full, the two took ~92 MiB at 100k/200k entries: the soak's finding).
         # The keys only need to cover the overlap window (CAPTURE_OVERLAP_S of changes; the
@@ -232,10 +234,12 @@ class Capturer:
             self._last_status.remember(job_id, status)
             if kind == "failed":
                 finished.append({**row, "status": status})
-        events.extend(alerts.job_alerts(finished, self.settings))
-        return events
+        raised = alerts.job_alerts(finished, self.settings)
+        # Their episodes (and notifications) in this same transaction, logged right after them.
+        return [*events, *raised, *self.episodes.follow(cur, raised)]
 
     def evaluate_alerts(self, conn: Connection) -> None:
         with conn.cursor() as cur, transaction(cur):
-            ids = self.log.append_and_notify(cur, alerts.evaluate_rules(cur, self.settings))
+            events = alerts.evaluate_rules(cur, self.settings)
+            ids = self.log.append_and_notify(cur, [*events, *self.episodes.follow(cur, events)])
         metrics.EVENTS_LOGGED.inc(len(ids))

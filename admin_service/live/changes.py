@@ -58,6 +58,7 @@ from admin_service.jobs.serialize import USER_EMAIL, USER_ID, USER_USERNAME, job
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
 from admin_service.live.connection import transaction, wait_for_notify
+from admin_service.live.episodes import Episodes
 from admin_service.live.log import EventLog, NewEvent
 from admin_service.names import CAPTURE_EXACT, CAPTURE_POLL, JOB_UPDATE
 
@@ -104,9 +105,10 @@ def choose_mode(cur: Cursor, settings: Settings) -> tuple[str, bool]:
 
 
 class ChangeConsumer:
-    def __init__(self, settings: Settings, event_log: EventLog) -> None:
+    def __init__(self, settings: Settings, event_log: EventLog, episodes: Episodes) -> None:
         self.settings = settings
         self.log = event_log
+        self.episodes = episodes
         schema = event_log.schema
         self._changes = f'"{schema}".job_changes'
         self._asleep = asleep_lock_key(schema)
@@ -218,5 +220,6 @@ class ChangeConsumer:
             events.append(NewEvent(JOB_UPDATE, kind, payload, key, job_id, status, change_id=int(row["change_id"])))
             if kind == "failed":
                 failed.append({**row, "status": status})
-        events.extend(alerts.job_alerts(failed, self.settings))
-        return events
+        raised = alerts.job_alerts(failed, self.settings)
+        # Their episodes (and notifications) in this same transaction, logged right after them.
+        return [*events, *raised, *self.episodes.follow(cur, raised)]

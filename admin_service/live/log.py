@@ -1,9 +1,10 @@
 """The job event log (ADMIN_SCHEMA.job_events and its capture_state row): the one owner of
 their SQL, like django-eventstream's storage seam (append_event, get_events, get_current_id).
 
-Appenders (the capture leader, the action dispatcher and the action routes) serialise on the
-capture_state row (append locks it until the transaction ends), so ids become visible in order
-and a reader that remembers the last id it saw never skips one. Readers: every
+Appenders (the capture leader, the action dispatcher, the action routes and an operator's
+alert change) serialise on the capture_state row (lock_for_append, which append takes
+too; taken first in a transaction, before any other row it changes: one lock order), so ids
+become visible in order and a reader that remembers the last id it saw never skips one. Readers: every
 worker's tail (read_after), SSE replay (replay_bounds, read_after) and the REST views
 (timeline, recent_alerts).
 
@@ -83,7 +84,9 @@ class EventLog:
     def lock_for_append(self, cur: Cursor) -> None:
         """One appender at a time: ids are taken after this lock, so they commit in order.
         Capture's transactions hold it from their start (lock_watermark); a transaction that
-        also changes action items takes it before them, as capture does (one lock order)."""
+        also changes action items or alert episodes (the dispatcher, the action routes, an
+        operator's acknowledge) takes it first, before those rows, as capture does: one lock
+        order, so appenders wait for each other instead of deadlocking."""
         with cur.connection.cursor() as plain:
             plain.execute(
                 f"INSERT INTO {self._state} (id, watermark) VALUES (1, now() - interval '10 seconds') ON CONFLICT (id) DO NOTHING"

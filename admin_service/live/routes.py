@@ -1,12 +1,12 @@
-"""REST views over the event log (live/log.py): a job's timeline and recent alerts."""
+"""REST views over the event log (live/log.py): a job's timeline (the alerts: live/alert_routes.py)."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import psycopg2.extras
 from flask import Response
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from admin_service.actions.store import ActionStore
 from admin_service.api import ApiBlueprint
@@ -14,12 +14,11 @@ from admin_service.auth import require_admin
 from admin_service.db.dbapi import Cursor
 from admin_service.errors import envelope
 from admin_service.jobs.routes import find_job
-from admin_service.jobs.schemas import EnvelopeSchema, StrictQuerySchema
+from admin_service.jobs.schemas import EnvelopeSchema
 from admin_service.live.history import action_entries, full_timeline, with_actions
-from admin_service.names import ALERT_RULES
 from admin_service.services import services
 
-blp = ApiBlueprint("events", __name__, url_prefix="/admin/jobs", description="The job event log: timelines and alerts.")
+blp = ApiBlueprint("events", __name__, url_prefix="/admin/jobs", description="The job event log: timelines.")
 
 
 class LoggedEventSchema(Schema):
@@ -28,14 +27,6 @@ class LoggedEventSchema(Schema):
     kind = fields.String(required=True)
     occurred_at = fields.DateTime(required=True)
     payload = fields.Dict(required=True, metadata={"description": "what subscribers received"})
-
-
-class EventListSchema(Schema):
-    events = fields.List(fields.Nested(LoggedEventSchema), required=True)
-
-
-class EventListEnvelopeSchema(EnvelopeSchema):
-    data = fields.Nested(EventListSchema, required=True)
 
 
 class TimelineEntrySchema(Schema):
@@ -78,30 +69,9 @@ class TimelineEnvelopeSchema(EnvelopeSchema):
     data = fields.Nested(TimelineSchema, required=True)
 
 
-class AlertsQuerySchema(StrictQuerySchema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    type = fields.String(validate=validate.OneOf(ALERT_RULES))
-
-
 @blp.before_request
 def _authenticate() -> None:
     require_admin()
-
-
-@blp.route("/alerts")
-@blp.arguments(AlertsQuerySchema, location="query")
-@blp.response(200, EventListEnvelopeSchema)
-@blp.errors(400, 401, 403, 429, 503)
-@blp.doc(security=[{"bearerAuth": []}])
-def recent_alerts(args: dict[str, Any]) -> Response:
-    """Recent alerts
-
-    Newest first: raised alerts and their resolutions, as stored in the event log.
-    """
-    used = services()
-    with used.engine.connect() as conn:
-        events = used.runtime.event_log.recent_alerts(conn, args.get("type"), args["limit"])
-    return envelope({"events": events}, "Recent alerts")
 
 
 @blp.route("/<string:job_ref>/events")

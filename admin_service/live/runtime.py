@@ -1,5 +1,6 @@
 """The live components of one process: event log, hub, event-log tail, capture candidate, action
-dispatch candidate, stats ticker; the open connections' re-check (revocation.py) and per-user caps (caps.py)."""
+dispatch and notification dispatcher candidates, stats ticker; the open connections' re-check
+(revocation.py) and per-user caps (caps.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 
 from admin_service import metrics
-from admin_service.actions.dispatcher import Dispatcher
+from admin_service.actions.dispatcher import Dispatcher as ActionDispatcher
 from admin_service.auth import Authenticator
 from admin_service.config import Settings
 from admin_service.jobs.stats import SharedStats
@@ -19,6 +20,7 @@ from admin_service.live.caps import ConnectionCaps
 from admin_service.live.capture import Capturer
 from admin_service.live.hub import CloseReason, Hub, LiveEvent
 from admin_service.live.log import EventLog
+from admin_service.live.notify.dispatcher import Dispatcher as NotifyDispatcher
 from admin_service.live.revocation import OpenConnections
 from admin_service.live.tail import EventTail
 from admin_service.names import JOB_STATS
@@ -36,10 +38,11 @@ class LiveRuntime:
         self.hub = Hub(settings.subscriber_queue_max)
         self.tail = EventTail(settings, database_url, self.hub, self.event_log)
         self.capturer = Capturer(settings, database_url, self.event_log)
-        self.dispatcher = Dispatcher(settings, database_url, self.event_log)
+        self.action_dispatcher = ActionDispatcher(settings, database_url, self.event_log)
         # Every open SSE stream and Socket.IO socket, re-checked against its user.
         self.connections = OpenConnections(authenticator, settings.auth_cache_seconds)
         self.caps = ConnectionCaps(engine, settings.admin_schema)
+        self.notify_dispatcher = NotifyDispatcher(settings, database_url)
         self.stop = threading.Event()
         self.started = False
         self._threads: list[threading.Thread] = []
@@ -56,8 +59,11 @@ class LiveRuntime:
             ("lease", self.caps.run),
         ]
         if capture:
+            # Capture, action dispatch and notifications: each elected among the same
+            # candidates, with an advisory lock of its own.
             loops.append(("capture", self.capturer.run))
-            loops.append(("dispatch", self.dispatcher.run))
+            loops.append(("dispatch", self.action_dispatcher.run))
+            loops.append(("notify", self.notify_dispatcher.run))
         for name, target in loops:
             thread = threading.Thread(target=target, args=(self.stop,), name=f"live-{name}", daemon=True)
             thread.start()

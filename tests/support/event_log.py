@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from admin_service.config import Settings
 
-EVENT_TABLES = ("job_events", "capture_state", "alert_state", "job_changes")
+EVENT_TABLES = ("job_events", "capture_state", "alert_state", "job_changes", "alert_deliveries", "alert_episodes")
 
 
 def reset_event_log(engine: Engine, settings: Settings) -> None:

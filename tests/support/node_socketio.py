@@ -34,11 +34,13 @@ def node_client_script() -> Path:
 
 
 class NodeClient:
-    """One `node client.js URL TOKEN [TRANSPORTS]` process and the JSON lines it prints."""
+    """One `node client.js URL TOKEN [TRANSPORTS] [ALSO]` process and the JSON lines it prints."""
 
-    def __init__(self, script: Path, url: str, token: str | None, transports: list[str] | None = None) -> None:
+    def __init__(
+        self, script: Path, url: str, token: str | None, transports: list[str] | None = None, also: list[str] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
-            ["node", str(script), url, token or "", ",".join(transports or [])],
+            ["node", str(script), url, token or "", ",".join(transports or []), ",".join(also or [])],
             cwd=script.parent,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

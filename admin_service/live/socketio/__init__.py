@@ -6,7 +6,7 @@ subscription and fans out with Socket.IO rooms, so no socket adds database work.
 
 Client -> server: subscribe:jobs [filter], unsubscribe:jobs, subscribe:alerts,
 unsubscribe:alerts, request:job-stats. Server -> client: job-stats, job-update,
-job-alert, error {message}.
+job-alert, alert:new, alert:update (the last three to the alerts room), error {message}.
 
 By role: affinity (each Engine.IO session kept on the worker that opened it), server (the
 transport and its settings), namespace (the client events: auth, rate,

@@ -13,11 +13,11 @@ import threading
 from admin_service.live.hub import STOP, EventFilter, Hub, LiveEvent, Subscriber
 from admin_service.live.socketio.filters import ALERTS_ROOM, JobRooms
 from admin_service.live.socketio.server import GuardedServer
-from admin_service.names import JOB_ACTION, JOB_ALERT, JOB_STATS, JOB_UPDATE
+from admin_service.names import ALERT_NEW, ALERT_UPDATE, JOB_ACTION, JOB_ALERT, JOB_STATS, JOB_UPDATE
 
 log = logging.getLogger("admin_service.socketio")
 
-UPDATES_AND_ALERTS = EventFilter(events=frozenset({JOB_UPDATE, JOB_ALERT, JOB_ACTION}))
+UPDATES_AND_ALERTS = EventFilter(events=frozenset({JOB_UPDATE, JOB_ALERT, JOB_ACTION, ALERT_NEW, ALERT_UPDATE}))
 STATS = EventFilter(events=frozenset({JOB_STATS}))
 QUEUE_MAX = 100_000  # events: the relay's inbox is every socket's
 
@@ -63,8 +63,8 @@ class Relay:
     def _dispatch(self, event: LiveEvent) -> None:
         if event.name == JOB_UPDATE:
             self.server.emit(JOB_UPDATE, event.data, to=self.rooms.accepting(event))
-        elif event.name == JOB_ALERT:
-            self.server.emit(JOB_ALERT, event.data, to=ALERTS_ROOM)
+        elif event.name in (JOB_ALERT, ALERT_NEW, ALERT_UPDATE):
+            self.server.emit(event.name, event.data, to=ALERTS_ROOM)
         elif event.name == JOB_ACTION:
             # Every socket subscribed to jobs, whatever its filter: an action spans many jobs.
             self.server.emit(JOB_ACTION, event.data, to=self.rooms.every_room())

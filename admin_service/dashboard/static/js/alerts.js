@@ -1,56 +1,119 @@
-/* The alert banner: live job-alert events, and on load the episodes still active. A
- * table-wide rule (an episode) shows once until resolved; each per-job alert shows on its own;
- * at most 5 are shown, and a dismissed one stays dismissed until sign-out. */
+/* The alert banners: one per alert episode, live from alert:new / alert:update, and on load the
+ * episodes still open. Each shows its state (active; acknowledged by whom, when; resolved), an
+ * Acknowledge button for operators while it is active, and Dismiss. A resolved banner stays for
+ * RESOLVED_KEEP_MS, then goes. At most 5 are shown; a dismissed one stays dismissed until
+ * sign-out (unless it is resolved: that news is shown). */
 
-import { api, failed } from "./api.js";
+import { api, explain, failed, post } from "./api.js";
 import { $, el } from "./dom.js";
-import { dateTimeFormat, humanize, timeEl } from "./format.js";
-import { EPISODE_RULES } from "./names.js";
-import { wasSeen } from "./state.js";
+import { dateTimeFormat, fmtDuration, humanize, timeEl } from "./format.js";
 
 const SHOWN_MAX = 5;
+export const RESOLVED_KEEP_MS = 60000;
 
-const shown = new Map(); // key ("active:<rule>" or "event:<id>") -> element
-const dismissed = new Set(); // event ids of alerts the user dismissed: a refresh does not bring them back
+const shown = new Map(); // episode id -> element
+const dismissed = new Set(); // episode ids the user dismissed
+let mayAct = null; // whether this session's user is an operator (GET /session), asked once per sign-in
 
-export function onAlert(alert, id) {
-  const resolved = Boolean(alert.data && alert.data.resolved);
-  if (resolved || EPISODE_RULES.includes(alert.type)) {
-    const active = shown.get(`active:${alert.type}`);
-    if (active) {
-      active.remove();
-      shown.delete(`active:${alert.type}`);
+async function operator() {
+  if (mayAct === null) {
+    try {
+      const session = await api("/session");
+      mayAct = Boolean(session.permissions && session.permissions.act);
+    } catch (error) {
+      failed(error);
+      return false;
     }
   }
-  const key = EPISODE_RULES.includes(alert.type) && !resolved ? `active:${alert.type}` : `event:${id || Math.random()}`;
-  showAlert(key, alert, id, true);
+  return mayAct;
 }
 
-function showAlert(key, alert, id, announce) {
-  const resolved = Boolean(alert.data && alert.data.resolved);
+function stateText(alert) {
+  if (alert.status === "acknowledged") {
+    const at = alert.acknowledgedAt ? ` at ${dateTimeFormat.format(new Date(alert.acknowledgedAt))}` : "";
+    return `Acknowledged by ${alert.acknowledgedBy || "an operator"}${at}`;
+  }
+  if (alert.status === "resolved") {
+    const lasted = (Date.parse(alert.resolvedAt) - Date.parse(alert.createdAt)) / 1000;
+    const after = Number.isFinite(lasted) ? ` after ${fmtDuration(Math.max(0, lasted))}` : "";
+    return alert.resolvedBy ? `Resolved by ${alert.resolvedBy}${after}` : `Cleared by itself${after}`;
+  }
+  return "Active";
+}
+
+function build(alert, announce, canAct) {
+  const resolved = alert.status === "resolved";
   const severity = resolved ? "resolved" : ["low", "medium", "high", "critical"].includes(alert.severity) ? alert.severity : "medium";
   const label = resolved ? "Resolved" : severity[0].toUpperCase() + severity.slice(1);
+  const id = String(alert.id);
+  const state = el("span", { class: "alert-state", text: stateText(alert) });
+  const buttons = [];
+  if (canAct && alert.status === "active") {
+    const button = el("button", {
+      type: "button",
+      class: "button button-small",
+      "aria-label": `Acknowledge alert: ${alert.message || alert.type}`,
+      text: "Acknowledge",
+    });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        show(await post(`/jobs/alerts/${encodeURIComponent(id)}/acknowledge`, {}), false);
+      } catch (error) {
+        if (failed(error)) return;
+        button.disabled = false;
+        state.textContent = explain(error);
+      }
+    });
+    buttons.push(button);
+  }
   const item = el(
     "div",
-    { class: `alert alert-${severity}`, role: announce ? "alert" : null, "data-type": alert.type || "" },
+    {
+      class: `alert alert-${severity}`,
+      role: announce ? "alert" : null,
+      "data-type": alert.type || "",
+      "data-alert-id": id,
+      "data-status": alert.status || "",
+    },
     el("span", { class: "alert-severity" }, el("span", { "aria-hidden": "true", text: resolved ? "✓ " : "⚠ " }), label),
     el("span", { class: "alert-message", text: humanize(alert.message || alert.type) }),
-    timeEl(alert.timestamp, dateTimeFormat),
+    state,
+    timeEl(alert.createdAt || alert.timestamp, dateTimeFormat),
+    ...buttons,
     el("button", {
       type: "button",
       class: "button button-small",
       "aria-label": `Dismiss alert: ${alert.message || alert.type}`,
       onclick: () => {
         item.remove();
-        shown.delete(key);
-        if (id) dismissed.add(String(id));
+        shown.delete(id);
+        dismissed.add(id);
       },
       text: "Dismiss",
     }),
   );
+  return item;
+}
+
+async function show(alert, announce) {
+  const id = String(alert.id);
+  if (dismissed.has(id) && alert.status !== "resolved") return;
+  const canAct = await operator();
+  const item = build(alert, announce, canAct);
   const host = $("alerts");
-  host.prepend(item);
-  shown.set(key, item);
+  const old = shown.get(id);
+  if (old && old.isConnected) old.replaceWith(item);
+  else host.prepend(item);
+  shown.set(id, item);
+  if (alert.status === "resolved") {
+    setTimeout(() => {
+      if (shown.get(id) === item) {
+        item.remove();
+        shown.delete(id);
+      }
+    }, RESOLVED_KEEP_MS);
+  }
   while (host.children.length > SHOWN_MAX) {
     const last = host.lastElementChild;
     for (const [k, v] of shown) if (v === last) shown.delete(k);
@@ -58,29 +121,37 @@ function showAlert(key, alert, id, announce) {
   }
 }
 
-/** Sign-out: no alerts shown, none remembered as dismissed. */
+/** An episode raised or changed (alert:new / alert:update). */
+export function onAlert(alert) {
+  if (alert && alert.id !== undefined) show(alert, true);
+}
+
+/** Sign-out: no alerts shown, none remembered as dismissed, the role asked again. */
 export function clearAlerts() {
   $("alerts").replaceChildren();
   shown.clear();
   dismissed.clear();
+  mayAct = null;
 }
 
-/** Alerts raised before the page opened and still active: the newest event of each rule, if not a resolution. */
+/** The episodes still open (active or acknowledged), raised before the page opened or while it was away. */
 export async function loadAlerts() {
   let data;
   try {
-    data = await api("/jobs/alerts", { limit: 100 });
+    data = await api("/jobs/alerts", { status: "active,acknowledged", limit: 100 });
   } catch (error) {
     failed(error);
     return;
   }
-  const newest = new Map();
-  for (const event of data.events) {
-    if (EPISODE_RULES.includes(event.kind) && !newest.has(event.kind)) newest.set(event.kind, event);
+  const open = new Set(data.alerts.map((alert) => String(alert.id)));
+  // Shown as open but no longer open: resolved while the page was away.
+  for (const [id, item] of shown) {
+    if (!open.has(id) && item.dataset.status !== "resolved") {
+      item.remove();
+      shown.delete(id);
+    }
   }
-  for (const [rule, event] of newest) {
-    const key = `active:${rule}`;
-    if (shown.has(key) || wasSeen(String(event.id)) || dismissed.has(String(event.id))) continue;
-    if (event.payload && !(event.payload.data && event.payload.data.resolved)) showAlert(key, event.payload, event.id, false);
+  for (const alert of [...data.alerts].reverse()) {
+    if (!dismissed.has(String(alert.id))) await show(alert, false);
   }
 }

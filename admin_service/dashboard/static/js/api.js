@@ -20,13 +20,23 @@ export async function api(path, params, token) {
   for (const [key, value] of Object.entries(params || {})) {
     if (value !== "" && value !== null && value !== undefined) url.searchParams.set(key, value);
   }
+  return request(url, { headers: { Authorization: `Bearer ${token || currentToken()}`, Accept: "application/json" } });
+}
+
+/** POST a JSON body (an operator's action); the `data` of the answer, an ApiError otherwise. */
+export async function post(path, body) {
+  const url = new URL(API + path, window.location.origin);
+  return request(url, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${currentToken()}`, Accept: "application/json", "Content-Type": "application/json" },
+    body: JSON.stringify(body || {}),
+  });
+}
+
+async function request(url, init) {
   let response;
   try {
-    response = await fetch(url, {
-      headers: { Authorization: `Bearer ${token || currentToken()}`, Accept: "application/json" },
-      cache: "no-store",
-      credentials: "omit",
-    });
+    response = await fetch(url, { ...init, cache: "no-store", credentials: "omit" });
   } catch (_) {
     throw new ApiError(0, "NETWORK", "The service cannot be reached.");
   }

@@ -3,7 +3,8 @@
 
 const declared = JSON.parse(document.getElementById("dashboard-names").textContent);
 
-/** Live event names: { stats: "job-stats", update: "job-update", alert: "job-alert" }. */
+/** Live event names: { stats: "job-stats", update: "job-update", alert: "job-alert",
+ * alertNew: "alert:new", alertUpdate: "alert:update" }. */
 export const EVENTS = Object.freeze(declared.events);
 
 /** Table-wide alert rules: raised once per episode, shown until resolved. */

@@ -37,7 +37,3 @@ export function remember(id) {
   if (seen.size > SEEN_MAX) seen.delete(seen.values().next().value);
   return true;
 }
-
-export function wasSeen(id) {
-  return seen.has(id);
-}

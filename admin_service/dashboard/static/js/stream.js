@@ -24,7 +24,8 @@ export function setConnection(stateName, text) {
 }
 
 /**
- * What the events mean, set once by the wiring: stats(data), jobUpdate(update), alert(alert, id),
+ * What the events mean, set once by the wiring: stats(data), jobUpdate(update), alert(alert) (an
+ * episode raised or changed: alert:new / alert:update; the job-alert beside each is not needed),
  * reset() (the gap was longer than the server keeps), reconnected() (back after a drop with no
  * event id to resume from), tokenExpired().
  */
@@ -65,12 +66,14 @@ export function connect() {
   current.addEventListener(EVENTS.update, (event) => {
     if (remember(event.lastEventId)) handlers.jobUpdate(JSON.parse(event.data));
   });
-  current.addEventListener(EVENTS.alert, (event) => {
-    if (remember(event.lastEventId)) handlers.alert(JSON.parse(event.data), event.lastEventId);
-  });
   current.addEventListener(EVENTS.action, (event) => {
     if (remember(event.lastEventId) && handlers.jobAction) handlers.jobAction(JSON.parse(event.data));
   });
+  for (const name of [EVENTS.alertNew, EVENTS.alertUpdate]) {
+    current.addEventListener(name, (event) => {
+      if (remember(event.lastEventId)) handlers.alert(JSON.parse(event.data));
+    });
+  }
   current.addEventListener("reset", () => handlers.reset());
   current.addEventListener("error", (event) => {
     if (current !== source) return;

@@ -1,9 +1,10 @@
 // A dashboard's Socket.IO client, as the existing admin dashboard connects (socket.io-client v4).
 //
-//   node client.js URL [TOKEN] [TRANSPORTS]
+//   node client.js URL [TOKEN] [TRANSPORTS] [ALSO]
 //
 // Connects with exactly the dashboard's options (TRANSPORTS, a comma list, replaces the
-// dashboard's "websocket,polling": "polling" is a polling-only client), emits subscribe:jobs once connected, and
+// dashboard's "websocket,polling": "polling" is a polling-only client), emits subscribe:jobs once connected
+// (and each event of ALSO, a comma list such as "subscribe:alerts", as the old dashboard does), and
 // prints one JSON object per line for everything that happens:
 //   {"type":"connect","id":...,"transport":"websocket"|"polling"}
 //   {"type":"connect_error","message":...,"data":...}   (then exits with code 2)
@@ -15,7 +16,7 @@
 
 const { io } = require("socket.io-client");
 
-const [url, token, transports] = process.argv.slice(2);
+const [url, token, transports, also] = process.argv.slice(2);
 if (!url) {
   process.stderr.write("usage: node client.js URL [TOKEN] [TRANSPORTS]\n");
   process.exit(64);
@@ -34,7 +35,9 @@ const socket = io(url, {
 
 socket.on("connect", () => {
   out({ type: "connect", id: socket.id, transport: socket.io.engine.transport.name });
-  socket.emit("subscribe:jobs", (ack) => out({ type: "ack", event: "subscribe:jobs", data: ack }));
+  for (const event of ["subscribe:jobs", ...(also ? also.split(",") : [])]) {
+    socket.emit(event, (ack) => out({ type: "ack", event, data: ack }));
+  }
 });
 
 socket.on("connect_error", (err) => {
