@@ -25,6 +25,8 @@ from typing import Any
 import gevent
 from gevent import monkey
 from gunicorn import util
+from gunicorn.http import parser as http_parser
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.ggevent import GeventWorker
 
 from admin_service.config import number
@@ -140,6 +142,8 @@ class HeadDeadline:
         return bool(poller.poll(0))
 
     def _bytes_arrived(self) -> None:
+        if self.started:  # once per head: later bytes must not push its deadline back
+            return
         if self._watch is not None:
             self._watch.stop()
         self.started = True
@@ -158,6 +162,25 @@ class HeadDeadline:
         self._timer = self._watch = None
 
 
+# Each connection's head deadline, by the greenlet serving it (HttpWorker.handle).
+DEADLINES: dict[Any, HeadDeadline] = {}
+
+
+class HeadAwareUnreader(SocketUnreader):  # type: ignore[misc]
+    """gunicorn's socket reader, telling the connection's deadline that bytes came. The read
+    watcher alone misses bytes that arrive between its look and the parser's first recv, which
+    takes them without waiting (so the watcher never fires): such a client was closed at its
+    deadline without the 408 (1 in 7 runs of 200 slow clients)."""
+
+    def chunk(self, size_hint: int | None = None) -> bytes:
+        data: bytes = super().chunk(size_hint)
+        if data:
+            deadline = DEADLINES.get(gevent.getcurrent())
+            if deadline is not None:
+                deadline._bytes_arrived()
+        return data
+
+
 class HttpWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no type hints
     head_s = HEAD_TIMEOUT_DEFAULT_S
 
@@ -167,8 +190,9 @@ class HttpWorker(GeventWorker):  # type: ignore[misc]  # gunicorn ships no type 
         cls.head_s = head_timeout_s()
 
     def init_process(self) -> None:
-        self._deadlines: dict[Any, HeadDeadline] = {}
+        self._deadlines = DEADLINES
         util.write_error = write_envelope_error  # in this worker only (after the fork)
+        http_parser.SocketUnreader = HeadAwareUnreader  # the parser's reader, in this worker only
         super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
