@@ -42,8 +42,10 @@ test-tools:
 ## bench: 1,000,000 jobs, the service under gunicorn, wrk and live clients; writes bench/results.json,
 ## bench/RESULTS.md, bench/latency.png. BENCH_DATABASE_URL=postgresql://.../bench uses that database
 ## (created when missing) instead of a fresh embedded PostgreSQL. BENCH_ARGS passes options to bench.run.
+## JOBS=10000000 sets the dataset's size (make's own --jobs is its parallelism: not this). The comparison of
+## another revision or deployment: BENCH_ARGS='--compare-rev REV' or '--compare-url URL --compare-token T'.
 bench: $(VENV)/.installed bench-deps
-	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.run $(if $(JOBS),--jobs $(JOBS)) $(BENCH_ARGS)
 
 ## soak: 10 minutes of mixed load (REST, 1,000 SSE streams, job changes) against two instances sharing
 ## Redis (127.0.0.1:6379, started when down); writes bench/SOAK.md and bench/soak.json, fails when a

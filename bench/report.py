@@ -106,6 +106,80 @@ def live_modes(live: dict[str, Any]) -> list[str]:
     return list(live.get("modes") or ("polling", "notify_trigger"))
 
 
+def size_suffix(jobs: int) -> str:
+    """The file-name suffix of a run's reports: none for the default 1,000,000 jobs, else e.g. -10M."""
+    if jobs == 1_000_000:
+        return ""
+    if jobs % 1_000_000 == 0:
+        return f"-{jobs // 1_000_000}M"
+    if jobs % 1_000 == 0:
+        return f"-{jobs // 1_000}k"
+    return f"-{jobs}"
+
+
+def other_sizes(results: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """The results of runs on other dataset sizes kept in `folder` (results.json, results-10M.json …)."""
+    import json
+
+    found = []
+    for path in sorted(folder.glob("results*.json")):
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(other, dict) and other.get("dataset", {}).get("jobs") not in (None, results["dataset"]["jobs"]):
+            if other.get("rest"):
+                found.append(other)
+    return sorted(found, key=lambda r: r["dataset"]["jobs"])
+
+
+def growth_lines(results: dict[str, Any], folder: Path) -> list[str]:
+    """Each REST case's sequential p95 at every dataset size found, and its growth against the
+    smallest: how a case's cost grows with the table (1 = not at all)."""
+    runs = sorted([results, *other_sizes(results, folder)], key=lambda r: r["dataset"]["jobs"])
+    if len(runs) < 2:
+        return []
+    sizes = [f"{r['dataset']['jobs']:,}" for r in runs]
+    lines = [
+        "",
+        "## Growth with the table",
+        "",
+        "Sequential p95 (ms) of each case at every dataset size measured (each its own `make bench` run: "
+        + ", ".join(f"{s} jobs on {r['date'][:10]}" for s, r in zip(sizes, runs, strict=True))
+        + "), and the growth factor from the smallest to the largest (1.0× = the table's size costs nothing). "
+        "Budget verdicts are the largest run's.",
+        "",
+    ]
+    for label in dict.fromkeys(p["label"] for r in runs for p in r["rest"]):
+        phases = [next((p for p in r["rest"] if p["label"] == label), None) for r in runs]
+        lines += [
+            f"### {label}",
+            "",
+            "| case | " + " | ".join(f"p95 at {s}" for s in sizes) + " | growth | budget | verdict |",
+            "|---|" + "---|" * len(sizes) + "---|---|---|",
+        ]
+        names = dict.fromkeys(c["case"] for p in phases if p for c in p["cases"])
+        for name in names:
+            cells, first, last, budget, errors = [], None, None, None, 0
+            for p in phases:
+                c = next((c for c in p["cases"] if c["case"] == name), None) if p else None
+                p95 = c["sequential"]["p95_ms"] if c else None
+                cells.append(_f(p95, 2))
+                if c:
+                    first = p95 if first is None else first
+                    last, budget = p95, c["budget_p95_ms"]
+                    errors = c["sequential"]["errors"]
+            growth = f"{last / first:.1f}×" if first and last else "—"
+            ok = None if budget is None or last is None else (last <= budget and errors == 0)
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {growth} | {_budget_cell(budget)} | {_verdict(ok)} |")
+        lines.append("")
+    return lines
+
+
+def _budget_cell(budget: float | None) -> str:
+    return f"≤ {budget:g} ms" if budget is not None else "—"
+
+
 def _budget(ms: int) -> str:
     return f"{ms // 1000} s" if ms >= 1000 else f"{ms} ms"
 
@@ -136,7 +210,13 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "- status mix: " + ", ".join(f"{k} {v:,}" for k, v in d["status_mix"].items()),
         f"- created {d['created_min'][:10]} … {d['created_max'][:16]}, denser recently: {d['jobs_last_24h']:,} in the "
         f"last 24 h, {d['jobs_last_7d']:,} in the last 7 days",
-        f"- tables: jobs {d['jobs_table_mb']:,} MB, results {d['results_table_mb']:,} MB (with indexes)",
+        f"- tables: jobs {d['jobs_table_mb']:,} MB, results {d['results_table_mb']:,} MB (with indexes)"
+        + (
+            f"; the whole database {results['disk']['database_mb_after_dataset']:,} MiB on disk after generation, "
+            f"{results['disk'].get('database_mb_at_end', 0):,} MiB at the end (with install-indexes and the service's own tables)"
+            if results.get("disk")
+            else ""
+        ),
         f"- generated in **{d['seconds']} s** ("
         + ", ".join(f"{k} {v} s" for k, v in d["timings"].items())
         + ")"
@@ -176,6 +256,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 f"{_f(c['overhead_ratio']) + '×' if c['overhead_ratio'] else '—'} | {s['errors'] + k['errors']} | "
                 f"{_f(c.get('loadavg_1m'))} |"
             )
+        from bench.compare import markdown as compare_markdown
+
+        lines += compare_markdown(phase)
         lines += ["", "<details><summary>plans (one line per statement)</summary>", ""]
         for c in phase["cases"]:
             for plan in c["db_plans"]:
@@ -232,6 +315,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                     f"{r['connect_seconds']} | {r['worker_rss_idle_mib']:.0f} → {r['worker_rss_mib']:.0f} | "
                     f"{r['rss_per_client_kib']} | " + " | ".join(cells) + f" | {_f(r.get('loadavg_1m'))} |"
                 )
+    lines += growth_lines(results, path.parent)
     notes = results.get("notes")
     if notes:
         lines += ["", "## Notes", "", *notes]
@@ -247,6 +331,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "make bench                                                      # fresh embedded PostgreSQL",
         "BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/bench make bench   # a database of its own",
         "make bench BENCH_ARGS='--jobs 100000 --seconds 4 --sse 1000'    # smaller/faster",
+        "make bench JOBS=10000000                                        # 10M: results-10M.json, RESULTS-10M.md",
+        "make bench BENCH_ARGS='--compare-rev main~5 --only details'    # another revision, interleaved, with ratios",
+        "make bench BENCH_ARGS='--compare-url http://host:3007 --compare-token T'  # another deployment or implementation",
         "```",
     ]
     path.write_text("\n".join(lines) + "\n")

@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -153,6 +154,17 @@ def build_cases(engine: Engine, client: Any, headers: dict[str, str], sample: in
             "p95 ≤ 10 ms",
             f"{len(ids)} different jobs (~2 KB JSON result each), round-robin",
         ),
+        Case(
+            "unknown id",
+            "one",
+            # Well-formed ids no job has: auth, routing, one index probe and the 404 envelope, the
+            # cost every request pays (uuid4 of a fixed seed: the same ids every run).
+            [f"/admin/jobs/{uuid.UUID(int=(i * 0x9E3779B97F4A7C15 + 1) % 2**128, version=4)}" for i in range(len(ids))],
+            None,
+            "",
+            "a job id that does not exist: 404 expected (what a request costs without a job to show)",
+            extra={"expect_status": 404},
+        ),
     ]
     return cases + triage_cases(today)
 
@@ -278,7 +290,20 @@ def wrk_version() -> str:
     return out.splitlines()[0].strip() if out else "wrk"
 
 
-def run_wrk(url: str, token: str, paths: list[str], connections: int, seconds: float, timeout_s: int = 10) -> dict[str, Any]:
+def run_wrk(
+    url: str,
+    token: str,
+    paths: list[str],
+    connections: int,
+    seconds: float,
+    timeout_s: int = 10,
+    *,
+    expect_status: int | None = None,
+    statuses: bool = False,
+) -> dict[str, Any]:
+    """One wrk run. `expect_status` (>= 400): the answer every request should get (wrk counts
+    those as errors; here a request that got anything else is one). `statuses`: count the
+    answers by status code too (costs wrk time; for runs whose errors must be explained)."""
     with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as f:
         f.write("\n".join(paths) + "\n")
         paths_file = f.name
@@ -297,7 +322,12 @@ def run_wrk(url: str, token: str, paths: list[str], connections: int, seconds: f
             capture_output=True,
             text=True,
             timeout=seconds + timeout_s + 30,
-            env={"BENCH_TOKEN": token, "BENCH_PATHS": paths_file, "PATH": "/usr/bin:/bin"},
+            env={
+                "BENCH_TOKEN": token,
+                "BENCH_PATHS": paths_file,
+                "PATH": "/usr/bin:/bin",
+                **({"BENCH_STATUSES": "1"} if statuses else {}),
+            },
         )
     finally:
         Path(paths_file).unlink(missing_ok=True)
@@ -306,7 +336,11 @@ def run_wrk(url: str, token: str, paths: list[str], connections: int, seconds: f
         raise RuntimeError(f"wrk printed no result (rc {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     raw = json.loads(line)
     seconds_run = raw["duration_us"] / 1e6
-    errors = raw["errors_status"] + raw["errors_connect"] + raw["errors_read"] + raw["errors_write"] + raw["errors_timeout"]
+    transport_errors = raw["errors_connect"] + raw["errors_read"] + raw["errors_write"] + raw["errors_timeout"]
+    if expect_status is not None:
+        errors = transport_errors + (raw["requests"] - raw["errors_status"])
+    else:
+        errors = transport_errors + raw["errors_status"]
     return {
         "connections": connections,
         "requests": raw["requests"],
@@ -320,20 +354,31 @@ def run_wrk(url: str, token: str, paths: list[str], connections: int, seconds: f
         "max_ms": raw["max"] / 1000,
         "errors": errors,
         "non_2xx": raw["errors_status"],
+        **({"statuses": raw.get("statuses", {})} if statuses else {}),
     }
 
 
 def measure_case(
-    url: str, token: str, case: Case, seconds: float, concurrency: int, log: Callable[[str], None], warm_up: bool = True
+    url: str,
+    token: str,
+    case: Case,
+    seconds: float,
+    concurrency: int,
+    log: Callable[[str], None],
+    warm_up: bool = True,
+    statuses: bool = False,
+    label: str = "",
 ) -> dict[str, Any]:
+    expect = case.extra.get("expect_status")
     if warm_up:
-        run_wrk(url, token, case.paths, 1, 1)  # the first requests of a case are not its steady state
-    sequential = run_wrk(url, token, case.paths, 1, seconds)
-    concurrent = run_wrk(url, token, case.paths, concurrency, seconds)
+        run_wrk(url, token, case.paths, 1, 1, expect_status=expect)  # the first requests of a case are not its steady state
+    sequential = run_wrk(url, token, case.paths, 1, seconds, expect_status=expect, statuses=statuses)
+    concurrent = run_wrk(url, token, case.paths, concurrency, seconds, expect_status=expect, statuses=statuses)
     log(
-        f"  {case.name:32s} seq p50 {sequential['p50_ms']:7.2f} p95 {sequential['p95_ms']:7.2f} p99 {sequential['p99_ms']:7.2f} ms "
+        f"{label}  {case.name:32s} seq p50 {sequential['p50_ms']:7.2f} p95 {sequential['p95_ms']:7.2f} p99 {sequential['p99_ms']:7.2f} ms "
         f"{sequential['rps']:7.0f}/s | c{concurrency} p95 {concurrent['p95_ms']:7.2f} ms {concurrent['rps']:7.0f}/s"
         + (f"  ERRORS {sequential['errors'] + concurrent['errors']}" if sequential["errors"] + concurrent["errors"] else "")
+        + (f" statuses {sequential['statuses']} / {concurrent['statuses']}" if statuses else "")
     )
     return {"sequential": sequential, "concurrent": concurrent}
 
@@ -347,11 +392,28 @@ def run_rest(
     concurrency: int,
     log: Callable[[str], None],
     warm_up: bool = True,
+    statuses: bool = False,
+    compare_with: Any = None,
+    rounds: int = 1,
 ) -> list[dict[str, Any]]:
+    """Every case against `url`; with `compare_with` (a bench.compare.Target) each case is also
+    run against it, interleaved over `rounds`, and the medians of both are kept."""
+    from bench import compare
+
     out = []
+    ours = compare.Target("ours", url, token)
     for case in cases:
         started = time.monotonic()
-        figures = measure_case(url, token, case, seconds, concurrency, log, warm_up)
+        comparison = None
+        if compare_with is None:
+            figures = measure_case(url, token, case, seconds, concurrency, log, warm_up, statuses)
+        else:
+
+            def measure(target_url: str, target_token: str, case: Case = case) -> dict[str, Any]:
+                label = "ours  " if target_url == url else "theirs"
+                return measure_case(target_url, target_token, case, seconds, concurrency, log, warm_up, statuses, label)
+
+            figures, comparison = compare.interleaved(measure, ours, compare_with, rounds)
         floor = floors.get(case.name, {"ms": None})
         seq_p50 = figures["sequential"]["p50_ms"]
         out.append(
@@ -371,6 +433,7 @@ def run_rest(
                 "wall_s": round(time.monotonic() - started, 1),
                 # 1-minute load average after the case: above ~2 means other work shared the 2 cores.
                 "loadavg_1m": round(os.getloadavg()[0], 2),
+                **({"compare": comparison} if comparison else {}),
             }
         )
     return out

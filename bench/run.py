@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from admin_service.db.engine import sqlalchemy_url  # noqa: E402
-from bench import dataset, rest  # noqa: E402
+from bench import compare, dataset, rest  # noqa: E402
 from bench.service import BENCH_SECRET, run_service  # noqa: E402
 
 # What a smoke run (tests/test_bench_smoke.py) drives with wrk: one case of each kind.
@@ -116,6 +116,12 @@ def machine_info(engine: Any, load_generator: str | None = None) -> dict[str, An
     }
 
 
+def database_mb(engine: Any) -> int:
+    """What the database holds on disk (tables, indexes, TOAST), in MiB."""
+    with engine.connect() as conn:
+        return round(conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one() / 2**20)
+
+
 def admin_token(engine: Any) -> str:
     from admin_service.auth import sign_token
     from admin_service.config import load_settings
@@ -176,10 +182,27 @@ def rest_phase(label: str, database_url: str, engine: Any, token: str, args: arg
         floors[case.name] = rest.database_floor(engine, capture, client, headers, case, args.explain_runs)
         log(f"  {case.name:32s} {floors[case.name]['ms']:8.2f} ms in {floors[case.name]['statements']} statement(s)")
     log(f"[{label}] service under gunicorn (default workers), wrk -t1, {args.seconds:g} s per run")
-    with run_service(database_url, workdir) as service:
+    with run_service(database_url, workdir) as service, compare.comparison(args, database_url, token, workdir) as other:
         workers = len(service.workers())
-        results = rest.run_rest(service.url, token, cases, floors, args.seconds, args.concurrency, log, warm_up=not args.smoke)
-    return {"label": label, "workers": workers, "concurrency": args.concurrency, "seconds": args.seconds, "cases": results}
+        if other is not None:
+            log(f"[{label}] interleaved with {other.label} ({other.url}), {args.compare_rounds} round(s) per case")
+        results = rest.run_rest(
+            service.url,
+            token,
+            cases,
+            floors,
+            args.seconds,
+            args.concurrency,
+            log,
+            warm_up=not args.smoke,
+            # A smoke run's errors must say what they were (it fails the suite on any).
+            statuses=args.smoke,
+            compare_with=other,
+            rounds=args.compare_rounds,
+        )
+    phase = {"label": label, "workers": workers, "concurrency": args.concurrency, "seconds": args.seconds, "cases": results}
+    compare.print_ratios(phase, log)
+    return phase
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,8 +233,16 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="quick run for the test suite: 3 REST cases, no warm-up runs, no report files unless --out",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where results.json, RESULTS.md, latency.png go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench",
+        help="where results.json, RESULTS.md, latency.png go (results-10M.json, RESULTS-10M.md, latency-10M.png "
+        "for a dataset other than 1,000,000 jobs: each report then shows the growth between the sizes found there)",
+    )
+    compare.add_arguments(parser)
     args = parser.parse_args(argv)
+    compare.check_arguments(parser, args)
     from bench.live import parse_capture_modes
 
     try:
@@ -237,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         if info.get("kept"):
             install_indexes(database_url, drop=True)
         results["dataset"] = info
+        results["disk"] = {"database_mb_after_dataset": database_mb(engine)}
         from admin_service.config import load_settings
         from admin_service.db.migrations import upgrade
 
@@ -259,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         from bench import live
 
         results["live"] = live.run_live(database_url, engine, token, args, workdir, log)
+        results["disk"]["database_mb_at_end"] = database_mb(engine)
         results["machine"]["loadavg_end"] = os.getloadavg()
         results["total_seconds"] = round(time.monotonic() - started, 1)
 
@@ -268,13 +301,12 @@ def main(argv: list[str] | None = None) -> None:
         log("smoke run: no report written")
         return
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    report.write_markdown(results, args.out / "RESULTS.md")
-    report.write_chart(results, args.out / "latency.png")
-    log(
-        f"\nwrote {args.out / 'results.json'}, {args.out / 'RESULTS.md'}, {args.out / 'latency.png'} "
-        f"in {results['total_seconds']} s"
-    )
+    suffix = report.size_suffix(args.jobs)
+    paths = [args.out / f"results{suffix}.json", args.out / f"RESULTS{suffix}.md", args.out / f"latency{suffix}.png"]
+    paths[0].write_text(json.dumps(results, indent=2, default=str) + "\n")
+    report.write_markdown(results, paths[1])
+    report.write_chart(results, paths[2])
+    log(f"\nwrote {', '.join(str(p) for p in paths)} in {results['total_seconds']} s")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import requests
 
+from tests.support import ROOT
 from tests.support.service import RunningService, start_gunicorn
 
 BENCH_SECRET = "admin-service-bench-secret-0123456789abcdef"
@@ -66,11 +67,24 @@ def service_env(database_url: str, extra: dict[str, str] | None = None) -> dict[
 
 
 @contextmanager
-def run_service(database_url: str, log_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[RunningService]:
+def run_service(
+    database_url: str, log_dir: Path, extra_env: dict[str, str] | None = None, root: Path | None = None
+) -> Iterator[RunningService]:
     """gunicorn -c gunicorn.conf.py wsgi:app with the production defaults (workers: gunicorn.conf.py's
-    default unless extra_env sets WEB_CONCURRENCY); its log goes to a file."""
+    default unless extra_env sets WEB_CONCURRENCY); its log goes to a file. `root`: another source
+    tree to run (bench/compare.py's revision), by default this one."""
     env = service_env(database_url, extra_env)
-    with start_gunicorn(env, log_dir, ready_path="/health/ready", start_timeout=60, poll_s=0.2, stop_timeout=15) as service:
+    if root is not None:
+        env["PYTHONPATH"] = str(root)  # its own package, not this tree's
+    with start_gunicorn(
+        env,
+        log_dir,
+        ready_path="/health/ready",
+        start_timeout=60,
+        poll_s=0.2,
+        stop_timeout=15,
+        root=root or ROOT,
+    ) as service:
         # Every worker answers before measuring (each opens its own pool on first use).
         for _ in range(20):
             requests.get(f"{service.url}/health/ready", timeout=5)

@@ -70,10 +70,12 @@ def start_gunicorn(
     poll_s: float = 0.1,
     stop_timeout: float = 10,
     tls: tuple[Path, Path] | None = None,
+    root: Path = ROOT,
 ) -> Iterator[RunningService]:
     """`gunicorn -c gunicorn.conf.py wsgi:app` with `env` (the whole environment but PORT and HOST)
     on a free port, its log in a file in `log_dir`; yields once `ready_path` answers 200, and
-    stops it afterwards. With `tls` (certificate, key) gunicorn serves HTTPS itself."""
+    stops it afterwards. With `tls` (certificate, key) gunicorn serves HTTPS itself. `root` is
+    the source tree it runs (the bench's comparison runs another revision's)."""
     port = free_port()
     full_env = {
         **env,
@@ -84,8 +86,8 @@ def start_gunicorn(
     log_path = log_dir / f"service-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-            cwd=ROOT,
+            [sys.executable, "-m", "gunicorn", "-c", str(root / "gunicorn.conf.py"), "wsgi:app"],
+            cwd=root,
             env=full_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
