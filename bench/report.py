@@ -107,8 +107,10 @@ def live_modes(live: dict[str, Any]) -> list[str]:
 
 
 def size_suffix(jobs: int) -> str:
-    """The file-name suffix of a run's reports: none for the default 1,000,000 jobs, else e.g. -10M."""
-    if jobs == 1_000_000:
+    """The file-name suffix of a run's reports: none up to the default 1,000,000 jobs (a smaller run
+    is a quick look, replacing the default's files as it always did), -10M for a larger one, kept
+    beside the default's so that the reports can show the growth between the two."""
+    if jobs <= 1_000_000:
         return ""
     if jobs % 1_000_000 == 0:
         return f"-{jobs // 1_000_000}M"

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=ROOT / "bench",
         help="where results.json, RESULTS.md, latency.png go (results-10M.json, RESULTS-10M.md, latency-10M.png "
-        "for a dataset other than 1,000,000 jobs: each report then shows the growth between the sizes found there)",
+        "for a dataset larger than 1,000,000 jobs: each report then shows the growth between the sizes found there)",
     )
     compare.add_arguments(parser)
     args = parser.parse_args(argv)
