@@ -134,10 +134,20 @@ def cmd_change_capture(args: argparse.Namespace) -> None:
 
 
 def cmd_indexes(args: argparse.Namespace) -> None:
-    from admin_service.db.archive_options import drop_index_ddl, index_ddl, invalid_indexes, run_each
+    from admin_service.db.archive_options import (
+        TRIGRAM_EXTENSION,
+        drop_index_ddl,
+        index_ddl,
+        invalid_indexes,
+        run_each,
+        trigram_available,
+    )
 
     engine = _engine(_settings())
-    statements = drop_index_ddl() if args.drop else index_ddl(invalid_indexes(engine))
+    trigram = not args.drop and trigram_available(engine)
+    if not args.drop and not trigram:
+        print(f"-- {TRIGRAM_EXTENSION} is not available on this server: the user email/username filters keep reading auth.users")
+    statements = drop_index_ddl() if args.drop else index_ddl(invalid_indexes(engine), trigram=trigram)
     started = time.perf_counter()
     run_each(engine, statements)
     verb = "dropped" if args.drop else "in place"
