@@ -152,6 +152,8 @@ class LiveRuntime:
                 log.warning("stats tick failed: %s", type(exc).__name__)
                 stop.wait(interval)
                 continue
-            if data is not sent:
+            # Each publication once (a worker may read the same one again: the same figures).
+            stamp = (data.get("computedAt"), (data.get("computedBy") or {}).get("process"))
+            if stamp != sent:
                 self.hub.publish(LiveEvent(JOB_STATS, data))
-                sent = data
+                sent = stamp
