@@ -303,6 +303,14 @@ class Settings:
     view_roles: tuple[str, ...] = setting("VIEW_ROLES", ("admin", "superadmin"), _user_types)
     action_roles: tuple[str, ...] = setting("ACTION_ROLES", ("superadmin",), _user_types)
     job_stats_interval_ms: int = setting("JOB_STATS_INTERVAL_MS", 5000, integer(250, 3_600_000))
+    # How long a worker waits for the capture leader's published stats before computing them itself.
+    stats_leader_wait_ms: int = setting("STATS_LEADER_WAIT_MS", 2000, integer(0, 600_000))
+    # How often the capture leader replaces the maintained counts per status by a full count.
+    stats_reconcile_s: float = setting("STATS_RECONCILE_S", 600.0, number(1, 86_400))
+    # Serve the maintained counts while capture polls, too (it samples: changes it cannot see,
+    # such as an insert of a finished job or a delete, are counted only at the next reconciliation).
+    # Off: exact capture's counts are served, polling's counted by the stats leader each interval.
+    stats_poll_counts: bool = setting("STATS_POLL_COUNTS", False, boolean)
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", ("http://localhost:3000",), _origins)
     db_pool_max: int = setting("DB_POOL_MAX", 20, integer(1, 500))
     db_statement_timeout_ms: int = setting("DB_STATEMENT_TIMEOUT_MS", 5000, integer(100, 600_000))

@@ -115,6 +115,15 @@ NOTIFY_FAILURES = Counter(
     "Failed alert notification attempts (outcome: retry, or dead after NOTIFY_MAX_ATTEMPTS)",
     ["channel", "outcome"],
 )
+# Database time spent on job statistics by this process (summed over parallel connections):
+# part=compute (the figures' queries), fetch (reading the published figures), reconcile (the
+# capture leader's full count). Summed over a deployment: what stats cost it per interval.
+STATS_QUERY_SECONDS = Counter(
+    f"{PREFIX}_stats_query_seconds_total", "Seconds spent in job statistics queries by this process", ["part"]
+)
+STATS_COMPUTATIONS = Counter(
+    f"{PREFIX}_stats_computations_total", "Computations of the job statistics by this process", ["basis"]
+)
 POOL_IN_USE = Gauge(f"{PREFIX}_db_pool_in_use", "Database connections checked out of the pool", multiprocess_mode="livesum")
 POOL_SIZE = Gauge(f"{PREFIX}_db_pool_size", "Database pool size (DB_POOL_MAX per worker)", multiprocess_mode="livesum")
 

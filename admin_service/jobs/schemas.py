@@ -371,6 +371,28 @@ class JobResultEnvelopeSchema(EnvelopeSchema):
     data = fields.Nested(JobResultSchema, required=True)
 
 
+class CountsBasisSchema(Schema):
+    method = fields.String(
+        required=True,
+        metadata={"description": "maintained (from captured changes, reconciled by a full count) or counted (counted now)"},
+    )
+    reconciledAt = fields.DateTime(metadata={"description": "maintained: when the last full count replaced them"})
+    changesSince = fields.Integer(metadata={"description": "maintained: status changes applied since that count"})
+    capture = fields.String(metadata={"description": "maintained: capture's mode, exact (every change) or poll (sampled)"})
+    countedAt = fields.DateTime(metadata={"description": "counted: when"})
+
+
+class ComputedBySchema(Schema):
+    process = fields.String(allow_none=True, required=True, metadata={"description": "host:pid of the computing process"})
+    basis = fields.String(
+        required=True,
+        metadata={
+            "description": "leader (published once per interval for the deployment), local (fresh=true) "
+            "or fallback (no leader published in time)"
+        },
+    )
+
+
 class OverviewSchema(Schema):
     total = fields.Integer(required=True)
     queued = fields.Integer(required=True)
@@ -380,6 +402,7 @@ class OverviewSchema(Schema):
     cancelled = fields.Integer(required=True)
     successRate = fields.Float(required=True, metadata={"description": "completed / (completed + failed) in percent, all time"})
     avgProcessingTimeMinutes = fields.String(required=True, metadata={"description": "over the performance window, 2 decimals"})
+    countsBasis = fields.Nested(CountsBasisSchema, metadata={"description": "how the counts per status were obtained"})
 
 
 class TodaySchema(Schema):
@@ -436,6 +459,7 @@ class StatsSchema(Schema):
     dailyMetrics = fields.List(fields.Nested(DailyMetricSchema), required=True)
     resourceUtilization = fields.Dict(keys=fields.String(), values=fields.Nested(MetricSchema), required=True)
     computedAt = fields.DateTime(required=True, metadata={"description": "when these figures were computed"})
+    computedBy = fields.Nested(ComputedBySchema, metadata={"description": "which process computed them, and why"})
 
 
 class StatsEnvelopeSchema(EnvelopeSchema):

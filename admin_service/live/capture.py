@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import zlib
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from admin_service.clock import utc
 from admin_service.config import Settings
 from admin_service.db.dbapi import Connection, Cursor
 from admin_service.jobs.serialize import job_json
+from admin_service.jobs.stats import STATUS_COUNTS, StatusCounts, Transition, count_key, counted
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts, polling
 from admin_service.live.changes import EXACT, POLL, ChangeConsumer, choose_mode, state_key
@@ -89,6 +90,7 @@ class Capturer:
         self._recent_keys: LRU = LRU(20_000)
         self._last_status: LRU = LRU(50_000)
         self._open_jobs = polling.OpenJobs()
+        self.counts = StatusCounts(settings.admin_schema)
 
     # -- leadership loop -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -121,15 +123,24 @@ class Capturer:
         next_alerts = 0.0
         next_prune = 0.0
         next_mode = 0.0
+        next_reconcile = 0.0
         poll_s = self.settings.capture_poll_ms / 1000
         while not stop.is_set():
             if time.monotonic() >= next_mode:
+                was = self.mode
                 self._check_mode(conn)
                 next_mode = time.monotonic() + MODE_CHECK_S
+                if self.mode != was:
+                    # A new leader, or a mode switch (whose hand-over passes may both have moved
+                    # the counts for one change): count once before counting on the changes.
+                    next_reconcile = 0.0
             if self.mode == EXACT:
                 self.captured_total += self.changes.consume(conn)
             else:
                 self.capture_once(conn)
+            if time.monotonic() >= next_reconcile:
+                self.reconcile(conn)
+                next_reconcile = time.monotonic() + self.settings.stats_reconcile_s
             now = time.monotonic()
             if now >= next_alerts:
                 self.evaluate_alerts(conn)
@@ -196,9 +207,10 @@ class Capturer:
             if since is None:
                 since = watermark - overlap
             rows = fetch(cur, since)
-            events = self._events_for(cur, rows)
+            events, transitions = self._events_for(cur, rows)
             events += pickup_events(cur, self.log.schema, events)
             ids = self.log.append_and_notify(cur, events)
+            self.counts.apply(cur, transitions)
             if rows:
                 newest = max(utc(r["updated_at"]) for r in rows)
                 # Never move past the database clock: a row stamped in the future must not hide others.
@@ -211,7 +223,9 @@ class Capturer:
         metrics.capture_logged(rows, events, len(ids))
         return rows, since
 
-    def _events_for(self, cur: Cursor, rows: list[dict[str, Any]]) -> list[NewEvent]:
+    def _fresh(self, cur: Cursor, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
+        """The rows whose state is not logged yet (as far as this leader knows), with their
+        status and dedupe key; the jobs' last logged statuses loaded into _last_status."""
         fresh = []
         for row in rows:
             status = normalize(row["status"]) or "queued"
@@ -222,11 +236,25 @@ class Capturer:
         if unknown:
             for job_id, status in self.log.last_statuses(cur, unknown).items():
                 self._last_status.remember(job_id, status)
+        return fresh
+
+    @staticmethod
+    def _transition(row: dict[str, Any], previous: str | None) -> Transition:
+        """How logging this sampled state moves the counts per status: from the job's last
+        logged status, or as a new job when the log never saw it (right for an insert; for an
+        older job the log does not know, its old status stays counted: drift until the next
+        reconciliation)."""
+        return (count_key(previous) if previous is not None else None), count_key(row["status"])
+
+    def _events_for(self, cur: Cursor, rows: list[dict[str, Any]]) -> tuple[list[NewEvent], list[Transition]]:
+        fresh = self._fresh(cur, rows)
         events: list[NewEvent] = []
+        transitions: list[Transition] = []
         finished: list[dict[str, Any]] = []
         for row, status, key in fresh:
             job_id = str(row["id"])
             previous = self._last_status.get(job_id)
+            transitions.append(self._transition(row, previous))
             kind = event_kind(status, previous, utc(row["created_at"]), utc(row["updated_at"]))
             snapshot = job_json(row)  # the job as REST returns it
             payload = {"event": kind, "job": snapshot, "timestamp": snapshot["updated_at"]}
@@ -236,7 +264,74 @@ class Capturer:
                 finished.append({**row, "status": status})
         raised = alerts.job_alerts(finished, self.settings)
         # Their episodes (and notifications) in this same transaction, logged right after them.
-        return [*events, *raised, *self.episodes.follow(cur, raised)]
+        return [*events, *raised, *self.episodes.follow(cur, raised)], transitions
+
+    # -- the counts per status -----------------------------------------------------------
+    def reconcile(self, conn: Connection) -> dict[str, int]:
+        """Replace the maintained counts per status by a full count; what they were off by.
+
+        Why no change is counted twice or missed across it. Only this leader's transactions
+        move the counts (capture applies a change's transition in the transaction that logs
+        it, StatusCounts.apply), and this runs in the leader's own loop between two of them: at
+        its start the counts are exactly "the full count at the previous reconciliation plus
+        every logged change since". In one REPEATABLE READ snapshot S it then counts the table
+        and lists what capture has still to apply of the changes S already shows: in exact mode
+        the change rows not consumed yet (each moves the counts once when consumed, and is
+        visible in S exactly when its job's row change is); in polling mode the rows a pass
+        would read now whose state is not logged (each with the transition capture will apply,
+        from the same last logged status). The new counts are the count minus those pending
+        transitions, so once capture applies them the counts equal the table as of S plus the
+        changes after S. A change committed after S is neither in the count nor pending: capture
+        applies it later, once. A change committed before S is in the count and, if not logged
+        yet, pending: applied later and subtracted now, so counted once. If the leader dies
+        mid-way the transaction rolls back and the old counts stand.
+
+        Left to the next reconciliation (polling only: it samples states): changes polling never
+        sees (a closed job edited, a delete), the first logged change of a job the log never saw
+        that is not its insertion (e.g. a job older than the log), a row committed later than
+        CAPTURE_OVERLAP_S after its updated_at. (A switch of mode, where the last sampling pass and
+        the change rows may both move the counts for one change, is followed by a reconciliation.)"""
+        started = time.monotonic()
+        overlap = timedelta(seconds=self.settings.capture_overlap_s)
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            try:
+                watermark = self.log.lock_watermark(cur, overlap)  # the snapshot starts here
+                with conn.cursor() as plain:
+                    plain.execute(STATUS_COUNTS.text)
+                    by_status, total = counted(plain.fetchall())
+                table = Counter({name: n for name, n in by_status.items()})
+                table[""] = total - sum(by_status.values())  # NULL or unknown statuses
+                pending = self.changes.pending(cur) if self.mode == EXACT else self._pending_samples(cur, watermark - overlap)
+                for (before, after), n in pending:
+                    if before is not None:
+                        table[before] += n
+                    if after is not None:
+                        table[after] -= n
+                drift = self.counts.replace(cur, {k: int(n) for k, n in table.items()}, self.mode)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        metrics.STATS_QUERY_SECONDS.labels("reconcile").inc(time.monotonic() - started)
+        if drift:
+            log.info("counts per status reconciled", extra={"fields": {"drift": drift}})
+        return drift
+
+    def _pending_samples(self, cur: Cursor, since: datetime) -> list[tuple[Transition, int]]:
+        """The transitions the next polling pass would apply, read in the caller's snapshot (a
+        pass of our own, on a copy of the open set: nothing is logged or remembered)."""
+        scan = polling.Pass(polling.OpenJobs(set(self._open_jobs.ids), self._open_jobs.fingerprint), BATCH)
+        rows: list[dict[str, Any]] = []
+        while not scan.done:
+            rows += scan.rows(cur, since)
+        pending: Counter[Transition] = Counter()
+        fresh = self._fresh(cur, rows)
+        logged = self.log.logged_keys(cur, [key for _, _, key in fresh])
+        for row, _, key in fresh:
+            if key not in logged:
+                pending[self._transition(row, self._last_status.get(str(row["id"])))] += 1
+        return list(pending.items())
 
     def evaluate_alerts(self, conn: Connection) -> None:
         with conn.cursor() as cur, transaction(cur):

@@ -55,6 +55,7 @@ from admin_service.db.archive_options import CHANGE_TRIGGERS, asleep_lock_key
 from admin_service.db.dbapi import Connection, Cursor
 from admin_service.db.tables import JOBS_TABLE, USERS_TABLE
 from admin_service.jobs.serialize import USER_EMAIL, USER_ID, USER_USERNAME, job_json
+from admin_service.jobs.stats import StatusCounts, Transition, count_key
 from admin_service.jobs.status import TERMINAL, normalize
 from admin_service.live import alerts
 from admin_service.live.connection import transaction, wait_for_notify
@@ -90,6 +91,15 @@ def change_kind(op: str, status: str, previous: str | None) -> str:
     return "created" if op == "I" else "updated"
 
 
+def change_transition(op: str, old_status: str | None, status: str | None) -> Transition:
+    """How one change row moves the counts per status (a delete row's job is the old one)."""
+    if op == "I":
+        return None, count_key(status)
+    if op == "D":
+        return count_key(status if status is not None else old_status), None
+    return count_key(old_status), count_key(status)
+
+
 def installed(cur: Cursor, schema: str) -> bool:
     """Whether both change-capture row triggers (calling this schema's function) are enabled."""
     cur.execute(INSTALLED, (JOBS_TABLE, list(CHANGE_TRIGGERS), schema))
@@ -112,6 +122,7 @@ class ChangeConsumer:
         schema = event_log.schema
         self._changes = f'"{schema}".job_changes'
         self._asleep = asleep_lock_key(schema)
+        self.counts = StatusCounts(schema)
         # The row as it was written (typed again by jsonb_populate_record), with its user now.
         self._page = f"""
             SELECT c.id AS change_id, c.op AS change_op, c.old_status AS change_old_status, j.*,
@@ -179,6 +190,8 @@ class ChangeConsumer:
             events = self._events_for(cur, rows)
             events += pickup_events(cur, self.log.schema, events)
             ids = self.log.append_and_notify(cur, events)
+            # Every consumed change moves the counts, logged or merged into a sampled state alike.
+            self.counts.apply(cur, [change_transition(r["change_op"], r["change_old_status"], r["status"]) for r in rows])
             with conn.cursor() as plain:
                 plain.execute(f"DELETE FROM {self._changes} WHERE id = ANY(%s)", ([r["change_id"] for r in rows],))
                 if plain.rowcount != len(rows):  # never: the leader is alone; if so, log nothing
@@ -189,6 +202,13 @@ class ChangeConsumer:
                 self.log.advance_watermark(cur, min(max(stamps), utc(rows[0]["db_now"])))
         metrics.capture_logged(rows, events, len(ids))
         return len(rows)
+
+    def pending(self, cur: Cursor) -> list[tuple[Transition, int]]:
+        """The transitions of the change rows not consumed yet, with how many of each (what the
+        counts will be moved by when they are)."""
+        with cur.connection.cursor() as plain:
+            plain.execute(f"SELECT op, old_status, new_status, count(*) FROM {self._changes} GROUP BY 1, 2, 3")
+            return [(change_transition(op, old, new), int(n)) for op, old, new, n in plain.fetchall()]
 
     def _events_for(self, cur: Cursor, rows: list[dict[str, Any]]) -> list[NewEvent]:
         changes = []

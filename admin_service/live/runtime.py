@@ -1,6 +1,6 @@
 """The live components of one process: event log, hub, event-log tail, capture candidate, action
-dispatch and notification dispatcher candidates, stats ticker; the open connections' re-check
-(revocation.py) and per-user caps (caps.py)."""
+dispatch and notification dispatcher candidates, stats publisher (while this process leads
+capture) and ticker; the open connections' re-check (revocation.py) and per-user caps (caps.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from admin_service import metrics
 from admin_service.actions.dispatcher import Dispatcher as ActionDispatcher
 from admin_service.auth import Authenticator
 from admin_service.config import Settings
-from admin_service.jobs.stats import SharedStats
+from admin_service.db.dbapi import Connection
+from admin_service.jobs.stats import LEADER, WANTED_CHANNEL, SharedStats
 from admin_service.live.caps import ConnectionCaps
-from admin_service.live.capture import Capturer
+from admin_service.live.capture import LEADER_RETRY_S, Capturer, lock_key
+from admin_service.live.connection import connect, wait_for_notify
 from admin_service.live.hub import CloseReason, Hub, LiveEvent
 from admin_service.live.log import EventLog
 from admin_service.live.notify.dispatcher import Dispatcher as NotifyDispatcher
@@ -33,7 +35,10 @@ class LiveRuntime:
         self.settings = settings
         self.engine = engine
         self.stats = stats
+        # The maintained counts are kept while some process holds capture's lock.
+        stats.leader_lock = lock_key(settings.admin_schema)
         database_url = engine.url.render_as_string(hide_password=False)
+        self.database_url = database_url
         self.event_log = EventLog(settings.admin_schema)
         self.hub = Hub(settings.subscriber_queue_max)
         self.tail = EventTail(settings, database_url, self.hub, self.event_log)
@@ -64,6 +69,7 @@ class LiveRuntime:
             loops.append(("capture", self.capturer.run))
             loops.append(("dispatch", self.action_dispatcher.run))
             loops.append(("notify", self.notify_dispatcher.run))
+            loops.append(("publish-stats", self._publish_stats))
         for name, target in loops:
             thread = threading.Thread(target=target, args=(self.stop,), name=f"live-{name}", daemon=True)
             thread.start()
@@ -84,17 +90,70 @@ class LiveRuntime:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads)
 
-    def _tick_stats(self, stop: threading.Event) -> None:
-        """job-stats once per interval for everyone, and only while someone listens; the hub's
-        subscriber gauge is sampled on the same beat."""
+    def _publish_stats(self, stop: threading.Event) -> None:
+        """While this process leads capture: the deployment's figures, once per interval while
+        anyone wants them (stats_snapshot.wanted_until), published for every worker.
+
+        The capture leader's process, because it keeps the counts per status: one election, and
+        the figures move with it. Its own thread and connections, because the figures' queries
+        must not hold back capture (nor capture the figures). Two processes may both publish for
+        a moment while leadership moves: harmless, each publishes correct figures."""
+        while not stop.is_set():
+            if not self.capturer.is_leader:
+                stop.wait(LEADER_RETRY_S / 2)
+                continue
+            conn: Connection | None = None
+            try:
+                conn = connect(self.settings, self.database_url, "admin-service-stats")
+                self._publish_session(conn)
+            except Exception as exc:  # a database outage: the loop must outlive it
+                log.warning("stats publisher failed, retrying: %s", type(exc).__name__)
+                stop.wait(LEADER_RETRY_S)
+            finally:
+                if conn is not None:
+                    conn.close()
+
+    def _publish_session(self, conn: Connection) -> None:
+        """Until `stop` or this process no longer leads capture."""
         interval = self.settings.job_stats_interval_ms / 1000
-        while not stop.wait(interval):
-            metrics.LIVE_SUBSCRIBERS.set(len(self.hub.subscribers()))
+        with conn.cursor() as cur:
+            cur.execute(f'LISTEN "{WANTED_CHANNEL}"')
+        due = 0.0
+        while not self.stop.is_set() and self.capturer.is_leader:
+            with conn.cursor() as cur:
+                wanted = self.stats.snapshots.wanted(cur)
+            if wanted and time.monotonic() >= due:
+                started = time.monotonic()
+                figures = self.stats.compute(LEADER)
+                self.stats.snapshots.publish(self.engine, figures, time.monotonic() - started)
+                due = started + interval
+            # Woken early by a worker that finds the deployment idle and wants figures.
+            wait_for_notify(conn, max(0.01, min(1.0, due - time.monotonic())) if wanted else 1.0)
+
+    def _tick_stats(self, stop: threading.Event) -> None:
+        """job-stats for everyone, each figures once, and only while someone listens; the hub's
+        subscriber gauge is sampled on the same beat. The figures are the deployment's
+        (SharedStats.get: fetched at most once per interval), so every worker of every instance
+        sends the same ones."""
+        interval = self.settings.job_stats_interval_ms / 1000
+        # A tenth of the interval: a new figure reaches listeners soon after it is published.
+        beat = interval / 10
+        sent: object = None
+        next_gauge = 0.0
+        while not stop.wait(beat):
+            if time.monotonic() >= next_gauge:
+                metrics.LIVE_SUBSCRIBERS.set(len(self.hub.subscribers()))
+                next_gauge = time.monotonic() + interval
             if not self.hub.wants(JOB_STATS):
                 continue
             try:
                 data, _ = self.stats.get()
             except Exception as exc:  # the ticker must survive a database outage
                 log.warning("stats tick failed: %s", type(exc).__name__)
+                stop.wait(interval)
                 continue
-            self.hub.publish(LiveEvent(JOB_STATS, data))
+            # Each publication once (a worker may read the same one again: the same figures).
+            stamp = (data.get("computedAt"), (data.get("computedBy") or {}).get("process"))
+            if stamp != sent:
+                self.hub.publish(LiveEvent(JOB_STATS, data))
+                sent = stamp
