@@ -317,6 +317,10 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                     f"{r['connect_seconds']} | {r['worker_rss_idle_mib']:.0f} → {r['worker_rss_mib']:.0f} | "
                     f"{r['rss_per_client_kib']} | " + " | ".join(cells) + f" | {_f(r.get('loadavg_1m'))} |"
                 )
+    if results.get("stats_cost"):
+        from bench.stats_cost import markdown as stats_cost_markdown
+
+        lines += stats_cost_markdown(results["stats_cost"])
     lines += growth_lines(results, path.parent)
     notes = results.get("notes")
     if notes:

@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         help="capture modes whose latency the live cases measure, in order: poll (nothing installed), trigger "
         "(db install-notify-trigger), exact (db install-change-capture; skipped where that command does not exist)",
     )
+    parser.add_argument(
+        "--stats-cost",
+        default="1,2,4",
+        help="instance counts whose stats database time per interval is measured (bench/stats_cost.py; '' to skip)",
+    )
     parser.add_argument("--no-indexes-phase", action="store_true", help="skip the run with db install-indexes")
     parser.add_argument(
         "--indexes-phase-only",
@@ -296,6 +301,11 @@ def main(argv: list[str] | None = None) -> None:
             from bench import export
 
             results["export"] = export.run_export(database_url, token, workdir, log=log)
+
+        if args.stats_cost and not args.smoke:
+            from bench import stats_cost
+
+            results["stats_cost"] = stats_cost.run(database_url, token, [int(n) for n in args.stats_cost.split(",")], log=log)
 
         from bench import live
 

@@ -106,6 +106,46 @@ def measure(
     return row
 
 
+INTERVAL_MS, INTERVALS, FRESH, WORKERS = 5000, 4, 20, 2
+
+
+def run(database_url: str, token: str, instances: list[int], log: Any = print) -> dict[str, Any]:
+    """The rows for bench/run.py (its database, migrated, with the bench's admin)."""
+    log(f"\n[stats cost] {', '.join(map(str, instances))} instance(s) x {WORKERS} workers, JOB_STATS_INTERVAL_MS={INTERVAL_MS}")
+    rows = []
+    for n in instances:
+        row = measure(database_url, n, WORKERS, INTERVAL_MS, INTERVALS, token, FRESH)
+        log(
+            f"  {n} instance(s): {row['db_s'] * 1000:.1f} ms of database time per interval, "
+            f"{row['n_leader']:.2f} leader / {row['n_local']:.2f} local / {row['n_fallback']:.2f} fallback computations per interval"
+        )
+        rows.append(row)
+    return {"interval_ms": INTERVAL_MS, "workers_per_instance": WORKERS, "rows": rows}
+
+
+def markdown(cost: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Stats once per deployment",
+        "",
+        f"Database time spent on job statistics per interval (JOB_STATS_INTERVAL_MS={cost['interval_ms']}), summed over "
+        f"every instance's `{COUNTER}` ({cost['workers_per_instance']} workers per instance, one SSE listener on each "
+        "instance; `bench/stats_cost.py`). Before, each worker of each instance ran the queries every interval: the "
+        "figure grew with the workers. Now it must stay flat.",
+        "",
+        "| instances | workers | DB ms / interval | compute | fetch | reconcile | leader / interval | local / interval | "
+        "fallback / interval | job-stats events / interval / stream | fresh=true p50 / p95 ms | counts |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in cost["rows"]:
+        lines.append(
+            f"| {r['instances']} | {r['workers']} | {r['db_s'] * 1000:.1f} | {r['compute'] * 1000:.1f} | {r['fetch'] * 1000:.1f} | "
+            f"{r['reconcile'] * 1000:.1f} | {r['n_leader']:.2f} | {r['n_local']:.2f} | {r['n_fallback']:.2f} | "
+            f"{r['events'] / r['instances']:.2f} | {r['fresh_p50']:.1f} / {r['fresh_p95']:.1f} | {r['counts']} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", required=True)
