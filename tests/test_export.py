@@ -19,6 +19,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 
+from admin_service.jobs.export import safe_cell
 from tests.support.envelopes import assert_error
 from tests.support.factories import JOB_COLUMNS, Data
 from tests.support.settings import app_with
@@ -163,6 +164,48 @@ def test_text_is_utf8_and_csv_quoting_holds(client: FlaskClient, auth: dict[str,
     (cells,) = csv_rows(export(client, auth))
     assert cells["error_message"] == message
     assert cells["assessment_name"] == "Évaluation ✓"
+
+
+def test_csv_bytes_are_what_a_csv_writer_writes(client: FlaskClient, auth: dict[str, str], data: Data) -> None:
+    """The body byte for byte, against Python's csv.writer (RFC 4180 quoting, CRLF) of the cells
+    as the export defines them: formula escape first, then quotes; NULL and '' both empty;
+    instants ISO-8601 (fractions here of six digits: PostgreSQL drops trailing zeros)."""
+    user = data.user(email="=x@example.com", username='a "b", c')
+    tricky = data.job(
+        user=user,
+        status="queue",  # shown as `queued`
+        job_id="-job\r\nwith lines",
+        error_message='@SUM(A1) said "no", twice\n',
+        assessment_name="Plain",
+        result_id=str(uuid.uuid4()),
+        priority=-2,
+        created_at=T0 + timedelta(microseconds=123456),
+        completed_at=T0 + timedelta(seconds=5),
+        processing_started_at=T0 + timedelta(seconds=1, microseconds=654321),
+    )
+    orphan = data.job(status="failed", error_message="", created_at=T0 - timedelta(minutes=1))  # no user row
+
+    def cells(job: dict[str, Any], who: dict[str, Any] | None) -> list[str]:
+        shown = {"status": "queued" if job["status"] == "queue" else job["status"]}
+        out = []
+        for name in JOB_COLUMNS:
+            value = shown.get(name, job[name])
+            if value is None:
+                out.append("")
+            elif isinstance(value, datetime):
+                out.append(value.isoformat())
+            elif name in ("job_id", "status", "error_message", "assessment_name"):
+                out.append(safe_cell(value))
+            else:
+                out.append(str(value))
+        return [*out, *(safe_cell(who[k]) if who else "" for k in ("email", "username"))]
+
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerow(cells(tricky, user))
+    writer.writerow(cells(orphan, None))
+    assert export(client, auth).get_data() == expected.getvalue().encode()
 
 
 def test_the_row_cap_cuts_and_says_so(database_url: str, engine: Engine, auth: dict[str, str], data: Data) -> None:
