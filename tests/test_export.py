@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 
 from admin_service.jobs.export import safe_cell
+from admin_service.web import json_bytes
 from tests.support.envelopes import assert_error
 from tests.support.factories import JOB_COLUMNS, Data
 from tests.support.settings import app_with
@@ -206,6 +207,31 @@ def test_csv_bytes_are_what_a_csv_writer_writes(client: FlaskClient, auth: dict[
     writer.writerow(cells(tricky, user))
     writer.writerow(cells(orphan, None))
     assert export(client, auth).get_data() == expected.getvalue().encode()
+
+
+def test_ndjson_bytes_are_what_the_json_answers_write(client: FlaskClient, auth: dict[str, str], data: Data) -> None:
+    """Each line byte for byte as the service's JSON encoder (json_bytes) writes the job: escapes
+    of quotes, backslashes and control characters, non-ASCII as is, instants with and without a
+    fraction, the status as shown, a missing user as null."""
+    user = data.user(email="é@example.com", username='q"\\b')
+    tricky = data.job(
+        user=user,
+        status="queue",
+        error_message='line\nnext\ttab \x01\x1f\x7f "quoted" back\\slash ✓ </script>',
+        assessment_name="Évaluation",
+        result_id=str(uuid.uuid4()),
+        priority=-7,
+        created_at=T0 + timedelta(microseconds=1),
+        completed_at=T0 + timedelta(seconds=3),
+    )
+    orphan = data.job(status="failed", error_message="", created_at=T0 - timedelta(minutes=1))
+
+    def line(job: dict[str, Any], who: dict[str, Any] | None) -> bytes:
+        doc = {**job, "status": "queued" if job["status"] == "queue" else job["status"]}
+        doc["user"] = {"id": who["id"], "email": who["email"], "username": who["username"]} if who else None
+        return json_bytes(doc) + b"\n"
+
+    assert export(client, auth, {"format": "ndjson"}).get_data() == line(tricky, user) + line(orphan, None)
 
 
 def test_the_row_cap_cuts_and_says_so(database_url: str, engine: Engine, auth: dict[str, str], data: Data) -> None:

@@ -43,8 +43,6 @@ from admin_service.errors import database_failure
 from admin_service.jobs import status as job_status
 from admin_service.jobs.queries import JobFilters, page_subquery
 from admin_service.jobs.schemas import Moment
-from admin_service.jobs.serialize import USER_EMAIL, USER_ID, USER_USERNAME, job_of
-from admin_service.web import json_bytes
 
 log = logging.getLogger("admin_service.export")
 
@@ -144,8 +142,7 @@ def export_filename(args: Mapping[str, Any], fmt: str, now: datetime, cut_at: in
 
 # --- rows -----------------------------------------------------------------------------------------
 
-# The driver's tuples; the last two columns are the keyset (as text). CSV: (line, ...);
-# NDJSON: the columns named by NDJSON_COLUMNS.
+# The driver's tuples: (line, sort key, row id), the last two the keyset position as text.
 Rows = Sequence[tuple[Any, ...]]
 
 
@@ -211,18 +208,55 @@ def csv_line(page: Subquery, user: NamedFromClause) -> ColumnElement[str]:
     return func.concat(*parts).label("line")
 
 
+# orjson's instant (what every JSON answer writes): ISO-8601 with the session's offset, the
+# fraction of six digits or none (to_char always writes six: '.000000' is dropped after).
+JSON_INSTANT = 'YYYY-MM-DD"T"HH24:MI:SS.USTZH:TZM'
+
+
+def json_value(value: ColumnElement[Any], kind: Any) -> ColumnElement[str]:
+    """A value as the service's JSON encoder writes it (json_bytes), in SQL: text by to_json
+    (the same escapes: \\" \\\\ \\n \\r \\t \\b \\f, other control characters as \\u00xx, the rest
+    as is), numbers as they are, uuids as strings, instants as orjson writes them, NULL as null."""
+    text: ColumnElement[Any]
+    if isinstance(kind, DateTime):
+        text = func.to_json(func.replace(func.to_char(value, JSON_INSTANT), ".000000", ""))
+    elif isinstance(kind, Integer):
+        text = cast(value, Text)
+    else:
+        text = cast(func.to_json(cast(value, Text)), Text)
+    return func.coalesce(cast(text, Text), "null")
+
+
+def ndjson_line(page: Subquery, user: NamedFromClause) -> ColumnElement[str]:
+    """A whole NDJSON line, byte for byte what json_bytes(job_of(row)) writes: the job's
+    columns in order (the status as shown), then `user` ({id, email, username} or null).
+    Written by PostgreSQL, it costs the worker one string a row instead of ~12 us of dict
+    building and encoding."""
+    parts: list[Any] = ["{"]
+    for i, name in enumerate(JOB_COLUMNS):
+        column = job_status.shown(page.c[name]) if name == "status" else page.c[name]
+        parts += [("," if i else "") + f'"{name}":', json_value(column, jobs.c[name].type)]
+    user_object = func.concat(
+        '{"id":',
+        json_value(user.c.id, users.c.id.type),
+        ',"email":',
+        json_value(user.c.email, users.c.email.type),
+        ',"username":',
+        json_value(user.c.username, users.c.username.type),
+        "}",
+    )
+    parts += [',"user":', case((user.c.id.is_(None), "null"), else_=user_object), "}\n"]
+    return func.concat(*parts).label("line")
+
+
 def batch_statement(plan: ExportPlan, after: tuple[Any, Any] | None) -> Select[Any]:
-    """One batch: the CSV cells, or (NDJSON) the job columns with the user's, uuids as text.
+    """One batch: each row's whole line (CSV or NDJSON) and its keyset position as text.
     `after` holds bound parameters (AFTER_KEY, AFTER_ID), the batch size is BATCH_ROWS: one
     statement serves every batch. The last two columns are the keyset position of the row."""
     page, ordering = page_subquery(plan.conds, plan.sort_by, plan.order, bindparam(BATCH_ROWS, 1, type_=Integer), after=after)
     user = page_users()
     columns: list[ColumnElement[Any]]
-    if plan.fmt == "csv":
-        columns = [csv_line(page, user)]
-    else:
-        columns = [cast(page.c[name], Text).label(name) if name in UUID_COLUMNS else page.c[name] for name in JOB_COLUMNS]
-        columns += [cast(user.c.id, Text).label(USER_ID), user.c.email.label(USER_EMAIL), user.c.username.label(USER_USERNAME)]
+    columns = [csv_line(page, user) if plan.fmt == "csv" else ndjson_line(page, user)]
     # The keyset as text: a datetime made of every row's key cost ~1 us a row, for the last row
     # only; its text (full precision, with its offset) binds back into the next batch as is.
     columns += [cast(page.c.sort_key, Text).label("sort_key"), cast(page.c.id, Text).label("row_id")]
@@ -262,9 +296,6 @@ class BatchQueries:
         if after is not None:
             params.update({AFTER_KEY: after[0], AFTER_ID: after[1]})
         return sql, params
-
-
-UUID_COLUMNS = frozenset({"id", "user_id", "result_id"})
 
 
 class Prefetch:
@@ -332,22 +363,14 @@ def csv_header() -> bytes:
     return (",".join(CSV_COLUMNS) + "\r\n").encode()
 
 
-def csv_rows(rows: Rows) -> bytes:
-    """The batch's lines (csv_line wrote each, CRLF included), as one chunk."""
+def lines(rows: Rows) -> bytes:
+    """The batch's lines (csv_line or ndjson_line wrote each, its line end included), as one chunk."""
     return "".join([row[0] for row in rows]).encode()
 
 
-NDJSON_COLUMNS = (*JOB_COLUMNS, USER_ID, USER_EMAIL, USER_USERNAME)
-
-
-def ndjson_rows(rows: Rows) -> bytes:
-    """One job per line, exactly as the list shows it (with its `user` object or null)."""
-    return b"".join([json_bytes(job_of(dict(zip(NDJSON_COLUMNS, row, strict=False)))) + b"\n" for row in rows])
-
-
 ENCODERS: dict[str, tuple[Callable[[], bytes], Callable[[Rows], bytes]]] = {
-    "csv": (csv_header, csv_rows),
-    "ndjson": (lambda: b"", ndjson_rows),
+    "csv": (csv_header, lines),
+    "ndjson": (lambda: b"", lines),
 }
 
 
