@@ -186,7 +186,9 @@ def csv_line(page: Subquery, user: NamedFromClause) -> ColumnElement[str]:
     text, text cells escaped and quoted, joined by `concat` (NULL as an empty cell). Python
     only joins the lines of a batch: its work per row is one string, so an export leaves the
     worker's other requests most of its time (it cost 8-10 us a row when Python joined cells,
-    more with csv.writer)."""
+    more with csv.writer). Not COPY ... TO STDOUT: psycopg2 refuses copy_expert while a wait
+    callback is installed (db/green.py, in every gunicorn worker: "copy_expert cannot be used
+    with an asynchronous callback"), and a blocking COPY would stall the worker's greenlets."""
     cells: list[ColumnElement[Any]] = []
     for name in JOB_COLUMNS:
         column = page.c[name]
