@@ -321,7 +321,7 @@ class Settings:
     export_rate_limit: str = setting("EXPORT_RATE_LIMIT", "10 per minute", _rate)
     export_max_rows: int = setting("EXPORT_MAX_ROWS", 1_000_000, integer(1, 100_000_000))
     # Rows per keyset batch: one short query each, and a yield to the worker's other requests.
-    export_batch_rows: int = setting("EXPORT_BATCH_ROWS", 1000, integer(1, 100_000))
+    export_batch_rows: int = setting("EXPORT_BATCH_ROWS", 5000, integer(1, 100_000))
     # Failed token checks per client address before its new tokens are refused (429).
     auth_failure_limit: str = setting("AUTH_FAILURE_LIMIT", "20 per minute", _rate)
     rate_limit_storage_uri: str = setting(

@@ -19,6 +19,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, event
 
+from admin_service.jobs.export import safe_cell
+from admin_service.web import json_bytes
 from tests.support.envelopes import assert_error
 from tests.support.factories import JOB_COLUMNS, Data
 from tests.support.settings import app_with
@@ -163,6 +165,73 @@ def test_text_is_utf8_and_csv_quoting_holds(client: FlaskClient, auth: dict[str,
     (cells,) = csv_rows(export(client, auth))
     assert cells["error_message"] == message
     assert cells["assessment_name"] == "Évaluation ✓"
+
+
+def test_csv_bytes_are_what_a_csv_writer_writes(client: FlaskClient, auth: dict[str, str], data: Data) -> None:
+    """The body byte for byte, against Python's csv.writer (RFC 4180 quoting, CRLF) of the cells
+    as the export defines them: formula escape first, then quotes; NULL and '' both empty;
+    instants ISO-8601 (fractions here of six digits: PostgreSQL drops trailing zeros)."""
+    user = data.user(email="=x@example.com", username='a "b", c')
+    tricky = data.job(
+        user=user,
+        status="queue",  # shown as `queued`
+        job_id="-job\r\nwith lines",
+        error_message='@SUM(A1) said "no", twice\n',
+        assessment_name="Plain",
+        result_id=str(uuid.uuid4()),
+        priority=-2,
+        created_at=T0 + timedelta(microseconds=123456),
+        completed_at=T0 + timedelta(seconds=5),
+        processing_started_at=T0 + timedelta(seconds=1, microseconds=654321),
+    )
+    orphan = data.job(status="failed", error_message="", created_at=T0 - timedelta(minutes=1))  # no user row
+
+    def cells(job: dict[str, Any], who: dict[str, Any] | None) -> list[str]:
+        shown = {"status": "queued" if job["status"] == "queue" else job["status"]}
+        out = []
+        for name in JOB_COLUMNS:
+            value = shown.get(name, job[name])
+            if value is None:
+                out.append("")
+            elif isinstance(value, datetime):
+                out.append(value.isoformat())
+            elif name in ("job_id", "status", "error_message", "assessment_name"):
+                out.append(safe_cell(value))
+            else:
+                out.append(str(value))
+        return [*out, *(safe_cell(who[k]) if who else "" for k in ("email", "username"))]
+
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerow(cells(tricky, user))
+    writer.writerow(cells(orphan, None))
+    assert export(client, auth).get_data() == expected.getvalue().encode()
+
+
+def test_ndjson_bytes_are_what_the_json_answers_write(client: FlaskClient, auth: dict[str, str], data: Data) -> None:
+    """Each line byte for byte as the service's JSON encoder (json_bytes) writes the job: escapes
+    of quotes, backslashes and control characters, non-ASCII as is, instants with and without a
+    fraction, the status as shown, a missing user as null."""
+    user = data.user(email="é@example.com", username='q"\\b')
+    tricky = data.job(
+        user=user,
+        status="queue",
+        error_message='line\nnext\ttab \x01\x1f\x7f "quoted" back\\slash ✓ </script>',
+        assessment_name="Évaluation",
+        result_id=str(uuid.uuid4()),
+        priority=-7,
+        created_at=T0 + timedelta(microseconds=1),
+        completed_at=T0 + timedelta(seconds=3),
+    )
+    orphan = data.job(status="failed", error_message="", created_at=T0 - timedelta(minutes=1))
+
+    def line(job: dict[str, Any], who: dict[str, Any] | None) -> bytes:
+        doc = {**job, "status": "queued" if job["status"] == "queue" else job["status"]}
+        doc["user"] = {"id": who["id"], "email": who["email"], "username": who["username"]} if who else None
+        return json_bytes(doc) + b"\n"
+
+    assert export(client, auth, {"format": "ndjson"}).get_data() == line(tricky, user) + line(orphan, None)
 
 
 def test_the_row_cap_cuts_and_says_so(database_url: str, engine: Engine, auth: dict[str, str], data: Data) -> None:
