@@ -14,6 +14,24 @@ then asks for that window again for its X-RateLimit-* headers: the answer just r
 remembered for that (this greenlet's request), so the headers cost no second statement.
 PostgreSQL's clock places the hits, so instances with skewed clocks still share one window.
 
+Local reservations (RATE_LIMIT_LOCAL_BATCH, 32 by default; 1 turns them off): a process that
+serves one key often takes several hits in one call and grants them to its next requests
+itself, so a busy client costs one round trip per batch instead of one per request. What holds:
+- never more than the limit: every hit granted was taken in the store first;
+- the same window: a reserved hit is granted only while PostgreSQL's clock is still in the
+  bucket it was counted in (the deadline is computed from the database's clock, sent with the
+  answer, minus a margin), so it counts for at least the window after the request it admits,
+  as an unreserved hit does;
+- what changes: a reserved hit its process never grants (the client's next requests went to
+  another worker, or stopped) still counts until it leaves the window. Batches grow only with
+  the rate the process saw (doubling while each batch runs out before its bucket ends, shrinking
+  to what was used otherwise) and are at most 1/32 of what the window had left, so near its limit
+  a client is counted one request at a call as before; a client is refused early only while
+  other processes hold, unused, what it has left;
+- X-RateLimit-Remaining counts down by one per request from the store's figure at the
+  reservation (other processes' hits since then appear at the next call).
+AUTH_FAILURE_LIMIT's failures are never reserved (each one counts at once everywhere).
+
 A store that cannot answer (the database down or hung: each statement waits at most
 STORE_DEADLINE_S) raises limits' StorageError; flask-limiter then fails open to its in-memory
 fallback or closed, as RATE_LIMIT_FAIL_OPEN says (ratelimit.py).
@@ -21,8 +39,10 @@ fallback or closed, as RATE_LIMIT_FAIL_OPEN says (ratelimit.py).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from limits.storage import MovingWindowSupport, Storage
@@ -40,6 +60,24 @@ STORE_DEADLINE_S = 1.0
 PRUNE_EVERY_S = 60.0
 # The window an acquire returned serves the headers' read of it for this long (same request).
 REMEMBER_S = 1.0
+# A reserved hit is granted until this long before its bucket ends by the database's clock (the
+# answer's own travel, clock-rate drift).
+RESERVE_MARGIN_S = 0.02
+# A batch is at most this fraction of what the window had left (exact near the limit).
+RESERVE_SHARE = 32
+# Keys whose hits are never reserved: FailedAuthGuard's (ratelimit.py).
+UNRESERVED_PREFIXES = ("auth-failures",)
+
+
+@dataclass
+class Reservation:
+    """Hits of one key taken in the store and not granted yet (this process)."""
+
+    left: int
+    deadline: float  # time.monotonic() after which they are not granted
+    oldest: float
+    count: int  # the window's hit count as the store returned it, less `left`
+    batch: int  # the size of the batch that made it (the next one adapts from it)
 
 
 class DatabaseStorage(Storage, MovingWindowSupport):
@@ -52,7 +90,11 @@ class DatabaseStorage(Storage, MovingWindowSupport):
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
         self.engine: Engine = options["engine"]
         schema = options["schema"]
-        self._acquire = text(f'SELECT acquired, oldest, hit_count FROM "{schema}".rate_limit_acquire(:k, :lim, :exp, :n)')
+        # The database's clock with the answer: where the bucket a reservation was counted in ends.
+        self._acquire = text(
+            "SELECT acquired, oldest, hit_count, extract(epoch FROM clock_timestamp())::float8 "
+            f'FROM "{schema}".rate_limit_acquire(:k, :lim, :exp, :n)'
+        )
         self._window = text(f'SELECT oldest, hit_count FROM "{schema}".rate_limit_window(:k, :exp)')
         self._prune = text(f'DELETE FROM "{schema}".rate_limits WHERE expires_at < extract(epoch FROM clock_timestamp())')
         self._clear = text(f'DELETE FROM "{schema}".rate_limits WHERE key = :k')
@@ -61,6 +103,9 @@ class DatabaseStorage(Storage, MovingWindowSupport):
         self._last_prune = time.monotonic()
         self._prune_lock = threading.Lock()
         self._remembered = threading.local()  # greenlet-local under gevent
+        self._batch_max: int = options.get("local_batch", 1)
+        self._reserved: dict[str, Reservation] = {}
+        self._reserved_lock = threading.Lock()  # held for no I/O
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
@@ -75,10 +120,59 @@ class DatabaseStorage(Storage, MovingWindowSupport):
 
     # -- the moving window (the strategy the limiter uses) ---------------------------------------
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount == 1 and self._grant_reserved(key, expiry):
+            return True
         self._maybe_prune()
-        acquired, oldest, count = self._run(self._acquire, k=key, lim=limit, exp=float(expiry), n=amount)
-        self._remembered.window = (key, expiry, time.monotonic(), (float(oldest), int(count)))
+        batch = self._next_batch(key, limit) if amount == 1 and not key.startswith(UNRESERVED_PREFIXES) else amount
+        sent = time.monotonic()
+        acquired, oldest, count, db_now = self._run(self._acquire, k=key, lim=limit, exp=float(expiry), n=batch)
+        if not acquired and batch > amount:  # the window has less room than the batch: one hit
+            sent = time.monotonic()
+            acquired, oldest, count, db_now = self._run(self._acquire, k=key, lim=limit, exp=float(expiry), n=amount)
+            batch = amount
+        oldest, count = float(oldest), int(count)
+        if acquired and amount == 1 and not key.startswith(UNRESERVED_PREFIXES):
+            width = expiry / 60
+            bucket_start = math.floor(db_now / width) * width
+            # Just after a bucket began, the hits may have gone to the one before: grant none.
+            in_time = db_now - bucket_start > RESERVE_MARGIN_S
+            left = batch - amount if in_time else 0
+            deadline = sent + (bucket_start + width - db_now) - RESERVE_MARGIN_S if in_time else sent
+            with self._reserved_lock:
+                # Another request of this key took a batch meanwhile: its hits stay grantable.
+                other = self._reserved.get(key)
+                if other is not None and other.left and time.monotonic() < other.deadline:
+                    left, deadline = left + other.left, min(deadline, other.deadline)
+                self._reserved[key] = Reservation(left, deadline, oldest, count - left, batch)
+            count -= left
+        self._remembered.window = (key, expiry, time.monotonic(), (oldest, count))
         return bool(acquired)
+
+    def _grant_reserved(self, key: str, expiry: int) -> bool:
+        """Grant one hit reserved for `key` in this process, if one is left in time."""
+        with self._reserved_lock:
+            reservation = self._reserved.get(key)
+            if reservation is None or reservation.left == 0 or time.monotonic() >= reservation.deadline:
+                return False
+            reservation.left -= 1
+            reservation.count += 1
+            window = (reservation.oldest, reservation.count)
+        self._remembered.window = (key, expiry, time.monotonic(), window)
+        return True
+
+    def _next_batch(self, key: str, limit: int) -> int:
+        """Hits to take for `key`: 1 for a key this process has not seen lately; double the last
+        batch when it ran out before its deadline, what it granted when it did not; at most
+        1/RESERVE_SHARE of what the window had left."""
+        with self._reserved_lock:
+            last = self._reserved.get(key)  # left as is: requests of this key that miss meanwhile see it too
+        if last is None or self._batch_max <= 1:
+            return 1
+        granted = last.batch - last.left
+        ran_out_in_time = last.left == 0 and time.monotonic() < last.deadline
+        wanted = last.batch * 2 if ran_out_in_time else granted
+        room = (limit - last.count - last.left) // RESERVE_SHARE
+        return max(1, min(wanted, self._batch_max, room))
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         remembered = getattr(self._remembered, "window", None)
@@ -96,6 +190,9 @@ class DatabaseStorage(Storage, MovingWindowSupport):
             return
         try:
             self._last_prune = now
+            with self._reserved_lock:  # keys of clients gone quiet (addresses before auth, too)
+                for key in [k for k, r in self._reserved.items() if r.deadline < now]:
+                    del self._reserved[key]
             self._run(self._prune)
         finally:
             self._prune_lock.release()
