@@ -261,6 +261,7 @@ export function initTable() {
     if (!nextCursor) return;
     earlier.push(cursor);
     cursor = nextCursor;
+    nextCursor = null; // a second click before the page arrives is not a second page on the same cursor
     query.page += 1;
     loadJobs();
   });
