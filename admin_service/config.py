@@ -331,6 +331,9 @@ class Settings:
         matching(STORAGE_URI, "{name} must be database://, memory:// or a redis:// URI, got {value!r}"),
     )
     rate_limit_fail_open: bool = setting("RATE_LIMIT_FAIL_OPEN", True, boolean)
+    # database://: hits a process may take in one call for a busy key and grant itself
+    # (limits_store.py, "Local reservations"); 1: one call per request.
+    rate_limit_local_batch: int = setting("RATE_LIMIT_LOCAL_BATCH", 32, integer(1, 1000))
     stats_timezone: str = setting("STATS_TIMEZONE", "UTC", _time_zone)
     performance_window_hours: int = setting("PERFORMANCE_WINDOW_HOURS", 24, integer(1, 24 * 90))
     # Failures and trends of one range are shared this long: a 90-day grouping costs seconds of

@@ -144,7 +144,7 @@ def make_limiter(app: Flask, settings: Settings, engine: Engine) -> Limiter:
     if settings.rate_limit_storage_uri.startswith("redis"):
         options.update(socket_connect_timeout=1, socket_timeout=1)
     elif settings.rate_limit_storage_uri.startswith(f"{DATABASE_SCHEME}://"):
-        options.update(engine=engine, schema=settings.admin_schema)
+        options.update(engine=engine, schema=settings.admin_schema, local_batch=settings.rate_limit_local_batch)
     limiter_log = logging.getLogger("flask-limiter")
     if not any(isinstance(f, OneLineStoreFailures) for f in limiter_log.filters):
         limiter_log.addFilter(OneLineStoreFailures())

@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
@@ -90,9 +90,21 @@ class IsoJSONProvider(DefaultJSONProvider):
 
 
 class JsonLogFormatter(logging.Formatter):
+    # The local time zone's offset, looked up once a second: astimezone() asks the C library
+    # for it on every call, the larger part of a line's timestamp (a line per request).
+    _zone_second = -1
+    _zone: tzinfo | None = None
+
+    def _local(self, created: float) -> datetime:
+        second = int(created)
+        if second != self._zone_second or self._zone is None:
+            self._zone = datetime.fromtimestamp(second).astimezone().tzinfo
+            self._zone_second = second
+        return datetime.fromtimestamp(created, self._zone)
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
+            "ts": self._local(record.created).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -180,14 +192,21 @@ def install(app: Flask, settings: Settings) -> None:
             return app.make_default_options_response()
         return None
 
+    # Built once (over HTTP, over HTTPS), not on every answer: (name, value, fixed).
+    prepared = {
+        secure: tuple((name, value, name in FIXED_HEADERS) for name, value in security_headers(secure))
+        for secure in (False, True)
+    }
+
     @app.after_request
     def _headers(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        for name, value in security_headers(request.is_secure):
-            if name in FIXED_HEADERS:
-                response.headers[name] = value
+        headers = response.headers
+        headers["X-Request-ID"] = g.get("request_id", "")
+        for name, value, fixed in prepared[request.is_secure]:
+            if fixed:
+                headers[name] = value
             else:
-                response.headers.setdefault(name, value)
+                headers.setdefault(name, value)
         return response
 
     @app.teardown_request

@@ -1,5 +1,5 @@
 """The dashboard's search box, multi-status filter, assessment choices from the data, the view
-kept in the address bar, the Export button, dark mode and the alert banner's human figures:
+kept in the address bar, paging by cursor forward and back, the Export button, dark mode and the alert banner's human figures:
 in Debian's Chromium through Playwright, against the service under gunicorn and a real
 PostgreSQL (the fixtures and helpers of tests/test_dashboard.py). Screenshots go to
 tests/artifacts/."""
@@ -12,12 +12,14 @@ import csv
 import io
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
+from tests.support.factories import utcnow
 from tests.support.service import RunningService
 from tests.test_dashboard import (  # noqa: F401  (fixtures: pytest finds them by name in this module)
     Watched,
@@ -112,6 +114,70 @@ def test_the_view_is_kept_in_the_address_bar_and_restored(
     other.get_by_role("button", name="Sign in").click()
     expect(other.locator("#jobs-summary")).to_have_attribute("data-total", str(expected))
     assert other.locator("#jobs-body tr").evaluate_all("rows => rows.map(r => r.dataset.jobId)") == shown
+
+
+def test_pages_go_forward_by_cursor_and_back_and_a_deep_page_reloads(
+    service: RunningService, seeded: dict[str, Any], open_page: Callable[..., Watched]
+) -> None:
+    token = seeded["token"]
+    now = utcnow()
+    for i in range(30):  # 66 jobs: pages of 25, 25 and 16
+        seeded["data"].job(status="completed", created_at=now - timedelta(days=8, minutes=i))
+    watched = open_page(service.url)
+    page = watched.page
+    sign_in(page, service.url, token)
+    ids = "rows => rows.map(r => r.dataset.jobId)"
+    rows = page.locator("#jobs-body tr")
+    info = page.locator("#page-info")
+    expected = [[job["id"] for job in api(service, token, "/jobs", limit=25, page=n)["jobs"]] for n in (1, 2, 3)]
+    assert [len(p) for p in expected] == [25, 25, 16]
+    expect(info).to_have_text("Page 1 of 3")
+    assert rows.evaluate_all(ids) == expected[0]
+    lists = lambda: [u for u in watched.requests if "/admin/jobs?" in u]  # noqa: E731
+
+    # Forward: each Next asks for the page after the last row (a cursor), never an offset.
+    for n in (2, 3):
+        before = len(lists())
+        page.get_by_role("button", name="Next →").click()
+        expect(info).to_have_text(f"Page {n} of 3")
+        assert rows.evaluate_all(ids) == expected[n - 1]
+        (request,) = lists()[before:]
+        assert "cursor=" in request and "page=" not in request, request
+    expect(page.get_by_role("button", name="Next →")).to_be_disabled()
+    page.wait_for_function("() => location.search.includes('page=3') && location.search.includes('cursor=')")
+
+    # Back: the cursors kept on the way, then page 1 by itself.
+    page.get_by_role("button", name="← Previous").click()
+    expect(info).to_have_text("Page 2 of 3")
+    assert rows.evaluate_all(ids) == expected[1]
+    assert "cursor=" in lists()[-1]
+    page.get_by_role("button", name="← Previous").click()
+    expect(info).to_have_text("Page 1 of 3")
+    assert rows.evaluate_all(ids) == expected[0]
+    assert "cursor=" not in lists()[-1] and "page=1&" in lists()[-1]
+    expect(page.get_by_role("button", name="← Previous")).to_be_disabled()
+    page.wait_for_function("() => !location.search.includes('cursor=') && !location.search.includes('page=')")
+
+    # A deep page's link reloads that page (by its cursor); Previous from there goes by number.
+    page.get_by_role("button", name="Next →").click()
+    expect(info).to_have_text("Page 2 of 3")
+    page.get_by_role("button", name="Next →").click()
+    expect(info).to_have_text("Page 3 of 3")
+    page.wait_for_function("() => location.search.includes('page=3')")
+    page.reload()
+    expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    expect(info).to_have_text("Page 3 of 3")
+    assert rows.evaluate_all(ids) == expected[2]
+    assert "cursor=" in lists()[-1]
+    page.get_by_role("button", name="← Previous").click()
+    expect(info).to_have_text("Page 2 of 3")
+    assert rows.evaluate_all(ids) == expected[1]
+    assert "page=2" in lists()[-1]
+
+    # A changed sort starts again at page 1 (the cursors were the old order's).
+    page.locator("th[data-sort=priority]").get_by_role("button").click()
+    expect(info).to_have_text("Page 1 of 3")
+    page.wait_for_function("() => !location.search.includes('cursor=')")
 
 
 def test_export_downloads_exactly_what_the_table_shows(

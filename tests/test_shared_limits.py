@@ -163,3 +163,27 @@ def test_guesses_from_the_shared_address_do_not_lock_out_signed_in_admins_on_any
             for i in range(60)
         )
     assert signed_in == {200: 60}, signed_in
+
+
+def test_a_busy_client_gets_exactly_the_limit_and_every_hit_counts_once(database_url: str, engine: Engine, data: Data) -> None:
+    """Hits a worker reserves in batches (RATE_LIMIT_LOCAL_BATCH) are granted one by one: the
+    limit holds to the request, the remaining count goes down by one per answer, and the store
+    holds exactly the hits granted (none reserved and lost in a process that kept serving)."""
+    client = app_with(database_url, engine, RATE_LIMIT="200 per day", **DATABASE).test_client()
+    admin = data.user(user_type="admin")
+    headers = bearer(token_for(admin))
+    remaining, refused = [], 0
+    for _ in range(230):
+        response = client.get("/admin/jobs?limit=1", headers=headers)
+        if response.status_code == 429:
+            refused += 1
+        else:
+            assert response.status_code == 200, response.get_data(as_text=True)
+            remaining.append(int(response.headers["X-RateLimit-Remaining"]))
+    assert remaining == list(range(199, -1, -1))
+    assert refused == 30
+    with engine.connect() as conn:
+        counted = conn.execute(
+            text("SELECT sum(x) FROM admin.rate_limits, unnest(counts) AS x WHERE key LIKE :k"), {"k": f"%user:{admin['id']}%"}
+        ).scalar_one()
+    assert counted == 200

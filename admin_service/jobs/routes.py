@@ -20,6 +20,7 @@ from admin_service.jobs.schemas import (
     StatsEnvelopeSchema,
     StatsQuerySchema,
 )
+from admin_service.jobs.serialize import json_as_text
 from admin_service.services import services
 
 blp = ApiBlueprint(
@@ -122,7 +123,13 @@ def job_results(job_ref: str) -> Response:
     """
     with services().engine.connect() as conn:
         job = find_job(conn, job_ref)
-        result = queries.find_result(conn, job["result_id"]) if job["result_id"] else None
+        # Read with its JSON columns as text, spliced into the answer unparsed.
+        row = (
+            conn.execute(json_as_text(queries.FIND_RESULT), {"id": job["result_id"]}).mappings().first()
+            if job["result_id"]
+            else None
+        )
+        result = dict(row) if row else None
     if result is None:
         raise not_found(f"Job {job_ref!r} has no result", code="RESULT_NOT_FOUND")
     keys = ("id", "job_id", "status", "assessment_name", "completed_at", "user_id", "created_at")

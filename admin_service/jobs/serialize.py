@@ -4,6 +4,8 @@ A job read with its user (`with_user`) becomes one dict: the table's columns in 
 status as shown (`queue` -> `queued`), and `user` ({id, email, username}, or null when the
 user row is missing). `job_of` keeps Python values (UUIDs, datetimes: the JSON encoder writes
 them); `job_json` is the same job with those written as JSON strings, for the event log.
+`json_as_text` reads a statement's json/jsonb columns as the text PostgreSQL sends, for answers
+that only pass stored JSON on.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, select
+import orjson
+import psycopg2.extensions
+from sqlalchemy import Engine, Executable, Select, event, select
+from sqlalchemy.engine.interfaces import DBAPICursor, ExecutionContext
 from sqlalchemy.sql import FromClause
 
 from admin_service.db.tables import JOB_COLUMNS, users
@@ -57,3 +62,26 @@ def job_json(row: Mapping[Any, Any]) -> dict[str, Any]:
     if user is not None:
         job["user"] = {name: _json_value(value) for name, value in user.items()}
     return job
+
+
+# json (114) and jsonb (3802) as orjson.Fragment of PostgreSQL's text: json_bytes writes it into
+# the answer as it is, instead of psycopg2 parsing it into dicts only for orjson to write them
+# again (the same document: jsonb's text is its normal form, keys in its own order as parsing
+# kept them; only the separators' spaces differ).
+_JSON_FRAGMENT = psycopg2.extensions.new_type(
+    (114, 3802), "JSON_FRAGMENT", lambda value, cursor: None if value is None else orjson.Fragment(value)
+)
+_JSON_AS_TEXT = "json_as_text"
+
+
+def json_as_text(statement: Executable) -> Executable:
+    """`statement` with its json/jsonb columns read as orjson.Fragment (psycopg2 only)."""
+    return statement.execution_options(**{_JSON_AS_TEXT: True})
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _json_columns_as_text(
+    conn: Any, cursor: DBAPICursor, statement: str, parameters: Any, context: ExecutionContext | None, executemany: bool
+) -> None:
+    if context is not None and context.execution_options.get(_JSON_AS_TEXT):
+        psycopg2.extensions.register_type(_JSON_FRAGMENT, cast("psycopg2.extensions.cursor", cursor))  # this cursor only

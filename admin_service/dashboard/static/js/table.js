@@ -1,5 +1,11 @@
 /* The jobs table: the list endpoint's filters, sorting by the column headers, paging, rows
- * changed in place by live updates and a "new jobs" button. */
+ * changed in place by live updates and a "new jobs" button.
+ *
+ * Paging is by keyset cursor: Next asks for the page after the last row shown
+ * (pagination.nextCursor), whose cost does not grow with depth as an offset's does; Previous
+ * goes back to the cursors kept on the way. `query.page` is the page's number, for display and
+ * for the offset request of page 1 or of a link that holds a page number only (after a reload of
+ * a deep page, Previous is an offset request too: the cursors before it are not in the link). */
 
 import { api, explain, failed } from "./api.js";
 import { openJob } from "./dialog.js";
@@ -9,6 +15,9 @@ import { readView, writeView } from "./view_url.js";
 
 const query = { page: 1, limit: 25, sort_by: "created_at", sort_order: "DESC" };
 let filters = {};
+let cursor = null; // the cursor the page shown was asked with (null: by page number)
+let earlier = []; // the cursors of the pages before it, as Next went (null: by page number)
+let nextCursor = null; // the page after the one shown
 let listSeq = 0; // the newest list request: answers to older ones are dropped
 const visibleJobs = new Map(); // row id -> <tr>
 let newJobs = 0;
@@ -51,13 +60,23 @@ function restoreView() {
   query.sort_order = view.sort_order || query.sort_order;
   query.limit = Number(view.limit || query.limit);
   query.page = Number(view.page || 1);
+  cursor = view.cursor || null;
+  earlier = [];
   $("page-size").value = String(query.limit);
+}
+
+/** Back to page 1 (a new filter, sort or page size): the cursors kept belong to the old view. */
+function firstPage() {
+  query.page = 1;
+  cursor = null;
+  earlier = [];
 }
 
 export async function loadJobs() {
   const seq = ++listSeq;
-  const params = { ...filters, ...query };
-  writeView(params);
+  // The service takes a page number or a cursor, not both; the address bar keeps both.
+  const params = cursor ? { ...filters, ...query, page: undefined, cursor } : { ...filters, ...query };
+  writeView({ ...params, page: query.page });
   const summary = $("jobs-summary");
   summary.textContent = "Loading jobs…";
   $("jobs-table").setAttribute("aria-busy", "true");
@@ -67,6 +86,11 @@ export async function loadJobs() {
   } catch (error) {
     if (seq !== listSeq || failed(error)) return;
     $("jobs-table").removeAttribute("aria-busy");
+    if (error.status === 400 && cursor && error.details.some((d) => d.field === "cursor")) {
+      cursor = null; // a link's cursor the service does not take (edited, or another sort): by number
+      loadJobs();
+      return;
+    }
     if (error.status === 400 && error.details.length) {
       const box = $("filters-error");
       box.textContent = error.details.map((d) => `${d.field}: ${d.message}`).join(" ");
@@ -114,8 +138,9 @@ function renderJobs(data) {
   $("page-info").textContent = `Page ${fmtNumber(p.page || query.page)} of ${pages}`;
   $("jobs-summary").textContent = `${total} ${p.total === 1 ? "job" : "jobs"} · sorted by ${sortDescription()}`;
   $("jobs-summary").dataset.total = p.total ?? "";
-  $("page-prev").disabled = !p.hasPrev;
-  $("page-next").disabled = !p.hasNext;
+  nextCursor = p.nextCursor || null;
+  $("page-prev").disabled = query.page <= 1;
+  $("page-next").disabled = !p.hasNext || !nextCursor;
   for (const th of document.querySelectorAll("th[data-sort]")) {
     const active = th.dataset.sort === query.sort_by;
     th.setAttribute("aria-sort", active ? (query.sort_order === "ASC" ? "ascending" : "descending") : "none");
@@ -188,7 +213,7 @@ export function filterJobs(filter) {
 
 function applyFilters() {
   filters = readFilters();
-  query.page = 1;
+  firstPage();
   loadJobs();
 }
 
@@ -199,14 +224,14 @@ function sortBy(field) {
     query.sort_by = field;
     query.sort_order = field === "status" ? "ASC" : "DESC";
   }
-  query.page = 1;
+  firstPage();
   loadJobs();
 }
 
 export function initTable() {
   restoreView();
   $("jobs-new").addEventListener("click", () => {
-    query.page = 1;
+    firstPage();
     loadJobs();
   });
   $("filters").addEventListener("submit", (event) => {
@@ -226,16 +251,23 @@ export function initTable() {
     th.querySelector("button").addEventListener("click", () => sortBy(th.dataset.sort));
   }
   $("page-prev").addEventListener("click", () => {
-    query.page = Math.max(1, query.page - 1);
+    if (query.page <= 1) return;
+    query.page -= 1;
+    cursor = earlier.length ? earlier.pop() : null; // none kept (a reloaded deep page): by number
+    if (query.page === 1) cursor = null;
     loadJobs();
   });
   $("page-next").addEventListener("click", () => {
+    if (!nextCursor) return;
+    earlier.push(cursor);
+    cursor = nextCursor;
+    nextCursor = null; // a second click before the page arrives is not a second page on the same cursor
     query.page += 1;
     loadJobs();
   });
   $("page-size").addEventListener("change", (event) => {
     query.limit = Number(event.target.value);
-    query.page = 1;
+    firstPage();
     loadJobs();
   });
 }
