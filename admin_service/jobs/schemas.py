@@ -188,7 +188,14 @@ class JobListQuerySchema(JobFilterSchema):
     limit = fields.Integer(
         load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."}
     )
-    sort_by = fields.String(load_default="created_at", validate=validate.OneOf(SORT_FIELDS))
+    sort_by = fields.String(
+        load_default="created_at",
+        validate=validate.OneOf(SORT_FIELDS),
+        metadata={
+            "description": "Rows are ordered by the column, then id (completed_at: NULLs last); priority by "
+            "priority, created_at, id; status by status (queue shown as queued), priority, created_at, id."
+        },
+    )
     sort_order = SortOrderField(load_default="DESC", metadata={"description": "ASC or DESC, any case."})
     cursor = fields.String(
         validate=validate.Length(min=1, max=512),
