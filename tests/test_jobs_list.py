@@ -238,6 +238,7 @@ def test_envelope_and_every_column_of_a_job_row(client: FlaskClient, data: Data,
     assert body["data"]["pagination"] == {
         "total": 1,
         "countMode": "exact",
+        "countedAt": None,
         "page": 1,
         "limit": 50,
         "totalPages": 1,

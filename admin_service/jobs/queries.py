@@ -4,10 +4,11 @@ users are joined only for the rows of a page, deep pages use a keyset cursor."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -402,36 +403,112 @@ def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
 EXACT_COUNT_MAX_ROWS = 100_000
 
 
-def cached_count(conn: Connection, filters: JobFilters, shared: Any) -> int | None:
-    """The total from the shared per-status counts, when the table is big enough to need it."""
-    if shared is None or not filters.statuses_only:
-        return None
+def table_is_big(conn: Connection, shared: Any) -> bool:
+    """More jobs than an exact count per request can afford (the planner's row count, or the
+    shared stats' total), judged by the shared stats; without them (a user's jobs) never."""
+    if shared is None:
+        return False
     value = shared.peek()
     rows = value["overview"]["total"] if value is not None else shared.table_rows(conn)
-    if rows is None or rows <= EXACT_COUNT_MAX_ROWS:
+    return rows is not None and rows > EXACT_COUNT_MAX_ROWS
+
+
+def cached_count(conn: Connection, filters: JobFilters, shared: Any) -> tuple[int, datetime] | None:
+    """The total from the shared per-status counts and when they were computed, when the table
+    is big enough to need it."""
+    if shared is None or not filters.statuses_only or not table_is_big(conn, shared):
         return None
-    value, _ = shared.get()
+    value, age_ms = shared.get()
     overview = value["overview"]
+    counted_at = datetime.now(UTC) - timedelta(milliseconds=age_ms)
     if not filters.statuses:
-        return int(overview["total"])
-    return sum(int(overview[name]) for name in filters.statuses)
+        return int(overview["total"]), counted_at
+    return sum(int(overview[name]) for name in filters.statuses), counted_at
+
+
+@dataclass(frozen=True)
+class ListCounts:
+    """Exact totals of filtered lists shared by every worker and instance (ADMIN_SCHEMA.list_counts,
+    migration 0006): a filter's total is counted at most once per `interval_s` for the whole
+    deployment. A stale total is recounted by the one request that claims it; the others serve
+    the stale one meanwhile (exact as of its countedAt), so a 1.7M-row count is not run by every
+    worker at once when it expires. A claim older than `claim_s` (its counter died or hit the
+    statement timeout) may be taken over."""
+
+    schema: str
+    interval_s: float
+    claim_s: float
+
+    @staticmethod
+    def key(filters: JobFilters, tz: ZoneInfo) -> str:
+        # The filter as given, plus the time zone that gives a plain date its instants.
+        def plain(value: Any) -> Any:
+            if isinstance(value, Moment):
+                return value.value.isoformat()  # a date and a date-time differ in form
+            return str(value) if isinstance(value, uuid.UUID) else value
+
+        raw = json.dumps([[f.name, plain(getattr(filters, f.name))] for f in fields(filters)] + [str(tz)])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def total(self, conn: Connection, count: Select[Any], key: str) -> tuple[int, datetime]:
+        table = f'"{self.schema}".list_counts'
+        row = conn.execute(
+            text(
+                f"SELECT total, counted_at, counted_at > now() - make_interval(secs => :interval) AS fresh "
+                f"FROM {table} WHERE filter_key = :key"
+            ),
+            {"key": key, "interval": self.interval_s},
+        ).first()
+        if row is not None and row.total is not None and row.fresh:
+            return int(row.total), row.counted_at
+        claimed = conn.execute(
+            text(
+                f"INSERT INTO {table} (filter_key, counting_since) VALUES (:key, now()) "
+                f"ON CONFLICT (filter_key) DO UPDATE SET counting_since = now() "
+                f"WHERE {table}.counting_since IS NULL OR {table}.counting_since < now() - make_interval(secs => :claim) "
+                f"RETURNING filter_key"
+            ),
+            {"key": key, "claim": self.claim_s},
+        ).first()
+        if claimed is None and row is not None and row.total is not None:
+            return int(row.total), row.counted_at  # another request is recounting it
+        total, counted_at = conn.execute(count.add_columns(func.statement_timestamp())).one()
+        if claimed is not None:
+            conn.execute(
+                text(f"UPDATE {table} SET total = :total, counted_at = :at, counting_since = NULL WHERE filter_key = :key"),
+                {"key": key, "total": total, "at": counted_at},
+            )
+            if conn.in_transaction():
+                conn.commit()  # the service's connections autocommit; a caller's transaction is ended here
+        return int(total), counted_at
 
 
 def count_jobs(
-    conn: Connection, conds: list[ColumnElement[bool]], mode: str, filters: JobFilters | None = None, shared: Any = None
-) -> tuple[int | None, str]:
-    """The total of a list and how it was obtained (pagination.countMode)."""
+    conn: Connection,
+    conds: list[ColumnElement[bool]],
+    mode: str,
+    filters: JobFilters | None = None,
+    shared: Any = None,
+    counts: ListCounts | None = None,
+    tz: ZoneInfo | None = None,
+) -> tuple[int | None, str, datetime | None]:
+    """The total of a list, how it was obtained (pagination.countMode) and, for exact-cached,
+    the instant it was exact at (pagination.countedAt)."""
     if mode == "none":
-        return None, "none"
+        return None, "none", None
     stmt = select(jobs.c.id).where(*conds)
     if mode == "estimated":
         plan = conn.execute(Explain(stmt)).scalar_one()
-        return int(plan[0]["Plan"]["Plan Rows"]), "estimated"
+        return int(plan[0]["Plan"]["Plan Rows"]), "estimated", None
+    count = select(func.count()).select_from(jobs).where(*conds)
     if filters is not None:
         cached = cached_count(conn, filters, shared)
         if cached is not None:
-            return cached, "exact-cached"
-    return int(conn.execute(select(func.count()).select_from(jobs).where(*conds)).scalar_one()), "exact"
+            return cached[0], "exact-cached", cached[1]
+        if counts is not None and tz is not None and table_is_big(conn, shared):
+            total, counted_at = counts.total(conn, count, ListCounts.key(filters, tz))
+            return total, "exact-cached", counted_at
+    return int(conn.execute(count).scalar_one()), "exact", None
 
 
 def page_subquery(
@@ -568,7 +645,9 @@ def page_statement(
     return with_user(page_sub).order_by(*ordering)
 
 
-def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: SharedStats | None = None) -> dict[str, Any]:
+def list_jobs(
+    conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: SharedStats | None = None, counts: ListCounts | None = None
+) -> dict[str, Any]:
     filters = JobFilters.from_args(args)
     sort_by, order, limit = args["sort_by"], args["sort_order"], args["limit"]
     conds = filters.conditions(tz, conn)
@@ -586,12 +665,13 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: Shar
     if has_next and rows:
         last = rows[-1]
         next_cursor = encode_cursor(sort_by, order, last["sort_key"], last["id"])
-    total, count_mode = count_jobs(conn, conds, args["count"], filters, shared)
+    total, count_mode, counted_at = count_jobs(conn, conds, args["count"], filters, shared, counts, tz)
     return {
         "jobs": job_list,
         "pagination": {
             "total": total,
             "countMode": count_mode,
+            "countedAt": counted_at,
             "page": page,
             "limit": limit,
             "totalPages": math.ceil(total / limit) if total is not None else None,

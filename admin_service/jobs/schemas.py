@@ -319,8 +319,13 @@ class PaginationSchema(Schema):
         metadata={
             "description": "How total was obtained: exact (counted now), exact-cached (count=exact on a big table "
             "filtered by status only: the shared per-status counts, exact when computed and at most "
-            "JOB_STATS_INTERVAL_MS old), estimated (planner) or none"
+            "JOB_STATS_INTERVAL_MS old; any other filter: counted once per LIST_COUNT_INTERVAL_MS for the "
+            "deployment; countedAt says when), estimated (planner) or none"
         },
+    )
+    countedAt = fields.DateTime(
+        allow_none=True,
+        metadata={"description": "exact-cached: the instant total was exact at (at most the interval old); else null"},
     )
     page = fields.Integer(allow_none=True, required=True, metadata={"description": "null on cursor pages"})
     limit = fields.Integer(required=True)
