@@ -548,6 +548,24 @@ def compound_key(table: Any, sort_by: str) -> list[ColumnElement[Any]]:
     return [job_status.shown(table.c.status) if c == "status" else table.c[c] for c in COMPOUND_SORTS[sort_by]]
 
 
+def cursor_value(table: Any, sort_by: str) -> ColumnElement[Any]:
+    """`sort_key` of a compound sort: its columns as text, the instant in full-precision UTC
+    whatever the session's time zone (compound_value reads it back)."""
+    parts = [
+        job_status.shown(table.c.status)
+        if c == "status"
+        else cast(table.c[c], Text)
+        if c == "priority"
+        else func.to_char(func.timezone("UTC", table.c[c]), CREATED_AT_TEXT)
+        for c in COMPOUND_SORTS[sort_by]
+    ]
+    return array(parts).label("sort_key")
+
+
+# The stored status values, one branch each (built once: it is the same for every page).
+STORED_STATUSES = distinct_values("status", "stored_statuses")
+
+
 def status_branches_page(
     conds: list[ColumnElement[bool]],
     sort_by: str,
@@ -568,7 +586,7 @@ def status_branches_page(
     branches=False: the same rows, from one filtered scan sorted whole (what a filter that only
     few rows pass wants: walking every branch in order would read most of the index for them)."""
     asc = order == "ASC"
-    statuses = distinct_values("status", "stored_statuses")
+    statuses = STORED_STATUSES
     name = statuses.c.name
     # A branch's status is the outer row's; the plain scan's is each row's own.
     status_of = job_status.shown(name) if branches else job_status.shown(jobs.c.status)
@@ -607,25 +625,22 @@ def status_branches_page(
     if branches:
         ordered = [col.asc() if asc else col.desc() for col in position]
         branch = rows.order_by(*ordered).limit(limit + offset if offset else limit).lateral("branch")
-        page_stmt = select(*list(branch.c)).select_from(statuses.join(branch, true())).where(*outer_conds)
-        key = compound_key(branch, sort_by) + [branch.c.id]
+        # The cursor value of the branches' few hundred rows: cheaper than another subquery
+        # layer, whose column proxies cost more Python time per request than the database took.
+        page_stmt = select(*list(branch.c), cursor_value(branch, sort_by)).select_from(statuses.join(branch, true()))
+        page_stmt, key = page_stmt.where(*outer_conds), compound_key(branch, sort_by) + [branch.c.id]
     else:
         page_stmt, key = rows, compound_key(jobs, sort_by) + [jobs.c.id]
     page_stmt = page_stmt.order_by(*[k.asc() if asc else k.desc() for k in key]).limit(limit)
     if offset:
         page_stmt = page_stmt.offset(offset)
-    # The cursor value is computed for the page's rows only (to_char on every match cost more
-    # than the sort of a broad filter).
-    picked = page_stmt.subquery("page_rows")
-    text_key = [
-        job_status.shown(picked.c.status)
-        if c == "status"
-        else cast(picked.c[c], Text)
-        if c == "priority"
-        else func.to_char(func.timezone("UTC", picked.c[c]), CREATED_AT_TEXT)
-        for c in COMPOUND_SORTS[sort_by]
-    ]
-    page_sub = select(picked, array(text_key).label("sort_key")).subquery("page")
+    if branches:
+        page_sub = page_stmt.subquery("page")
+    else:
+        # The cursor value of the page's rows only: to_char on every match of a broad filter
+        # cost more than its sort.
+        picked = page_stmt.subquery("page_rows")
+        page_sub = select(picked, cursor_value(picked, sort_by)).subquery("page")
     outer_key = compound_key(page_sub, sort_by) + [page_sub.c.id]
     return page_sub, [k.asc() if asc else k.desc() for k in outer_key]
 
