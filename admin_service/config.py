@@ -311,6 +311,9 @@ class Settings:
     # such as an insert of a finished job or a delete, are counted only at the next reconciliation).
     # Off: exact capture's counts are served, polling's counted by the stats leader each interval.
     stats_poll_counts: bool = setting("STATS_POLL_COUNTS", False, boolean)
+    # How long the exact total of a filtered list (count=exact on a big table) is shared by the
+    # whole deployment before one request recounts it (jobs/queries.py ListCounts).
+    list_count_interval_ms: int = setting("LIST_COUNT_INTERVAL_MS", 10000, integer(250, 3_600_000))
     allowed_origins: tuple[str, ...] = setting("ALLOWED_ORIGINS", ("http://localhost:3000",), _origins)
     db_pool_max: int = setting("DB_POOL_MAX", 20, integer(1, 500))
     db_statement_timeout_ms: int = setting("DB_STATEMENT_TIMEOUT_MS", 5000, integer(100, 600_000))

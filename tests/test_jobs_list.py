@@ -70,13 +70,20 @@ def display_status(stored: str) -> str:
     return "queued" if stored == "queue" else stored
 
 
+# The documented orders of the sorts the owner's (status, priority, created_at) index serves.
+COMPOUND = {"priority": ("priority", "created_at"), "status": ("status", "priority", "created_at")}
+
+
 def sort_key_of(job: dict[str, Any], sort_by: str) -> Any:
+    if sort_by in COMPOUND:
+        return tuple(display_status(job[c]) if c == "status" else job[c] for c in COMPOUND[sort_by])
     value = job[sort_by]
     return display_status(value) if sort_by == "status" else value
 
 
 def expected_order(jobs: Iterable[dict[str, Any]], sort_by: str, order: str) -> list[str]:
-    """ORDER BY sort_by <order> NULLS LAST, id <order>, computed in Python.
+    """ORDER BY sort_by <order> NULLS LAST, id <order> (priority: priority, created_at, id;
+    status: status as shown, priority, created_at, id), computed in Python.
     PostgreSQL orders uuids bytewise, which is the order of their lower-case hex strings."""
     desc = order.upper() == "DESC"
     valued = [j for j in jobs if j[sort_by] is not None]
@@ -231,6 +238,7 @@ def test_envelope_and_every_column_of_a_job_row(client: FlaskClient, data: Data,
     assert body["data"]["pagination"] == {
         "total": 1,
         "countMode": "exact",
+        "countedAt": None,
         "page": 1,
         "limit": 50,
         "totalPages": 1,
@@ -573,15 +581,15 @@ def test_sort_order_in_any_case(client: FlaskClient, data: Data, auth: dict[str,
     assert ids(result) == expected_order(jobs, "priority", spelling.upper())
 
 
-def test_status_sort_keeps_both_spellings_of_queued_together_in_id_order(
+def test_status_sort_keeps_both_spellings_of_queued_together_in_priority_order(
     client: FlaskClient, data: Data, auth: dict[str, str]
 ) -> None:
     sortable_jobs(data)
     for order in ("ASC", "DESC"):
         rows = ok(get(client, auth, {"sort_by": "status", "sort_order": order, "limit": 100}))["jobs"]
-        queued = [r["id"] for r in rows if r["status"] == "queued"]
+        queued = [(r["priority"], when(r["created_at"]), r["id"]) for r in rows if r["status"] == "queued"]
         assert queued == sorted(queued, reverse=order == "DESC")
-        assert [int(uuid.UUID(i)) for i in queued] == sorted([1, 6, 7, 12, 13, 18], reverse=order == "DESC")
+        assert sorted(int(uuid.UUID(q[2])) for q in queued) == [1, 6, 7, 12, 13, 18]
         start = [r["status"] for r in rows].index("queued")
         assert all(r["status"] == "queued" for r in rows[start : start + 6])
 
@@ -780,8 +788,41 @@ def test_a_hand_made_cursor_in_the_issued_format_works(client: FlaskClient, data
     jobs = [data.job(priority=n % 2, created_at=DAY + timedelta(minutes=n)) for n in range(6)]
     order = expected_order(jobs, "priority", "ASC")
     pivot = next(j for j in jobs if j["id"] == order[2])
-    cursor = cursor_of(["priority", "ASC", pivot["priority"], pivot["id"]])
+    position = [str(pivot["priority"]), pivot["created_at"].isoformat()]
+    cursor = cursor_of(["priority", "ASC", position, pivot["id"]])
     assert ids(ok(get(client, auth, {"sort_by": "priority", "sort_order": "ASC", "cursor": cursor}))) == order[3:]
+
+
+@pytest.mark.parametrize(("sort_by", "value"), [("priority", 1), ("status", "failed"), ("priority", "1"), ("status", "queued")])
+def test_a_cursor_of_the_single_column_format_is_a_clear_400(
+    client: FlaskClient, data: Data, auth: dict[str, str], sort_by: str, value: Any
+) -> None:
+    """Cursors issued when these sorts were `column, id` ask the client to start again."""
+    data.job()
+    body = assert_invalid(
+        get(client, auth, {"sort_by": sort_by, "cursor": cursor_of([sort_by, "DESC", value, GOOD_ID])}), "cursor"
+    )
+    assert "first page" in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("sort_by", "value"),
+    [
+        ("priority", ["1"]),
+        ("priority", ["x", "2026-03-10T00:00:00+00:00"]),
+        ("priority", ["99999999999", "2026-03-10T00:00:00+00:00"]),
+        ("priority", [1, "2026-03-10T00:00:00+00:00"]),
+        ("priority", ["1", "yesterday"]),
+        ("status", ["failed", "1"]),
+        ("status", ["fa\u0000iled", "1", "2026-03-10T00:00:00+00:00"]),
+        ("status", ["failed", "1", "2026-03-10T00:00:00+00:00", "x"]),
+    ],
+)
+def test_a_compound_cursor_with_a_bad_part_is_a_400(
+    client: FlaskClient, data: Data, auth: dict[str, str], sort_by: str, value: Any
+) -> None:
+    data.job()
+    assert_invalid(get(client, auth, {"sort_by": sort_by, "cursor": cursor_of([sort_by, "ASC", value, GOOD_ID])}), "cursor")
 
 
 def test_page_after_the_first_together_with_a_cursor_is_a_400(client: FlaskClient, data: Data, auth: dict[str, str]) -> None:

@@ -4,18 +4,38 @@ users are joined only for the rows of a page, deep pages use a keyset cursor."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, and_, bindparam, false, func, or_, select, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement, Grouping
 from sqlalchemy.sql.selectable import CTE, Subquery
 
 from admin_service.clock import NotAnInstant, full_precision, parse_instant
@@ -169,6 +189,13 @@ class JobFilters:
         return self == JobFilters()
 
     @property
+    def selective(self) -> bool:
+        """A free-text search or a signature: per-row tests that may let few rows through, so a
+        page is found faster by filtering and sorting the matches than by walking an index in
+        list order (queries.status_branches_page)."""
+        return bool(self.search or self.signature)
+
+    @property
     def statuses_only(self) -> bool:
         """No filter but status: what the shared per-status counts can answer."""
         return self == JobFilters(statuses=self.statuses)
@@ -201,22 +228,22 @@ def distinct_assessment_names(cte_name: str = "assessment_names") -> CTE:
     """The distinct non-NULL assessment names (column `name`, ascending, with one NULL row at
     the end), by a skip scan of the assessment_name index: one index probe per name. A statement
     using it twice (the assessment_name filter and a search) needs two names."""
-    first = jobs.alias("an_first")
-    step = jobs.alias("an_next")
+    return distinct_values("assessment_name", cte_name)
+
+
+def distinct_values(column: str, cte_name: str) -> CTE:
+    """The distinct non-NULL values of an indexed jobs column (column `name`, ascending, with one
+    NULL row at the end), by a skip scan of its index: one index probe per value."""
+    first = jobs.alias(f"{cte_name}_first")
+    step = jobs.alias(f"{cte_name}_next")
     names = (
-        select(first.c.assessment_name.label("name"))
-        .where(first.c.assessment_name.is_not(None))
-        .order_by(first.c.assessment_name)
+        select(first.c[column].label("name"))
+        .where(first.c[column].is_not(None))
+        .order_by(first.c[column])
         .limit(1)
         .cte(cte_name, recursive=True)
     )
-    following = (
-        select(step.c.assessment_name)
-        .where(step.c.assessment_name > names.c.name)
-        .order_by(step.c.assessment_name)
-        .limit(1)
-        .scalar_subquery()
-    )
+    following = select(step.c[column]).where(step.c[column] > names.c.name).order_by(step.c[column]).limit(1).scalar_subquery()
     return names.union_all(select(following).where(names.c.name.is_not(None)))
 
 
@@ -261,6 +288,8 @@ def decode_cursor(cursor: str, sort_by: str, order: str) -> tuple[Any, uuid.UUID
         raise validation_error("cursor", NOT_OUR_CURSOR)
     if c_sort != sort_by or c_order != order:
         raise validation_error("cursor", f"The cursor was issued for sort_by={c_sort}&sort_order={c_order}.")
+    if sort_by in COMPOUND_SORTS:
+        return compound_value(value, sort_by), row_uuid
     if value is None:
         return None, row_uuid
     if sort_by.endswith("_at"):
@@ -278,6 +307,45 @@ def decode_cursor(cursor: str, sort_by: str, order: str) -> tuple[Any, uuid.UUID
         if not isinstance(value, str) or text_problem(value) is not None:
             raise validation_error("cursor", NOT_OUR_CURSOR)
     return value, row_uuid
+
+
+# The sorts served by the owner's (status, priority, created_at) index: every row is ordered by
+# these columns, then id. Their cursor value is the list of these columns as text (the page's
+# `sort_key`, an array), so that a cursor, an export batch and a bound parameter carry one value.
+COMPOUND_SORTS: dict[str, tuple[str, ...]] = {
+    "priority": ("priority", "created_at"),
+    "status": ("status", "priority", "created_at"),
+}
+OLD_CURSOR = "The cursor was issued before sort_by={sort_by} was ordered by {columns}, id: start again from the first page."
+
+
+def compound_value(value: Any, sort_by: str) -> list[str]:
+    """A compound cursor value, each part checked by the parser of its kind and written in the
+    one form the statement casts back (int, full-precision UTC instant, text)."""
+    columns = COMPOUND_SORTS[sort_by]
+    if not isinstance(value, list):
+        # A scalar is the format of the time the sort was by one column (and id): not an attack.
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            raise validation_error("cursor", OLD_CURSOR.format(sort_by=sort_by, columns=", ".join(columns)))
+        raise validation_error("cursor", NOT_OUR_CURSOR)
+    if len(value) != len(columns) or not all(isinstance(part, str) for part in value):
+        raise validation_error("cursor", NOT_OUR_CURSOR)
+    parts: list[str] = []
+    for column, part in zip(columns, value, strict=True):
+        if column == "priority":
+            if not part.lstrip("-").isdigit() or not part.isascii() or int(part) not in INT4:
+                raise validation_error("cursor", NOT_OUR_CURSOR)
+            parts.append(str(int(part)))
+        elif column == "created_at":
+            try:
+                parts.append(full_precision(parse_instant(part)))
+            except NotAnInstant:
+                raise validation_error("cursor", NOT_OUR_CURSOR) from None
+        else:
+            if text_problem(part) is not None:
+                raise validation_error("cursor", NOT_OUR_CURSOR)
+            parts.append(part)
+    return parts
 
 
 # Of the sort columns only completed_at may be NULL (db/fixture.sql mirrors production). The
@@ -339,36 +407,112 @@ def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
 EXACT_COUNT_MAX_ROWS = 100_000
 
 
-def cached_count(conn: Connection, filters: JobFilters, shared: Any) -> int | None:
-    """The total from the shared per-status counts, when the table is big enough to need it."""
-    if shared is None or not filters.statuses_only:
-        return None
+def table_is_big(conn: Connection, shared: Any) -> bool:
+    """More jobs than an exact count per request can afford (the planner's row count, or the
+    shared stats' total), judged by the shared stats; without them (a user's jobs) never."""
+    if shared is None:
+        return False
     value = shared.peek()
     rows = value["overview"]["total"] if value is not None else shared.table_rows(conn)
-    if rows is None or rows <= EXACT_COUNT_MAX_ROWS:
+    return rows is not None and rows > EXACT_COUNT_MAX_ROWS
+
+
+def cached_count(conn: Connection, filters: JobFilters, shared: Any) -> tuple[int, datetime] | None:
+    """The total from the shared per-status counts and when they were computed, when the table
+    is big enough to need it."""
+    if shared is None or not filters.statuses_only or not table_is_big(conn, shared):
         return None
-    value, _ = shared.get()
+    value, age_ms = shared.get()
     overview = value["overview"]
+    counted_at = datetime.now(UTC) - timedelta(milliseconds=age_ms)
     if not filters.statuses:
-        return int(overview["total"])
-    return sum(int(overview[name]) for name in filters.statuses)
+        return int(overview["total"]), counted_at
+    return sum(int(overview[name]) for name in filters.statuses), counted_at
+
+
+@dataclass(frozen=True)
+class ListCounts:
+    """Exact totals of filtered lists shared by every worker and instance (ADMIN_SCHEMA.list_counts,
+    migration 0006): a filter's total is counted at most once per `interval_s` for the whole
+    deployment. A stale total is recounted by the one request that claims it; the others serve
+    the stale one meanwhile (exact as of its countedAt), so a 1.7M-row count is not run by every
+    worker at once when it expires. A claim older than `claim_s` (its counter died or hit the
+    statement timeout) may be taken over."""
+
+    schema: str
+    interval_s: float
+    claim_s: float
+
+    @staticmethod
+    def key(filters: JobFilters, tz: ZoneInfo) -> str:
+        # The filter as given, plus the time zone that gives a plain date its instants.
+        def plain(value: Any) -> Any:
+            if isinstance(value, Moment):
+                return value.value.isoformat()  # a date and a date-time differ in form
+            return str(value) if isinstance(value, uuid.UUID) else value
+
+        raw = json.dumps([[f.name, plain(getattr(filters, f.name))] for f in fields(filters)] + [str(tz)])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def total(self, conn: Connection, count: Select[Any], key: str) -> tuple[int, datetime]:
+        table = f'"{self.schema}".list_counts'
+        row = conn.execute(
+            text(
+                f"SELECT total, counted_at, counted_at > now() - make_interval(secs => :interval) AS fresh "
+                f"FROM {table} WHERE filter_key = :key"
+            ),
+            {"key": key, "interval": self.interval_s},
+        ).first()
+        if row is not None and row.total is not None and row.fresh:
+            return int(row.total), row.counted_at
+        claimed = conn.execute(
+            text(
+                f"INSERT INTO {table} (filter_key, counting_since) VALUES (:key, now()) "
+                f"ON CONFLICT (filter_key) DO UPDATE SET counting_since = now() "
+                f"WHERE {table}.counting_since IS NULL OR {table}.counting_since < now() - make_interval(secs => :claim) "
+                f"RETURNING filter_key"
+            ),
+            {"key": key, "claim": self.claim_s},
+        ).first()
+        if claimed is None and row is not None and row.total is not None:
+            return int(row.total), row.counted_at  # another request is recounting it
+        total, counted_at = conn.execute(count.add_columns(func.statement_timestamp())).one()
+        if claimed is not None:
+            conn.execute(
+                text(f"UPDATE {table} SET total = :total, counted_at = :at, counting_since = NULL WHERE filter_key = :key"),
+                {"key": key, "total": total, "at": counted_at},
+            )
+            if conn.in_transaction():
+                conn.commit()  # the service's connections autocommit; a caller's transaction is ended here
+        return int(total), counted_at
 
 
 def count_jobs(
-    conn: Connection, conds: list[ColumnElement[bool]], mode: str, filters: JobFilters | None = None, shared: Any = None
-) -> tuple[int | None, str]:
-    """The total of a list and how it was obtained (pagination.countMode)."""
+    conn: Connection,
+    conds: list[ColumnElement[bool]],
+    mode: str,
+    filters: JobFilters | None = None,
+    shared: Any = None,
+    counts: ListCounts | None = None,
+    tz: ZoneInfo | None = None,
+) -> tuple[int | None, str, datetime | None]:
+    """The total of a list, how it was obtained (pagination.countMode) and, for exact-cached,
+    the instant it was exact at (pagination.countedAt)."""
     if mode == "none":
-        return None, "none"
+        return None, "none", None
     stmt = select(jobs.c.id).where(*conds)
     if mode == "estimated":
         plan = conn.execute(Explain(stmt)).scalar_one()
-        return int(plan[0]["Plan"]["Plan Rows"]), "estimated"
+        return int(plan[0]["Plan"]["Plan Rows"]), "estimated", None
+    count = select(func.count()).select_from(jobs).where(*conds)
     if filters is not None:
         cached = cached_count(conn, filters, shared)
         if cached is not None:
-            return cached, "exact-cached"
-    return int(conn.execute(select(func.count()).select_from(jobs).where(*conds)).scalar_one()), "exact"
+            return cached[0], "exact-cached", cached[1]
+        if counts is not None and tz is not None and table_is_big(conn, shared):
+            total, counted_at = counts.total(conn, count, ListCounts.key(filters, tz))
+            return total, "exact-cached", counted_at
+    return int(conn.execute(count).scalar_one()), "exact", None
 
 
 def page_subquery(
@@ -379,11 +523,15 @@ def page_subquery(
     *,
     after: tuple[Any, Any] | None = None,
     offset: int = 0,
+    selective: bool = False,
 ) -> tuple[Subquery, list[Any]]:
     """The jobs of one page and the ORDER BY that keeps them in list order: the rows after the
     keyset position `after` (a decoded cursor), or `offset` rows in (page paging). Each row
     carries `sort_key`, the value a cursor resumes after. The list (page_statement) and the
-    export (keyset batches) both page through this one query."""
+    export (keyset batches) both page through this one query. `selective`: the conditions
+    hold a free-text filter (JobFilters.selective), which few rows may pass."""
+    if sort_by in COMPOUND_SORTS:
+        return status_branches_page(conds, sort_by, order, limit, after=after, offset=offset, branches=not selective)
     key, nullable = sort_key(sort_by), sort_by in NULLABLE_SORTS
     page_stmt = select(jobs, key.label("sort_key")).where(*conds)
     if after is not None:
@@ -394,6 +542,113 @@ def page_subquery(
     return page_sub, _ordering(page_sub.c.sort_key, page_sub.c.id, order, nullable)
 
 
+# Bounds no priority and no instant lies beyond: the keyset bound of a branch the cursor is not in.
+LOWEST = {"priority": -(2**31), "created_at": "-infinity"}
+HIGHEST = {"priority": 2**31 - 1, "created_at": "infinity"}
+CREATED_AT_TEXT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+
+
+def compound_key(table: Any, sort_by: str) -> list[ColumnElement[Any]]:
+    return [job_status.shown(table.c.status) if c == "status" else table.c[c] for c in COMPOUND_SORTS[sort_by]]
+
+
+def cursor_value(table: Any, sort_by: str) -> ColumnElement[Any]:
+    """`sort_key` of a compound sort: its columns as text, the instant in full-precision UTC
+    whatever the session's time zone (compound_value reads it back)."""
+    parts = [
+        job_status.shown(table.c.status)
+        if c == "status"
+        else cast(table.c[c], Text)
+        if c == "priority"
+        else func.to_char(func.timezone("UTC", table.c[c]), CREATED_AT_TEXT)
+        for c in COMPOUND_SORTS[sort_by]
+    ]
+    return array(parts).label("sort_key")
+
+
+# The stored status values, one branch each (built once: it is the same for every page).
+STORED_STATUSES = distinct_values("status", "stored_statuses")
+
+
+def status_branches_page(
+    conds: list[ColumnElement[bool]],
+    sort_by: str,
+    order: str,
+    limit: int | ColumnElement[int],
+    *,
+    after: tuple[Any, Any] | None = None,
+    offset: int = 0,
+    branches: bool = True,
+) -> tuple[Subquery, list[Any]]:
+    """A page ordered by (priority, created_at, id) or (status, priority, created_at, id) from the
+    owner's (status, priority, created_at) index, without sorting the table: one branch per
+    stored status value (found by a skip scan of the status index, so a value outside the
+    vocabulary is listed too) walks the index in (priority, created_at) order, an incremental
+    sort adds the id tie-break within equal (priority, created_at), each branch stops after a
+    page, and the page is the first rows of the branches' few hundred (a top-N sort).
+
+    branches=False: the same rows, from one filtered scan sorted whole (what a filter that only
+    few rows pass wants: walking every branch in order would read most of the index for them)."""
+    asc = order == "ASC"
+    statuses = STORED_STATUSES
+    name = statuses.c.name
+    # A branch's status is the outer row's; the plain scan's is each row's own.
+    status_of = job_status.shown(name) if branches else job_status.shown(jobs.c.status)
+    branch_conds: list[ColumnElement[bool]] = [jobs.c.status == name, *conds] if branches else list(conds)
+    outer_conds: list[ColumnElement[bool]] = [name.is_not(None)]
+    position = [jobs.c.priority, jobs.c.created_at, jobs.c.id]
+    if after is not None:
+        # The text parts of the cursor (or of an export's bound sort_key), cast back in SQL.
+        parts = Grouping(cast(after[0], ARRAY(Text)))  # (x::text[])[n]: indexing needs the parentheses
+        offset_parts = 1 if sort_by == "status" else 0
+        bound = [
+            cast(parts[1 + offset_parts], Integer),
+            cast(parts[2 + offset_parts], DateTime(timezone=True)),
+            cast(after[1], jobs.c.id.type),
+        ]
+        beyond = tuple_(*position) > tuple_(*bound) if asc else tuple_(*position) < tuple_(*bound)
+        if sort_by == "priority":
+            branch_conds.append(beyond)
+        elif not branches:
+            at = parts[1]
+            branch_conds.append(or_(status_of > at if asc else status_of < at, and_(status_of == at, beyond)))
+        else:
+            at = parts[1]
+            # Branches of statuses before the cursor's are skipped; those after it are read
+            # from their start; the cursor's own from the position (an index bound: its prefix).
+            outer_conds.append(status_of >= at if asc else status_of <= at)
+            edge = LOWEST if asc else HIGHEST
+            here = status_of == at
+            reach = [
+                case((here, bound[0]), else_=literal(edge["priority"], Integer)),
+                case((here, bound[1]), else_=cast(literal(edge["created_at"]), DateTime(timezone=True))),
+            ]
+            prefix = tuple_(*position[:2]) >= tuple_(*reach) if asc else tuple_(*position[:2]) <= tuple_(*reach)
+            branch_conds += [prefix, or_(status_of != at, beyond)]
+    rows = select(jobs).where(*branch_conds)
+    if branches:
+        ordered = [col.asc() if asc else col.desc() for col in position]
+        branch = rows.order_by(*ordered).limit(limit + offset if offset else limit).lateral("branch")
+        # The cursor value of the branches' few hundred rows: cheaper than another subquery
+        # layer, whose column proxies cost more Python time per request than the database took.
+        page_stmt = select(*list(branch.c), cursor_value(branch, sort_by)).select_from(statuses.join(branch, true()))
+        page_stmt, key = page_stmt.where(*outer_conds), compound_key(branch, sort_by) + [branch.c.id]
+    else:
+        page_stmt, key = rows, compound_key(jobs, sort_by) + [jobs.c.id]
+    page_stmt = page_stmt.order_by(*[k.asc() if asc else k.desc() for k in key]).limit(limit)
+    if offset:
+        page_stmt = page_stmt.offset(offset)
+    if branches:
+        page_sub = page_stmt.subquery("page")
+    else:
+        # The cursor value of the page's rows only: to_char on every match of a broad filter
+        # cost more than its sort.
+        picked = page_stmt.subquery("page_rows")
+        page_sub = select(picked, cursor_value(picked, sort_by)).subquery("page")
+    outer_key = compound_key(page_sub, sort_by) + [page_sub.c.id]
+    return page_sub, [k.asc() if asc else k.desc() for k in outer_key]
+
+
 def page_statement(
     conds: list[ColumnElement[bool]],
     sort_by: str,
@@ -402,13 +657,16 @@ def page_statement(
     *,
     after: tuple[Any, uuid.UUID] | None = None,
     offset: int = 0,
+    selective: bool = False,
 ) -> Select[Any]:
     """One page of jobs with their users, joined only for the page's rows."""
-    page_sub, ordering = page_subquery(conds, sort_by, order, limit, after=after, offset=offset)
+    page_sub, ordering = page_subquery(conds, sort_by, order, limit, after=after, offset=offset, selective=selective)
     return with_user(page_sub).order_by(*ordering)
 
 
-def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: SharedStats | None = None) -> dict[str, Any]:
+def list_jobs(
+    conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: SharedStats | None = None, counts: ListCounts | None = None
+) -> dict[str, Any]:
     filters = JobFilters.from_args(args)
     sort_by, order, limit = args["sort_by"], args["sort_order"], args["limit"]
     conds = filters.conditions(tz, conn)
@@ -416,7 +674,8 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: Shar
     page = None if cursor else args["page"]
     after = decode_cursor(cursor, sort_by, order) if cursor else None
     # One row more than asked tells whether there is a next page without counting.
-    stmt = page_statement(conds, sort_by, order, limit + 1, after=after, offset=0 if cursor else (args["page"] - 1) * limit)
+    offset = 0 if cursor else (args["page"] - 1) * limit
+    stmt = page_statement(conds, sort_by, order, limit + 1, after=after, offset=offset, selective=filters.selective)
     rows = conn.execute(stmt).mappings().all()
     has_next = len(rows) > limit
     rows = rows[:limit]
@@ -425,12 +684,13 @@ def list_jobs(conn: Connection, args: dict[str, Any], tz: ZoneInfo, shared: Shar
     if has_next and rows:
         last = rows[-1]
         next_cursor = encode_cursor(sort_by, order, last["sort_key"], last["id"])
-    total, count_mode = count_jobs(conn, conds, args["count"], filters, shared)
+    total, count_mode, counted_at = count_jobs(conn, conds, args["count"], filters, shared, counts, tz)
     return {
         "jobs": job_list,
         "pagination": {
             "total": total,
             "countMode": count_mode,
+            "countedAt": counted_at,
             "page": page,
             "limit": limit,
             "totalPages": math.ceil(total / limit) if total is not None else None,

@@ -94,7 +94,10 @@ def list_jobs(args: dict[str, Any]) -> Response:
     """
     used = services()
     with used.engine.connect() as conn:
-        data = queries.list_jobs(conn, args, used.settings.tz, used.stats)
+        counts = queries.ListCounts(
+            used.settings.admin_schema, used.settings.list_count_interval_ms / 1000, used.settings.db_statement_timeout_ms / 1000
+        )
+        data = queries.list_jobs(conn, args, used.settings.tz, used.stats, counts)
     return envelope(data, "Jobs retrieved")
 
 

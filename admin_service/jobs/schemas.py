@@ -188,7 +188,14 @@ class JobListQuerySchema(JobFilterSchema):
     limit = fields.Integer(
         load_default=50, validate=validate.Range(min=1, max=100), metadata={"description": "Rows per page, 1-100."}
     )
-    sort_by = fields.String(load_default="created_at", validate=validate.OneOf(SORT_FIELDS))
+    sort_by = fields.String(
+        load_default="created_at",
+        validate=validate.OneOf(SORT_FIELDS),
+        metadata={
+            "description": "Rows are ordered by the column, then id (completed_at: NULLs last); priority by "
+            "priority, created_at, id; status by status (queue shown as queued), priority, created_at, id."
+        },
+    )
     sort_order = SortOrderField(load_default="DESC", metadata={"description": "ASC or DESC, any case."})
     cursor = fields.String(
         validate=validate.Length(min=1, max=512),
@@ -312,8 +319,13 @@ class PaginationSchema(Schema):
         metadata={
             "description": "How total was obtained: exact (counted now), exact-cached (count=exact on a big table "
             "filtered by status only: the shared per-status counts, exact when computed and at most "
-            "JOB_STATS_INTERVAL_MS old), estimated (planner) or none"
+            "JOB_STATS_INTERVAL_MS old; any other filter: counted once per LIST_COUNT_INTERVAL_MS for the "
+            "deployment; countedAt says when), estimated (planner) or none"
         },
+    )
+    countedAt = fields.DateTime(
+        allow_none=True,
+        metadata={"description": "exact-cached: the instant total was exact at (at most the interval old); else null"},
     )
     page = fields.Integer(allow_none=True, required=True, metadata={"description": "null on cursor pages"})
     limit = fields.Integer(required=True)
