@@ -10,7 +10,6 @@ from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
 from admin_service.db.tables import ARCHIVE, JOB_COLUMNS, JOBS_TABLE, METRICS_TABLE, USERS_TABLE, users
-from admin_service.jobs.status import shown_sql
 from admin_service.live.log import CHANGES_CHANNEL
 
 TRIGGER_NAME = "admin_service_notify_job_change"
@@ -124,20 +123,19 @@ def run_ddl(engine: Engine, ddl: str) -> None:
 # service that no existing index can (measured in bench/RESULTS.md). Without them
 # PostgreSQL reads and sorts every row for page 1 of that sort. Built CONCURRENTLY, so writers
 # are never blocked; a failed build leaves an INVALID index that the next run replaces.
-# The status sort orders by status as shown (`queue` read as `queued`): the expression below
-# is the one admin_service.jobs.queries.sort_key renders (both from jobs/status.py), so the
-# planner can match it.
 ARCHIVE_INDEXES = (
     # updated_at also drives live capture: without it every poll reads the whole table.
     ("admin_idx_jobs_updated_at_id", "(updated_at, id)"),
     ("admin_idx_jobs_completed_at_desc_id", "(completed_at DESC NULLS LAST, id DESC)"),
     ("admin_idx_jobs_completed_at_asc_id", "(completed_at ASC NULLS LAST, id ASC)"),
-    ("admin_idx_jobs_status_shown_id", f"(({shown_sql('status')}), id)"),
-    ("admin_idx_jobs_priority_id", "(priority, id)"),
     # A list filtered by status, newest first (the dashboard's "failed jobs"), without walking
     # the created_at index past every job of the other statuses.
     ("admin_idx_jobs_status_created_id", "(status, created_at, id)"),
 )
+# Built by earlier versions for the priority and status sorts, which the owner's
+# (status, priority, created_at) index serves now (jobs/queries.py): --drop still removes them,
+# and install-indexes drops them as the leftovers they are.
+RETIRED_INDEXES = ("admin_idx_jobs_status_shown_id", "admin_idx_jobs_priority_id")
 # The newest row of each system metric (stats) without reading the whole metrics table.
 METRICS_INDEXES = (("admin_idx_metrics_name_recorded", "(metric_name, recorded_at)"),)
 # The user_email / user_username filters and the search match users by a partial, case-insensitive
@@ -160,7 +158,7 @@ def index_ddl(invalid: list[str] | tuple[str, ...] = (), *, trigram: bool = Fals
     """CREATE statements; `invalid` (see invalid_indexes) are dropped first, since IF NOT EXISTS
     would keep the unusable leftover of an interrupted build. `trigram`: the server offers
     pg_trgm (trigram_available), so the users' trigram indexes are built too."""
-    statements = [f"DROP INDEX CONCURRENTLY IF EXISTS {_schema_of(name)}.{name}" for name in invalid]
+    statements = [f"DROP INDEX CONCURRENTLY IF EXISTS {_schema_of(name)}.{name}" for name in (*invalid, *RETIRED_INDEXES)]
     statements += [
         f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {JOBS_TABLE} {columns}" for name, columns in ARCHIVE_INDEXES
     ]
@@ -180,7 +178,7 @@ def index_ddl(invalid: list[str] | tuple[str, ...] = (), *, trigram: bool = Fals
 
 def drop_index_ddl() -> list[str]:
     """Our indexes; the pg_trgm extension stays (other objects of the owner's may use it)."""
-    names = [name for name, _ in ARCHIVE_INDEXES + METRICS_INDEXES + USERS_TRIGRAM_INDEXES]
+    names = [name for name, _ in ARCHIVE_INDEXES + METRICS_INDEXES + USERS_TRIGRAM_INDEXES] + list(RETIRED_INDEXES)
     return [f"DROP INDEX CONCURRENTLY IF EXISTS {_schema_of(name)}.{name}" for name in names]
 
 
