@@ -162,16 +162,17 @@ def growth_lines(results: dict[str, Any], folder: Path) -> list[str]:
         ]
         names = dict.fromkeys(c["case"] for p in phases if p for c in p["cases"])
         for name in names:
-            cells, first, last, budget, errors = [], None, None, None, 0
+            cells, first, last, budget, errors, measured = [], None, None, None, 0, 0
             for p in phases:
                 c = next((c for c in p["cases"] if c["case"] == name), None) if p else None
                 p95 = c["sequential"]["p95_ms"] if c else None
                 cells.append(_f(p95, 2))
                 if c:
+                    measured += 1
                     first = p95 if first is None else first
                     last, budget = p95, c["budget_p95_ms"]
                     errors = c["sequential"]["errors"]
-            growth = f"{last / first:.1f}×" if first and last else "—"
+            growth = f"{last / first:.1f}×" if measured > 1 and first and last else "—"
             ok = None if budget is None or last is None else (last <= budget and errors == 0)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {growth} | {_budget_cell(budget)} | {_verdict(ok)} |")
         lines.append("")
