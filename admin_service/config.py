@@ -342,6 +342,11 @@ class Settings:
     # Failures and trends of one range are shared this long: a 90-day grouping costs seconds of
     # database time at 1,000,000 jobs, and a month's chart does not change much in a minute.
     triage_share_ms: int = setting("TRIAGE_SHARE_MS", 60_000, integer(250, 3_600_000))
+    # Closed days rolled up (jobs/days.py: the stats' daily counts, failure triage's groups):
+    # how many (0: none, every day read from the jobs table), and how often each is rebuilt
+    # whatever capture saw (polling misses edits of closed jobs and deletes).
+    closed_days: int = setting("CLOSED_DAYS", 92, integer(0, 400))
+    closed_days_reconcile_s: float = setting("CLOSED_DAYS_RECONCILE_S", 3600.0, number(10, 7 * 86_400))
     admin_schema: str = setting(
         "ADMIN_SCHEMA", "admin", matching(IDENTIFIER.pattern, "{name} must be a lower-case SQL identifier, got {value!r}")
     )

@@ -44,7 +44,8 @@ from admin_service import metrics
 from admin_service.config import Settings
 from admin_service.db.dbapi import Cursor
 from admin_service.db.tables import JOBS_TABLE, METRICS_TABLE
-from admin_service.jobs.status import STATUSES, normalize, sql_list, stored_values
+from admin_service.jobs.days import COUNTS_VERSION, ClosedDays
+from admin_service.jobs.status import STATUSES, Transition, normalize, sql_list, stored_values
 from admin_service.names import CAPTURE_EXACT
 
 log = logging.getLogger("admin_service.stats")
@@ -165,14 +166,22 @@ def _status_counts(conn: Connection) -> tuple[dict[str, int], int, dict[str, Any
 
 
 def _daily(conn: Connection, settings: Settings, first_day: date) -> dict[date, dict[str, int]]:
+    """The 7 days' counts: closed days from their rollup where it is clean (jobs/days.py), the
+    others (today, a day being rebuilt) counted from the jobs table from the first of them on."""
     tz = settings.tz
     bounds = [day_start(first_day + timedelta(days=i), tz) for i in range(8)]
     days = {first_day + timedelta(days=i): {"total": 0, "completed": 0, "failed": 0, "cancelled": 0} for i in range(7)}
-    for row in conn.execute(DAILY, {"bounds": bounds, "since": bounds[0]}).mappings():
-        if 1 <= row["bucket"] <= 7:
-            days[first_day + timedelta(days=row["bucket"] - 1)] = {
-                k: int(row[k]) for k in ("total", "completed", "failed", "cancelled")
-            }
+    rolled = {}
+    if settings.closed_days:
+        rolled = ClosedDays(settings.admin_schema, COUNTS_VERSION).counts(conn, tz, first_day, first_day + timedelta(days=6))
+    days.update(rolled)
+    first_live = next((k for k, day in enumerate(days) if day not in rolled), None)
+    if first_live is None:
+        return days
+    for row in conn.execute(DAILY, {"bounds": bounds, "since": bounds[first_live]}).mappings():
+        day = first_day + timedelta(days=row["bucket"] - 1)
+        if 1 <= row["bucket"] <= 7 and day not in rolled:
+            days[day] = {k: int(row[k]) for k in ("total", "completed", "failed", "cancelled")}
     return days
 
 
@@ -301,9 +310,6 @@ LED = """EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.gr
                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"""
 
 # --- counts maintained from captured changes ---------------------------------------------
-
-# (status a job was counted under before a change, after it); None: no job (insert, delete).
-Transition = tuple[str | None, str | None]
 
 
 def count_key(status: str | None) -> str:

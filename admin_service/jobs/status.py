@@ -13,6 +13,9 @@ from sqlalchemy.sql.elements import ColumnElement
 STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
 ALIASES = {"queue": "queued"}
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# How a captured change moves the counts per status: (the status a job was counted under
+# before, after); None: no job (insert, delete) or, before, not known.
+Transition = tuple[str | None, str | None]
 
 
 @overload

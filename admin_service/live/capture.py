@@ -30,9 +30,10 @@ from admin_service.actions.outcome import pickup_events
 from admin_service.clock import utc
 from admin_service.config import Settings
 from admin_service.db.dbapi import Connection, Cursor
+from admin_service.jobs.days import ClosedDays, touched_days
 from admin_service.jobs.serialize import job_json
-from admin_service.jobs.stats import STATUS_COUNTS, StatusCounts, Transition, count_key, counted
-from admin_service.jobs.status import TERMINAL, normalize
+from admin_service.jobs.stats import STATUS_COUNTS, StatusCounts, count_key, counted
+from admin_service.jobs.status import TERMINAL, Transition, normalize
 from admin_service.live import alerts, polling
 from admin_service.live.changes import EXACT, POLL, ChangeConsumer, choose_mode, state_key
 from admin_service.live.connection import keep_connected, transaction, wait_for_notify
@@ -91,6 +92,7 @@ class Capturer:
         self._last_status: LRU = LRU(50_000)
         self._open_jobs = polling.OpenJobs()
         self.counts = StatusCounts(settings.admin_schema)
+        self.closed_days = ClosedDays(settings.admin_schema, version="")  # marks any version's days
 
     # -- leadership loop -----------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -207,10 +209,12 @@ class Capturer:
             if since is None:
                 since = watermark - overlap
             rows = fetch(cur, since)
-            events, transitions = self._events_for(cur, rows)
+            events, changes = self._events_for(cur, rows)
             events += pickup_events(cur, self.log.schema, events)
             ids = self.log.append_and_notify(cur, events)
-            self.counts.apply(cur, transitions)
+            self.counts.apply(cur, [transition for transition, _ in changes])
+            # The closed days whose figures these changes may move are rolled up again.
+            self.closed_days.mark(cur, touched_days(changes))
             if rows:
                 newest = max(utc(r["updated_at"]) for r in rows)
                 # Never move past the database clock: a row stamped in the future must not hide others.
@@ -246,15 +250,19 @@ class Capturer:
         reconciliation)."""
         return (count_key(previous) if previous is not None else None), count_key(row["status"])
 
-    def _events_for(self, cur: Cursor, rows: list[dict[str, Any]]) -> tuple[list[NewEvent], list[Transition]]:
+    def _events_for(
+        self, cur: Cursor, rows: list[dict[str, Any]]
+    ) -> tuple[list[NewEvent], list[tuple[Transition, datetime | None]]]:
+        """The events of the rows not logged yet, and their changes (transition of the counts
+        per status, the job's created_at)."""
         fresh = self._fresh(cur, rows)
         events: list[NewEvent] = []
-        transitions: list[Transition] = []
+        transitions: list[tuple[Transition, datetime | None]] = []
         finished: list[dict[str, Any]] = []
         for row, status, key in fresh:
             job_id = str(row["id"])
             previous = self._last_status.get(job_id)
-            transitions.append(self._transition(row, previous))
+            transitions.append((self._transition(row, previous), row["created_at"]))
             kind = event_kind(status, previous, utc(row["created_at"]), utc(row["updated_at"]))
             snapshot = job_json(row)  # the job as REST returns it
             payload = {"event": kind, "job": snapshot, "timestamp": snapshot["updated_at"]}

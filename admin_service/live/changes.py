@@ -54,9 +54,10 @@ from admin_service.config import Settings
 from admin_service.db.archive_options import CHANGE_TRIGGERS, asleep_lock_key
 from admin_service.db.dbapi import Connection, Cursor
 from admin_service.db.tables import JOBS_TABLE, USERS_TABLE
+from admin_service.jobs.days import ClosedDays, touched_days
 from admin_service.jobs.serialize import USER_EMAIL, USER_ID, USER_USERNAME, job_json
-from admin_service.jobs.stats import StatusCounts, Transition, count_key
-from admin_service.jobs.status import TERMINAL, normalize
+from admin_service.jobs.stats import StatusCounts, count_key
+from admin_service.jobs.status import TERMINAL, Transition, normalize
 from admin_service.live import alerts
 from admin_service.live.connection import transaction, wait_for_notify
 from admin_service.live.episodes import Episodes
@@ -123,6 +124,7 @@ class ChangeConsumer:
         self._changes = f'"{schema}".job_changes'
         self._asleep = asleep_lock_key(schema)
         self.counts = StatusCounts(schema)
+        self.closed_days = ClosedDays(schema, version="")  # marks any version's days
         # The row as it was written (typed again by jsonb_populate_record), with its user now.
         self._page = f"""
             SELECT c.id AS change_id, c.op AS change_op, c.old_status AS change_old_status, j.*,
@@ -191,7 +193,10 @@ class ChangeConsumer:
             events += pickup_events(cur, self.log.schema, events)
             ids = self.log.append_and_notify(cur, events)
             # Every consumed change moves the counts, logged or merged into a sampled state alike.
-            self.counts.apply(cur, [change_transition(r["change_op"], r["change_old_status"], r["status"]) for r in rows])
+            transitions = [change_transition(r["change_op"], r["change_old_status"], r["status"]) for r in rows]
+            self.counts.apply(cur, transitions)
+            # The closed days whose figures these changes may move are rolled up again.
+            self.closed_days.mark(cur, touched_days(list(zip(transitions, (r["created_at"] for r in rows), strict=True))))
             with conn.cursor() as plain:
                 plain.execute(f"DELETE FROM {self._changes} WHERE id = ANY(%s)", ([r["change_id"] for r in rows],))
                 if plain.rowcount != len(rows):  # never: the leader is alone; if so, log nothing

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -16,6 +17,7 @@ from admin_service.actions.dispatcher import Dispatcher as ActionDispatcher
 from admin_service.auth import Authenticator
 from admin_service.config import Settings
 from admin_service.db.dbapi import Connection
+from admin_service.jobs.days import Maintainer
 from admin_service.jobs.stats import LEADER, WANTED_CHANNEL, SharedStats
 from admin_service.live.caps import ConnectionCaps
 from admin_service.live.capture import LEADER_RETRY_S, Capturer, lock_key
@@ -26,8 +28,11 @@ from admin_service.live.notify.dispatcher import Dispatcher as NotifyDispatcher
 from admin_service.live.revocation import OpenConnections
 from admin_service.live.tail import EventTail
 from admin_service.names import JOB_STATS
+from admin_service.triage.rollup import FailureRollup
 
 log = logging.getLogger("admin_service.live")
+# How often the closed days' loop looks for days to rebuild.
+ROLLUP_TICK_S = 2.0
 
 
 class LiveRuntime:
@@ -48,6 +53,16 @@ class LiveRuntime:
         self.connections = OpenConnections(authenticator, settings.auth_cache_seconds)
         self.caps = ConnectionCaps(engine, settings.admin_schema)
         self.notify_dispatcher = NotifyDispatcher(settings, database_url)
+        self.failure_rollup = FailureRollup(settings.admin_schema)
+        self.rollup_maintainer = Maintainer(
+            self.failure_rollup.days,
+            [self.failure_rollup.rebuild_day],
+            engine,
+            settings.tz,
+            settings.closed_days,
+            settings.closed_days_reconcile_s,
+            settings.db_statement_timeout_ms,
+        )
         self.stop = threading.Event()
         self.started = False
         self._threads: list[threading.Thread] = []
@@ -70,6 +85,8 @@ class LiveRuntime:
             loops.append(("dispatch", self.action_dispatcher.run))
             loops.append(("notify", self.notify_dispatcher.run))
             loops.append(("publish-stats", self._publish_stats))
+            if self.settings.closed_days:
+                loops.append(("closed-days", self._maintain_closed_days))
         for name, target in loops:
             thread = threading.Thread(target=target, args=(self.stop,), name=f"live-{name}", daemon=True)
             thread.start()
@@ -112,6 +129,10 @@ class LiveRuntime:
             finally:
                 if conn is not None:
                     conn.close()
+
+    def _maintain_closed_days(self, stop: threading.Event) -> None:
+        """While this process leads capture (whose transactions mark the days to rebuild)."""
+        self.rollup_maintainer.run(stop, lambda: self.capturer.is_leader, ROLLUP_TICK_S, lambda: datetime.now(UTC))
 
     def _publish_session(self, conn: Connection) -> None:
         """Until `stop` or this process no longer leads capture."""

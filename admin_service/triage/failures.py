@@ -1,7 +1,8 @@
 """GET /admin/jobs/failures: failed jobs of a range of days grouped by error signature, in
-one statement: PostgreSQL filters the failed jobs (the status index, or (status, created_at,
-id) with `db install-indexes`), normalises each distinct message once, groups, counts per day
-and pages; only the page's groups come back."""
+one statement: the closed days' groups from the rollup (triage/rollup.py), the other days'
+failed jobs from the jobs table (the status index, or (status, created_at, id) with `db
+install-indexes`), each distinct message normalised once; merged, counted per day and paged
+in PostgreSQL; only the page's groups come back."""
 
 from __future__ import annotations
 
@@ -10,20 +11,19 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ARRAY, Connection, DateTime, bindparam, func, literal, select, true
+from sqlalchemy import ARRAY, BigInteger, Connection, DateTime, and_, bindparam, func, or_, select, true, union_all
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from admin_service.db.tables import jobs
-from admin_service.jobs.queries import JobFilters
+from admin_service.jobs.queries import assessment_name_matches
 from admin_service.jobs.schemas import Moment
 from admin_service.triage.ranges import Buckets, cut, resolve_range
-from admin_service.triage.signature import signature_sql
+from admin_service.triage.rollup import SAMPLE_JOBS, FailureRollup, partials, tagged_failures
 
 MAX_DAYS = 90
 # The statement timeout of the grouping (normalising tens of thousands of distinct messages
 # over 90 days takes seconds at 1,000,000 jobs on a loaded 2-core server).
 GROUPING_TIMEOUT_MS = 30_000
-SAMPLE_JOBS = 5
 LIST_PATH = "/admin/jobs"
 
 
@@ -51,71 +51,106 @@ def list_filter(days: Buckets, signature: str, assessment_name: str | None) -> d
     return query
 
 
+def _live_ranges(days: Buckets, clean: set[date]) -> list[tuple[datetime, datetime]]:
+    """The instants of the days not served from the rollup, consecutive days merged."""
+    ranges: list[tuple[datetime, datetime]] = []
+    first = date.fromisoformat(days.label(1))
+    for k in range(1, len(days) + 1):
+        if first + timedelta(days=k - 1) in clean:
+            continue
+        if ranges and ranges[-1][1] == days.bounds[k - 1]:
+            ranges[-1] = (ranges[-1][0], days.bounds[k])
+        else:
+            ranges.append((days.bounds[k - 1], days.bounds[k]))
+    return ranges
+
+
 def failure_groups(
-    conn: Connection, days: Buckets, assessment_name: str | None, page: int, limit: int, statement_timeout_ms: int = 0
+    conn: Connection,
+    rollup: FailureRollup | None,
+    days: Buckets,
+    assessment_name: str | None,
+    page: int,
+    limit: int,
+    statement_timeout_ms: int = 0,
 ) -> dict[str, Any]:
+    """The groups of one page. Closed days come from the rollup where it is clean (read in the
+    same snapshot as the jobs table: one REPEATABLE READ transaction), the others (today, days
+    being rebuilt, days older than it keeps) from the jobs table; both as partials per
+    signature, assessment and day, merged here."""
     first, last = date.fromisoformat(days.label(1)), date.fromisoformat(days.label(len(days)))
-    filters = JobFilters(statuses=("failed",), assessment_name=assessment_name, date_from=Moment(first), date_to=Moment(last))
-    failed = (
-        select(jobs.c.id, jobs.c.created_at, jobs.c.assessment_name, jobs.c.error_message)
-        .where(*filters.conditions(days.tz))
-        .cte("failed_jobs")
-    )
-    # Each distinct message is normalised once (a hash join brings the signature back to its
-    # rows): messages repeat far more often than their variable parts differ.
-    message_key = func.coalesce(failed.c.error_message, literal(""))
-    messages = select(message_key.label("message")).distinct().cte("messages")
-    signatures = select(messages.c.message, signature_sql(messages.c.message).label("signature")).cte("signatures")
-    tagged = select(failed, signatures.c.signature).join(signatures, signatures.c.message == message_key).cte("tagged")
-    bounds = bindparam("bounds", list(days.bounds), type_=ARRAY(DateTime(timezone=True)))
+    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    # A long range read from the jobs table (no rollup yet) may take longer than a request's
+    # statement timeout on a busy server: it is given more.
+    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(GROUPING_TIMEOUT_MS, statement_timeout_ms)}")
+    clean = rollup.days.clean_days(conn, days.tz, first, last) if rollup is not None else {}
+    sources: list[Any] = []
+    if clean and rollup is not None:
+        sources.append(rollup.rolled(days.tz, sorted(clean), first, assessment_name))
+    live = _live_ranges(days, set(clean))
+    if live:
+        conditions = [or_(*(and_(jobs.c.created_at >= a, jobs.c.created_at < b) for a, b in live))]
+        if assessment_name:
+            conditions.append(assessment_name_matches(assessment_name))
+        tagged = tagged_failures(conditions)
+        bounds = bindparam("bounds", list(days.bounds), type_=ARRAY(DateTime(timezone=True)))
+        sources.append(partials(tagged, func.width_bucket(tagged.c.created_at, bounds)))
+    combined: Any = union_all(*sources) if len(sources) > 1 else sources[0]
+    parts = combined.cte("parts")
     per_day = (
-        select(
-            tagged.c.signature,
-            func.width_bucket(tagged.c.created_at, bounds).label("day"),
-            func.count().label("n"),
-        )
-        .group_by(tagged.c.signature, "day")
+        select(parts.c.signature, parts.c.k, func.sum(parts.c.n).label("n"))
+        .group_by(parts.c.signature, parts.c.k)
         .subquery("per_day")
     )
     day_counts = (
-        select(per_day.c.signature, func.jsonb_object_agg(per_day.c.day, per_day.c.n).label("per_day"))
+        select(per_day.c.signature, func.jsonb_object_agg(per_day.c.k, per_day.c.n).label("per_day"))
         .group_by(per_day.c.signature)
         .subquery("day_counts")
     )
-    newest_first = tagged.c.created_at.desc()
     groups = (
         select(
-            tagged.c.signature,
-            func.count().label("n"),
-            func.min(tagged.c.created_at).label("first_seen"),
-            func.max(tagged.c.created_at).label("last_seen"),
-            func.array_agg(aggregate_order_by(tagged.c.error_message, newest_first))[1].label("example"),
-            func.array_agg(aggregate_order_by(tagged.c.assessment_name.distinct(), tagged.c.assessment_name)).label(
-                "assessments"
+            parts.c.signature,
+            func.sum(parts.c.n).cast(BigInteger).label("n"),
+            func.min(parts.c.first_seen).label("first_seen"),
+            func.max(parts.c.last_seen).label("last_seen"),
+            func.array_agg(aggregate_order_by(parts.c.example, parts.c.last_seen.desc(), parts.c.sample_ids[1].desc()))[1].label(
+                "example"
             ),
-            func.array_agg(aggregate_order_by(tagged.c.id, newest_first))[1:SAMPLE_JOBS].label("samples"),
+            func.array_agg(aggregate_order_by(parts.c.assessment_name.distinct(), parts.c.assessment_name)).label("assessments"),
         )
-        .group_by(tagged.c.signature)
+        .group_by(parts.c.signature)
         .subquery("groups")
     )
+    sample = func.unnest(parts.c.sample_ids, parts.c.sample_created).table_valued("id", "created").render_derived(name="sample")
+    samples = (
+        select(
+            parts.c.signature,
+            func.array_agg(aggregate_order_by(sample.c.id, sample.c.created.desc(), sample.c.id.desc()))[1:SAMPLE_JOBS].label(
+                "samples"
+            ),
+        )
+        .select_from(parts.join(sample, true()))
+        .group_by(parts.c.signature)
+        .subquery("samples")
+    )
     page_rows = (
-        select(groups, day_counts.c.per_day)
+        select(groups, day_counts.c.per_day, samples.c.samples)
         .join(day_counts, day_counts.c.signature == groups.c.signature)
+        .join(samples, samples.c.signature == groups.c.signature)
         .order_by(groups.c.n.desc(), groups.c.signature)
         .limit(limit)
         .offset((page - 1) * limit)
         .subquery("page")
     )
     totals = select(
-        func.count(func.distinct(tagged.c.signature)).label("group_count"), func.count().label("failure_count")
+        func.count(func.distinct(parts.c.signature)).label("group_count"),
+        func.coalesce(func.sum(parts.c.n), 0).cast(BigInteger).label("failure_count"),
     ).subquery("totals")
     stmt = (
         select(totals, page_rows)
         .select_from(totals.outerjoin(page_rows, true()))
         .order_by(page_rows.c.n.desc(), page_rows.c.signature)
     )
-    # Shared for TRIAGE_SHARE_MS and recomputed ahead of time (triage/cache.py), a long range
-    # may take longer than a request's statement timeout on a busy server: it is given more.
     conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(GROUPING_TIMEOUT_MS, statement_timeout_ms)}")
     rows = conn.execute(stmt).mappings().all()
     group_count = int(rows[0]["group_count"]) if rows else 0
@@ -152,6 +187,11 @@ def failure_groups(
             "timezone": days.tz.key,
         },
         "assessmentName": assessment_name,
+        "rollup": {
+            "days": len(clean),
+            "liveDays": len(days) - len(clean),
+            "builtAt": min(clean.values()) if clean else None,
+        },
         "totalFailures": failure_count,
         "groups": result_groups,
         "pagination": {

@@ -70,7 +70,8 @@ def job_failures(args: dict[str, Any]) -> Response:
 
     def compute() -> dict[str, Any]:
         with used.engine.connect() as conn:
-            groups = failure_groups(conn, days, name, page, limit, used.settings.db_statement_timeout_ms)
+            rollup = used.runtime.failure_rollup if used.settings.closed_days else None
+            groups = failure_groups(conn, rollup, days, name, page, limit, used.settings.db_statement_timeout_ms)
             return {**groups, "computedAt": datetime.now(UTC)}
 
     data, how = _shared("failures", (days.bounds, days.tz.key, name, page, limit), compute, args["fresh"])

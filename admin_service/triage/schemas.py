@@ -99,9 +99,28 @@ class GroupPaginationSchema(Schema):
     hasPrev = fields.Boolean(required=True)
 
 
+class RollupBasisSchema(Schema):
+    days = fields.Integer(required=True, metadata={"description": "days of the range read from the rollup of closed days"})
+    liveDays = fields.Integer(
+        required=True,
+        metadata={"description": "days read from the jobs table (today, days being rolled up again, days older than it keeps)"},
+    )
+    builtAt = fields.DateTime(
+        allow_none=True, required=True, metadata={"description": "when the oldest of the rolled-up days used was built"}
+    )
+
+
 class FailuresSchema(Schema):
     range = fields.Nested(FailureRangeSchema, required=True)
     assessmentName = fields.String(allow_none=True, required=True)
+    rollup = fields.Nested(
+        RollupBasisSchema,
+        required=True,
+        metadata={
+            "description": "where the figures come from: closed days rolled up (CLOSED_DAYS, kept exact from "
+            "captured changes), the rest from the jobs table"
+        },
+    )
     totalFailures = fields.Integer(required=True)
     groups = fields.List(fields.Nested(FailureGroupSchema), required=True)
     pagination = fields.Nested(GroupPaginationSchema, required=True)
