@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from admin_service.db.tables import jobs
 from admin_service.jobs import status as job_status
 from admin_service.jobs.queries import assessment_name_matches
-from admin_service.jobs.stats import PROCESSING_SECONDS_SQL, QUEUE_WAIT_SECONDS_SQL, in_parallel
+from admin_service.jobs.stats import PROCESSING_SECONDS_SQL, QUEUE_WAIT_SECONDS_SQL, SORT_WORK_MEM, in_parallel
 from admin_service.triage.ranges import Buckets
 
 # The queue at a bucket's end counts the jobs created up to QUEUE_LOOKBACK before the range
@@ -41,7 +41,6 @@ QUEUE_LOOKBACK = timedelta(hours=24)
 FRACTIONS = [0.5, 0.95]
 ONE_MICROSECOND = timedelta(microseconds=1)
 COUNTED = ("completed", "failed", "cancelled")
-SORT_WORK_MEM = "48MB"
 
 
 def _bounds(buckets: Buckets) -> Any:
@@ -79,8 +78,7 @@ def _bucket_figures(conn: Connection, buckets: Buckets, assessment_name: str | N
         stmt = stmt.group_by(func.grouping_sets(tuple_(k), tuple_(k, sample.c.assessment_name)))
     else:
         stmt = stmt.group_by(k)
-    # The rows are sorted by bucket for the percentiles: in memory, not spilled to disk (a
-    # month is ~250,000 rows at 1,000,000 jobs; 4 MB, the default, spills them).
+    # The rows are sorted by bucket for the percentiles: in memory (jobs/stats.py SORT_WORK_MEM).
     conn.exec_driver_sql(f"SET LOCAL work_mem = '{SORT_WORK_MEM}'")
     return list(conn.execute(stmt).mappings())
 
