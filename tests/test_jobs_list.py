@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from admin_service import create_app
 from tests.support.factories import JOB_COLUMNS, Data
+from tests.support.plans import explained, statements_run
 from tests.support.settings import make_settings
 
 URL = "/admin/jobs"
@@ -831,12 +832,6 @@ def test_page_after_the_first_together_with_a_cursor_is_a_400(client: FlaskClien
     assert_invalid(get(client, auth, {"limit": 5, "cursor": cursor, "page": 2}), "cursor")
 
 
-def plan_nodes(plan: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
-
-
 def test_default_list_and_its_cursor_pages_walk_the_created_at_index(
     client: FlaskClient, data: Data, auth: dict[str, str], engine: Engine
 ) -> None:
@@ -847,29 +842,13 @@ def test_default_list_and_its_cursor_pages_walk_the_created_at_index(
         "SELECT 'bulk-' || n, gen_random_uuid(), now() - n * interval '1 second' FROM generate_series(1, 20000) AS n"
     )
     data.execute("ANALYZE archive.analysis_jobs")
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if "LIMIT" in statement and "analysis_jobs" in statement:
-            seen.append((statement, params))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with statements_run(engine, lambda statement: "LIMIT" in statement and "analysis_jobs" in statement) as seen:
         first = ok(get(client, auth, {"count": "none"}))
         ok(get(client, auth, {"count": "none", "cursor": first["pagination"]["nextCursor"]}))
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
     assert len(seen) == 2
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        for statement, params in seen:
-            cur.execute("EXPLAIN (FORMAT JSON) " + statement, params)
-            nodes = list(plan_nodes(cur.fetchone()[0][0]["Plan"]))
-            scans = [n["Node Type"] for n in nodes if n.get("Relation Name") == "analysis_jobs"]
-            assert scans and all("Index" in scan for scan in scans), (scans, statement)
-    finally:
-        raw.close()
+    for (statement, _), nodes in zip(seen, explained(engine, seen), strict=True):
+        scans = [n["Node Type"] for n in nodes if n.get("Relation Name") == "analysis_jobs"]
+        assert scans and all("Index" in scan for scan in scans), (scans, statement)
 
 
 # --- count modes --------------------------------------------------------------------------

@@ -3,14 +3,14 @@ their order against PostgreSQL's own ORDER BY, with and without filters, cursor 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, text
 
 from tests.support.factories import Data
+from tests.support.plans import explained, statements_run
 from tests.test_jobs_list import get, ids, ok, walk_cursor
 
 SHOWN_STATUS = "(CASE WHEN status = 'queue' THEN 'queued' ELSE status END)"
@@ -112,12 +112,6 @@ def test_a_status_outside_the_vocabulary_is_still_listed(client: FlaskClient, da
         assert [i for page in walked for i in page] == ordered_ids(data, "priority", order)
 
 
-def plan_nodes(plan: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
-
-
 @pytest.mark.parametrize("sort_by", ["priority", "status"])
 @pytest.mark.parametrize("sort_order", ["ASC", "DESC"])
 def test_priority_and_status_pages_do_not_sort_the_table(
@@ -131,32 +125,20 @@ def test_priority_and_status_pages_do_not_sort_the_table(
         "n % 10, now() - n * interval '1 second' FROM generate_series(1, 20000) AS n"
     )
     data.execute("ANALYZE archive.analysis_jobs")
-    seen: list[tuple[str, Any]] = []
 
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if "LIMIT" in statement and "analysis_jobs" in statement and "stored_statuses" in statement:
-            seen.append((statement, params))
+    def walk(statement: str) -> bool:
+        return "LIMIT" in statement and "analysis_jobs" in statement and "stored_statuses" in statement
 
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with statements_run(engine, walk) as seen:
         params = {"count": "none", "sort_by": sort_by, "sort_order": sort_order}
         first = ok(get(client, auth, params))
         second = ok(get(client, auth, {**params, "cursor": first["pagination"]["nextCursor"]}))
         assert set(ids(first)).isdisjoint(ids(second))
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
     assert len(seen) == 2
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        for statement, params in seen:
-            cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params)
-            nodes = list(plan_nodes(cur.fetchone()[0][0]["Plan"]))
-            scans = [n["Node Type"] for n in nodes if n.get("Relation Name") == "analysis_jobs"]
-            assert scans and all("Index" in scan for scan in scans), scans
-            assert any(n.get("Index Name") == "idx_analysis_jobs_queue" for n in nodes)
-            # A Sort's input: at most a page (51 rows) from each of the 4 stored statuses' branches.
-            sorted_rows = [c["Actual Rows"] * c["Actual Loops"] for n in nodes if n["Node Type"] == "Sort" for c in n["Plans"]]
-            assert sorted_rows and all(rows <= 4 * 51 for rows in sorted_rows), sorted_rows
-    finally:
-        raw.close()
+    for nodes in explained(engine, seen, analyze=True):
+        scans = [n["Node Type"] for n in nodes if n.get("Relation Name") == "analysis_jobs"]
+        assert scans and all("Index" in scan for scan in scans), scans
+        assert any(n.get("Index Name") == "idx_analysis_jobs_queue" for n in nodes)
+        # A Sort's input: at most a page (51 rows) from each of the 4 stored statuses' branches.
+        sorted_rows = [c["Actual Rows"] * c["Actual Loops"] for n in nodes if n["Node Type"] == "Sort" for c in n["Plans"]]
+        assert sorted_rows and all(rows <= 4 * 51 for rows in sorted_rows), sorted_rows
