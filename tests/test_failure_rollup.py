@@ -178,6 +178,37 @@ def test_a_change_during_a_rebuild_leaves_the_day_dirty(
     assert rolled["rollup"]["days"] == 1 and rolled["totalFailures"] == 0
 
 
+def test_no_day_is_read_while_nobody_marks_them(
+    database_url: str, engine: Engine, settings: Settings, auth: dict[str, str], data: Data
+) -> None:
+    """A capture leader that does not mark days (an older version, during a rolling upgrade)
+    lets the loop's lease lapse: no day is read meanwhile, and the loop that takes the lease
+    over rebuilds every day before any is read again."""
+    now = datetime.now(UTC)
+    seed(data, now)
+    build(engine, settings, ZoneInfo("UTC"))
+    query = f"?from={(now - timedelta(days=9)).date()}&to={now.date()}"
+    rolled, _ = answers(database_url, engine, auth, query)
+    assert rolled["rollup"]["days"] == 9
+    schema = settings.admin_schema
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE \"{schema}\".closed_days_lease SET until = now() - interval '1 second'"))
+        # A failed job of a closed day retried, with nobody marking its day.
+        conn.execute(
+            text(
+                "UPDATE archive.analysis_jobs SET status = 'queued' WHERE id = (SELECT id FROM archive.analysis_jobs "
+                "WHERE status = 'failed' AND created_at < date_trunc('day', now()) - interval '1 day' LIMIT 1)"
+            )
+        )
+    rolled, table = answers(database_url, engine, auth, query)
+    assert rolled["rollup"]["days"] == 0 and same_figures(rolled, table)
+    stats = app_with(database_url, engine).test_client().get("/admin/jobs/stats?fresh=true", headers=auth).get_json()
+    assert stats["data"]["dailyMetrics"] == daily_counts(engine, "UTC")
+    build(engine, settings, ZoneInfo("UTC"))
+    rolled, table = answers(database_url, engine, auth, query)
+    assert rolled["rollup"]["days"] == 9 and same_figures(rolled, table)
+
+
 # --- the service as deployed: the capture leader marks, its loop rebuilds ----------------------
 
 

@@ -21,6 +21,10 @@ table's for every day served from here:
 - **Read only while clean**: a day is read from here only if `built_seq >= dirty_seq` in the
   reader's snapshot, else from the jobs table. So the figures are as exact as capture is
   current, which is what every live figure of the service is.
+- **Read only while marked**: the loop holds a lease (`closed_days_lease`, LEASE, renewed
+  before every rebuild) that readers require. A capture leader that does not mark (an older
+  version, during a rolling upgrade) lets it lapse, and no day is read while it is lapsed; the
+  next loop that takes it over marks every day dirty first, since changes went unmarked.
 
 Rows are keyed by a version of what the rebuild writes and by time zone: another release or
 another STATS_TIMEZONE never reads rows it did not build (counts are read whatever the
@@ -30,6 +34,8 @@ version: they do not depend on it).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
@@ -48,6 +54,9 @@ log = logging.getLogger("admin_service.days")
 COUNTED = ("completed", "failed", "cancelled")
 # Days of another version or time zone that nobody rebuilt for this long are dropped.
 RETIRED_AFTER = timedelta(days=2)
+# How long the loop's lease on the days lasts (renewed before every rebuild): the longest time a
+# capture leader that does not mark (an older version) may be trusted to have marked.
+LEASE = timedelta(seconds=30)
 # Days rebuilt per pass at most (a first fill of 92 days takes a few passes, between which the
 # loop looks at its stop and leadership again).
 PASS_DAYS = 16
@@ -59,6 +68,11 @@ COUNTS_VERSION = "1"
 # row is locked, it computes and returns the write to run once it is (so that capture's marks
 # wait only for the writes, not for the aggregates).
 Contributor = Callable[[Connection, ZoneInfo, date, datetime, datetime], Callable[[], None]]
+
+
+def process_name() -> str:
+    """This process, as the service's own tables name it (host:pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def touched_days(changes: Sequence[tuple[Transition, datetime | None]]) -> list[datetime]:
@@ -98,6 +112,9 @@ class ClosedDays:
         self.version = version
         self._days = f'"{schema}".closed_days'
         self._seq = f'"{schema}".closed_days_seq'
+        self._lease = f'"{schema}".closed_days_lease'
+        # Readers' condition: the days are being marked (the lease is held).
+        self._marked = text(f"EXISTS (SELECT 1 FROM {self._lease} WHERE id = 1 AND until > now())")
 
     # -- capture's side: in the leader's transaction -----------------------------------
     def mark(self, cur: Cursor, created: list[datetime]) -> None:
@@ -118,7 +135,7 @@ class ClosedDays:
         each was built."""
         d = self.table.c
         stmt = select(d.day, d.built_at).where(
-            d.version == self.version, d.tz == tz.key, d.day >= first, d.day <= last, d.built_seq >= d.dirty_seq
+            d.version == self.version, d.tz == tz.key, d.day >= first, d.day <= last, d.built_seq >= d.dirty_seq, self._marked
         )
         return {row.day: row.built_at for row in conn.execute(stmt)}
 
@@ -127,13 +144,28 @@ class ClosedDays:
         d = self.table.c
         stmt = (
             select(d.day, d.total, *(d[name] for name in COUNTED))
-            .where(d.tz == tz.key, d.day >= first, d.day <= last, d.built_seq >= d.dirty_seq)
+            .where(d.tz == tz.key, d.day >= first, d.day <= last, d.built_seq >= d.dirty_seq, self._marked)
             .distinct(d.day)
             .order_by(d.day, d.built_at.desc())
         )
         return {row.day: {"total": row.total, **{name: row._mapping[name] for name in COUNTED}} for row in conn.execute(stmt)}
 
     # -- the maintainer's side ------------------------------------------------------------
+    def renew(self, conn: Connection, holder: str) -> bool:
+        """Hold the lease LEASE longer; True when it had lapsed, and every day (of every version
+        and time zone) was marked dirty, since nobody marked them meanwhile."""
+        lapsed = conn.execute(
+            text(
+                f"UPDATE {self._lease} l SET until = now() + CAST(:lease AS interval), holder = :holder "
+                f"FROM (SELECT until FROM {self._lease} WHERE id = 1 FOR UPDATE) AS old "
+                "WHERE l.id = 1 RETURNING old.until <= now()"
+            ),
+            {"lease": f"{LEASE.total_seconds()} seconds", "holder": holder},
+        ).scalar()
+        if lapsed:
+            conn.execute(text(f"UPDATE {self._days} SET dirty_seq = nextval('{self._seq}')"))
+        return bool(lapsed)
+
     def plan(self, conn: Connection, tz: ZoneInfo, today: date, keep_days: int) -> None:
         """Rows for the closed days to keep (new ones dirty), none for older days, and none of
         other versions or time zones that nobody rebuilt for RETIRED_AFTER."""
@@ -227,16 +259,21 @@ class Maintainer:
         self.keep_days = keep_days
         self.reconcile_s = reconcile_s
         self.statement_timeout_ms = statement_timeout_ms
+        self.holder = process_name()
 
     def run_pass(self, now: datetime) -> int:
         """Plan the days and rebuild up to PASS_DAYS of the due ones; how many were due."""
         today = now.astimezone(self.tz).date()
         with self.engine.begin() as conn:
+            if self.days.renew(conn, self.holder):
+                log.info("closed days: lease taken over after it lapsed, every day marked to be rebuilt")
             self.days.plan(conn, self.tz, today, self.keep_days)
             due = self.days.due(conn, self.tz, self.reconcile_s, PASS_DAYS)
         for day in due:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql(f"SET LOCAL statement_timeout = {self.statement_timeout_ms}")
+                # Renewed in the rebuild's transaction: a lapse found here marks this day too.
+                self.days.renew(conn, self.holder)
                 self.days.rebuild(conn, self.tz, day, self.contributors)
         return len(due)
 

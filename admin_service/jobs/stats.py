@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -44,7 +42,7 @@ from admin_service import metrics
 from admin_service.config import Settings
 from admin_service.db.dbapi import Cursor
 from admin_service.db.tables import JOBS_TABLE, METRICS_TABLE
-from admin_service.jobs.days import COUNTS_VERSION, ClosedDays
+from admin_service.jobs.days import COUNTS_VERSION, ClosedDays, process_name
 from admin_service.jobs.status import STATUSES, Transition, normalize, sql_list, stored_values
 from admin_service.names import CAPTURE_EXACT
 
@@ -468,10 +466,6 @@ def revive(figures: dict[str, Any]) -> dict[str, Any]:
         if key in basis:
             basis[key] = _when(basis[key])
     return figures
-
-
-def process_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Snapshots:

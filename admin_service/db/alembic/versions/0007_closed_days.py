@@ -62,9 +62,22 @@ def upgrade() -> None:
         """
     )
     op.execute(f'CREATE INDEX failure_rollup_day ON "{s}".failure_rollup (version, tz, day)')
+    # Days are read only while the process that marks them holds this lease: a capture leader of
+    # a version that does not mark (a rolling upgrade) lets it lapse, and the next one that does
+    # marks every day dirty before renewing it.
+    op.execute(
+        f"""
+        CREATE TABLE "{s}".closed_days_lease (
+            id integer PRIMARY KEY CHECK (id = 1),
+            holder text,
+            until timestamptz NOT NULL
+        )
+        """
+    )
+    op.execute(f"INSERT INTO \"{s}\".closed_days_lease (id, until) VALUES (1, '-infinity')")
 
 
 def downgrade() -> None:
     s = context.config.attributes["schema"]
-    op.execute(f'DROP TABLE IF EXISTS "{s}".failure_rollup, "{s}".closed_days')
+    op.execute(f'DROP TABLE IF EXISTS "{s}".failure_rollup, "{s}".closed_days, "{s}".closed_days_lease')
     op.execute(f'DROP SEQUENCE IF EXISTS "{s}".closed_days_seq')
