@@ -193,8 +193,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "# Benchmark results",
         "",
         f"Measured {results['date']} by `make bench` (`{results.get('command', '')}`), {results.get('total_seconds', 0):,.0f} s in all.",
-        "Every figure below comes from that run; `bench/results.json` has them all (and the plans).",
+        "Every figure below comes from that run but for the cases re-measured since (listed here, marked ↻ in the",
+        "tables); `bench/results.json` has them all (and the plans).",
         "",
+        *[
+            f"- ↻ re-measured {again['date']} (`{again['command']}`, load average at start "
+            f"{', '.join(f'{x:.2f}' for x in again['loadavg_start'])}): " + ", ".join(again["cases"])
+            for again in results.get("remeasured", [])
+        ],
+        *([""] if results.get("remeasured") else []),
         "## Machine and versions",
         "",
         f"- {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['os']}",
@@ -253,7 +260,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         for c in phase["cases"]:
             s, k = c["sequential"], c["concurrent"]
             lines.append(
-                f"| {c['case']} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['rps']:,.0f} | "
+                f"| {c['case']}{' ↻' if c.get('remeasured') else ''} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['rps']:,.0f} | "
                 f"{k['p50_ms']:.2f} | {k['p95_ms']:.2f} | {k['p99_ms']:.2f} | {k['rps']:,.0f} | "
                 f"{_f(c['db_ms'], 2) if c['db_statements'] else '0 (no query)'} | "
                 f"{_f(c['overhead_ratio']) + '×' if c['overhead_ratio'] else '—'} | {s['errors'] + k['errors']} | "
