@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
@@ -56,6 +58,18 @@ def make_engine(settings: Settings, database_url: str | None = None, *, autocomm
     )
     ping_idle_connections(engine)
     return engine
+
+
+@contextmanager
+def transaction(engine: Engine, isolation_level: str = "READ COMMITTED") -> Iterator[Connection]:
+    """A connection inside a transaction of its own, also from the service's autocommit pool:
+    for the few statements that need one (a snapshot shared by several statements, or SET
+    LOCAL settings such as work_mem, which outside a transaction block have no effect at all).
+    The connection goes back to the pool in the pool's own mode."""
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level=isolation_level)
+        with conn.begin():
+            yield conn
 
 
 # A connection idle longer than this is tested before use (see ping_idle_connections).

@@ -41,6 +41,7 @@ from sqlalchemy import Connection, Engine, text
 from admin_service import metrics
 from admin_service.config import Settings
 from admin_service.db.dbapi import Cursor
+from admin_service.db.engine import transaction
 from admin_service.db.tables import JOBS_TABLE, METRICS_TABLE
 from admin_service.jobs.days import COUNTS_VERSION, ClosedDays, process_name
 from admin_service.jobs.status import STATUSES, Transition, normalize, sql_list, stored_values
@@ -217,7 +218,8 @@ def in_parallel(engine: Engine, *calls: Callable[[Connection], Any]) -> list[Any
     def run(i: int) -> None:
         started = time.monotonic()
         try:
-            with engine.connect() as conn:
+            # In a transaction: the percentiles' SET LOCAL work_mem needs one.
+            with transaction(engine) as conn:
                 results[i] = calls[i](conn)
         except BaseException as exc:  # re-raised in the caller
             errors.append(exc)

@@ -74,12 +74,11 @@ def failure_groups(
     limit: int,
     statement_timeout_ms: int = 0,
 ) -> dict[str, Any]:
-    """The groups of one page. Closed days come from the rollup where it is clean (read in the
-    same snapshot as the jobs table: one REPEATABLE READ transaction), the others (today, days
-    being rebuilt, days older than it keeps) from the jobs table; both as partials per
-    signature, assessment and day, merged here."""
+    """The groups of one page, in the caller's transaction (REPEATABLE READ: the days' state and
+    the rows it vouches for in one snapshot). Closed days come from the rollup where it is
+    clean, the others (today, days being rebuilt, days older than it keeps) from the jobs
+    table; both as partials per signature, assessment and day, merged here."""
     first, last = date.fromisoformat(days.label(1)), date.fromisoformat(days.label(len(days)))
-    conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     # A long range read from the jobs table (no rollup yet) may take longer than a request's
     # statement timeout on a busy server: it is given more.
     conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(GROUPING_TIMEOUT_MS, statement_timeout_ms)}")

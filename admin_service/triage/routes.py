@@ -10,6 +10,7 @@ from flask import Response, current_app
 
 from admin_service.api import ApiBlueprint
 from admin_service.auth import require_admin
+from admin_service.db.engine import transaction
 from admin_service.errors import envelope
 from admin_service.services import services
 from admin_service.triage.cache import IntervalCache
@@ -69,7 +70,7 @@ def job_failures(args: dict[str, Any]) -> Response:
     name, page, limit = args.get("assessment_name"), args["page"], args["limit"]
 
     def compute() -> dict[str, Any]:
-        with used.engine.connect() as conn:
+        with transaction(used.engine, "REPEATABLE READ") as conn:
             rollup = used.runtime.failure_rollup if used.settings.closed_days else None
             groups = failure_groups(conn, rollup, days, name, page, limit, used.settings.db_statement_timeout_ms)
             return {**groups, "computedAt": datetime.now(UTC)}
