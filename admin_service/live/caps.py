@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
@@ -53,7 +54,15 @@ class ConnectionCaps:
         # Built in the worker (after the fork): one id per process.
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._admit = text(f'SELECT "{schema}".live_admit(:worker, :kind, :user, :cap, :lease)')
-        self._release = text(f'SELECT "{schema}".live_release(:worker, :kind, :user)')
+        self._release = text(f'SELECT "{schema}".live_release(:worker, :kinds, :users, :counts)')
+        # Places closed and not yet released, by (kind, user): released together, one statement
+        # for all of them, by whichever closing connection finds no release under way. Ten
+        # thousand streams dropped at once (a network blip, the bench ending) would otherwise
+        # take ten thousand pooled connections in turn, and every request of the worker would
+        # wait behind them for the pool (or time out, leaving places counted).
+        self._closed: Counter[tuple[str, str]] = Counter()
+        self._closed_lock = threading.Lock()
+        self._releasing = False
         self._renew = text(
             f'INSERT INTO "{schema}".live_workers (worker, expires_at) VALUES (:worker, now() + make_interval(secs => :lease)) '
             "ON CONFLICT (worker) DO UPDATE SET expires_at = excluded.expires_at"
@@ -81,18 +90,50 @@ class ConnectionCaps:
         return bool(admitted), Place(kind, user_id, recorded=bool(admitted))
 
     def release(self, place: Place) -> None:
+        """Free a closed connection's place (with every other place closed meanwhile)."""
         if not place.recorded:
             return
+        with self._closed_lock:
+            self._closed[(place.kind, place.user_id)] += 1
+        self._release_closed()
+
+    def _release_closed(self) -> None:
+        with self._closed_lock:
+            if self._releasing:
+                return  # the release under way takes this one too
+            self._releasing = True
         try:
-            with statement_deadline(CAPS_DEADLINE_S), self.engine.begin() as conn:
-                conn.execute(self._release, {"worker": self.worker, "kind": place.kind, "user": place.user_id})
-        except Exception as exc:  # its worker's lease lapses at exit; until then it counts
-            log.warning("could not release a live connection's place (%s)", type(exc).__name__)
+            while True:
+                with self._closed_lock:
+                    batch, self._closed = self._closed, Counter()
+                if not batch:
+                    return
+                try:
+                    with statement_deadline(CAPS_DEADLINE_S), self.engine.begin() as conn:
+                        keys = list(batch)
+                        conn.execute(
+                            self._release,
+                            {
+                                "worker": self.worker,
+                                "kinds": [kind for kind, _ in keys],
+                                "users": [user for _, user in keys],
+                                "counts": [batch[key] for key in keys],
+                            },
+                        )
+                except Exception as exc:  # kept for the lease loop's next try; until then they count
+                    with self._closed_lock:
+                        self._closed.update(batch)
+                    log.warning("could not release %d live connection place(s) yet (%s)", batch.total(), type(exc).__name__)
+                    return
+        finally:
+            with self._closed_lock:
+                self._releasing = False
 
     def renew(self) -> None:
         with statement_deadline(CAPS_DEADLINE_S), self.engine.begin() as conn:
             conn.execute(self._renew, {"worker": self.worker, "lease": LEASE_S})
             conn.execute(self._forget)
+        self._release_closed()  # what an earlier release could not (the database was down)
 
     def leave(self) -> None:
         """At a clean exit: this worker's places are free at once, not a lease later."""

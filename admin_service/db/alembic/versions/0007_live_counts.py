@@ -10,7 +10,8 @@ checks timed out (admitted unrecorded). Now an admission sums one row per worker
 
 Same rules as before: the sum counts only workers whose lease is fresh (a killed worker's places
 free themselves LEASE_S later), admissions of one user are serialised (two workers never both take
-the last place), a closed connection frees its place at once (`live_release`).
+the last place), a closed connection frees its place at once (`live_release`, which takes every
+place a worker's connections freed meanwhile in one statement).
 
 Revision ID: 0007_live_counts
 Revises: 0006_list_counts
@@ -59,12 +60,14 @@ def upgrade() -> None:
         END
         $$;
 
-        -- A closed connection's place (never below zero: a place admitted while the database was
-        -- unreachable was never recorded, and is not released either).
-        CREATE FUNCTION "{s}".live_release(p_worker text, p_kind text, p_user text)
+        -- Closed connections' places, counts(i) of kinds(i) for users(i), in one statement (never
+        -- below zero: a place admitted while the database was unreachable was never recorded, and
+        -- is not released either).
+        CREATE FUNCTION "{s}".live_release(p_worker text, kinds text[], users text[], counts integer[])
         RETURNS void LANGUAGE sql AS $$
-            UPDATE "{s}".live_counts SET n = n - 1
-            WHERE user_id = p_user AND kind = p_kind AND worker = p_worker AND n > 0
+            UPDATE "{s}".live_counts c SET n = greatest(0, c.n - d.n)
+            FROM unnest(kinds, users, counts) AS d(kind, user_id, n)
+            WHERE c.worker = p_worker AND c.kind = d.kind AND c.user_id = d.user_id
         $$;
         """
     )
@@ -74,7 +77,7 @@ def downgrade() -> None:
     s = context.config.attributes["schema"]
     op.execute(
         f"""
-        DROP FUNCTION "{s}".live_release(text, text, text);
+        DROP FUNCTION "{s}".live_release(text, text[], text[], integer[]);
         DROP FUNCTION "{s}".live_admit(text, text, text, integer, double precision);
         DROP TABLE "{s}".live_counts;
         CREATE UNLOGGED TABLE "{s}".live_connections (
