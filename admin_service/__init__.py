@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         max_age=600,
     )
     web.install(app, settings)
-    metrics.install(app, engine, stats, settings, partial(read_capture_mode, engine))
+    metrics.install(app, engine, stats, settings, partial(read_capture_mode, engine, settings.admin_schema))
     # After web.install: its preflight answer must run before the limiter's check.
     limiter = make_limiter(app, settings, engine)
     # Failed token checks count in the rate-limit store.

@@ -361,6 +361,9 @@ class Settings:
     capture_mode: str = setting(
         "CAPTURE_MODE", "auto", matching(r"^(auto|exact|poll)\Z", "{name} must be auto, exact or poll, not {value!r}")
     )
+    # How often the leader looks for an installed or dropped change-capture trigger besides the
+    # install's own NOTIFY (which it follows at once): for DDL run by hand without it.
+    capture_mode_check_s: float = setting("CAPTURE_MODE_CHECK_S", 5.0, number(0.1, 3600))
     tail_poll_ms: int = setting("TAIL_POLL_MS", 1000, integer(50, 60_000))
     sse_heartbeat_s: float = setting("SSE_HEARTBEAT_S", 5.0, number(0.1, 300))
     # Open streams per user across every worker and instance (live/caps.py); beyond it 429.

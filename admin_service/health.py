@@ -26,7 +26,7 @@ def health() -> Response:
 def ready() -> Response:
     try:
         with statement_deadline(READY_DEADLINE_S), services().engine.connect() as conn:
-            mode = capture_mode(conn)
+            mode = capture_mode(conn, services().settings.admin_schema)
     except Exception:
         raise unavailable("Database unreachable") from None
     return envelope({"status": "ready", "database": "ok", "capture": {"mode": mode}}, "Service is ready")

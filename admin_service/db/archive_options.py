@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
 from admin_service.db.tables import ARCHIVE, JOB_COLUMNS, JOBS_TABLE, METRICS_TABLE, USERS_TABLE, users
-from admin_service.live.log import CHANGES_CHANNEL
+from admin_service.live.log import CHANGES_CHANNEL, MODE_CHANGED
 
 TRIGGER_NAME = "admin_service_notify_job_change"
 
@@ -43,6 +43,12 @@ def drop_notify_trigger_ddl(settings: Settings) -> str:
 CHANGE_FUNCTION = "admin_service_record_job_change"
 CHANGE_TRIGGERS = ("admin_service_record_job_insert_delete", "admin_service_record_job_update")
 WAKE_FUNCTION = "admin_service_wake_capture"
+
+
+# At commit, tells the capture leader that the mode changed: it switches at once, before any
+# writer's next change (it would otherwise sample rows for up to CAPTURE_MODE_CHECK_S, merging the
+# transitions made meanwhile, while /health/ready already says exact).
+MODE_NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', '{MODE_CHANGED}');"
 
 
 def asleep_lock_key(schema: str) -> int:
@@ -104,6 +110,7 @@ CREATE TRIGGER {update} AFTER UPDATE OF {columns} ON {JOBS_TABLE}
 -- Wakes a sleeping leader (PostgreSQL folds identical NOTIFYs in a transaction).
 CREATE TRIGGER {WAKE_FUNCTION} AFTER INSERT OR UPDATE OR DELETE ON {JOBS_TABLE}
     FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".{WAKE_FUNCTION}();
+{MODE_NOTIFY}
 """.strip()
 
 
@@ -111,7 +118,7 @@ def drop_change_capture_ddl(settings: Settings) -> str:
     schema = settings.admin_schema
     drops = [f"DROP TRIGGER IF EXISTS {name} ON {JOBS_TABLE};" for name in (*CHANGE_TRIGGERS, WAKE_FUNCTION)]
     drops += [f'DROP FUNCTION IF EXISTS "{schema}".{name}();' for name in (CHANGE_FUNCTION, WAKE_FUNCTION)]
-    return "\n".join(drops)
+    return "\n".join([*drops, MODE_NOTIFY])
 
 
 def run_ddl(engine: Engine, ddl: str) -> None:

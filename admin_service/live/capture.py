@@ -38,7 +38,7 @@ from admin_service.live import alerts, polling
 from admin_service.live.changes import EXACT, POLL, ChangeConsumer, choose_mode, state_key
 from admin_service.live.connection import keep_connected, transaction, wait_for_notify
 from admin_service.live.episodes import Episodes
-from admin_service.live.log import CHANGES_CHANNEL, EventLog, NewEvent
+from admin_service.live.log import CHANGES_CHANNEL, MODE_CHANGED, EventLog, NewEvent
 from admin_service.names import JOB_UPDATE
 
 log = logging.getLogger("admin_service.capture")
@@ -46,8 +46,6 @@ log = logging.getLogger("admin_service.capture")
 LEADER_RETRY_S = 2.0
 BATCH = 5000
 PRUNE_EVERY_S = 3600
-# How often the leader looks whether the change-capture trigger was installed or dropped.
-MODE_CHECK_S = 5.0
 
 
 def lock_key(schema: str) -> int:
@@ -127,11 +125,13 @@ class Capturer:
         next_mode = 0.0
         next_reconcile = 0.0
         poll_s = self.settings.capture_poll_ms / 1000
+        heard: set[str] = set()  # the payloads of the NOTIFYs that woke this loop
         while not stop.is_set():
-            if time.monotonic() >= next_mode:
+            if MODE_CHANGED in heard or time.monotonic() >= next_mode:
                 was = self.mode
                 self._check_mode(conn)
-                next_mode = time.monotonic() + MODE_CHECK_S
+                # At once when `db install-change-capture` (or its --drop) says so (MODE_CHANGED).
+                next_mode = time.monotonic() + self.settings.capture_mode_check_s
                 if self.mode != was:
                     # A new leader, or a mode switch (whose hand-over passes may both have moved
                     # the counts for one change): count once before counting on the changes.
@@ -152,10 +152,11 @@ class Capturer:
                     self.log.prune(cur, self.settings.event_retention_days)
                 next_prune = now + PRUNE_EVERY_S
             timeout = min(poll_s, max(0.05, next_alerts - time.monotonic()))
+            heard.clear()
             if self.mode == EXACT:
-                self.changes.wait(conn, timeout)
+                self.changes.wait(conn, timeout, heard)
             else:
-                wait_for_notify(conn, timeout)
+                wait_for_notify(conn, timeout, heard)
 
     def _check_mode(self, conn: Connection) -> None:
         """Capture exactly when the change-capture trigger is installed (CAPTURE_MODE=auto), by

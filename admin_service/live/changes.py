@@ -136,7 +136,7 @@ class ChangeConsumer:
             LIMIT %s
         """
 
-    def wait(self, conn: Connection, timeout: float) -> None:
+    def wait(self, conn: Connection, timeout: float, heard: set[str] | None = None) -> None:
         """Wait until changes may be there (or `timeout`), without making every writer NOTIFY.
 
         A transaction that NOTIFYs takes a database-wide lock at commit (PostgreSQL keeps the
@@ -145,7 +145,8 @@ class ChangeConsumer:
         wake trigger NOTIFYs only when it cannot take that lock shared. A writer that did take it
         (the leader was awake) holds it until its transaction ends, so the leader can only go to
         sleep once every such writer has committed (or rolled back), and then it looks once more
-        before sleeping: no change waits for the fallback timer."""
+        before sleeping: no change waits for the fallback timer. The NOTIFYs' payloads are added
+        to `heard` when given."""
         deadline = time.monotonic() + timeout
         while True:
             with conn.cursor() as cur:
@@ -154,14 +155,14 @@ class ChangeConsumer:
             if asleep:
                 try:
                     if not self._any(conn):
-                        wait_for_notify(conn, max(0.0, deadline - time.monotonic()))
+                        wait_for_notify(conn, max(0.0, deadline - time.monotonic()), heard)
                 finally:
                     with conn.cursor() as cur:
                         cur.execute("SELECT pg_advisory_unlock(%s)", (self._asleep,))
                 return
             # A writer that saw us awake has not finished: look again shortly.
             remaining = deadline - time.monotonic()
-            if wait_for_notify(conn, min(AWAKE_RECHECK_S, max(0.0, remaining))) or remaining <= 0 or self._any(conn):
+            if wait_for_notify(conn, min(AWAKE_RECHECK_S, max(0.0, remaining)), heard) or remaining <= 0 or self._any(conn):
                 return
 
     def _any(self, conn: Connection) -> bool:

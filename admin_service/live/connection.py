@@ -56,13 +56,16 @@ def transaction(cur: Cursor) -> Iterator[None]:
         raise
 
 
-def wait_for_notify(conn: Connection, timeout: float) -> bool:
-    """Block (cooperatively under gevent) until a NOTIFY arrives or timeout; True if any came."""
+def wait_for_notify(conn: Connection, timeout: float, heard: set[str] | None = None) -> bool:
+    """Block (cooperatively under gevent) until a NOTIFY arrives or timeout; True if any came.
+    Their payloads are added to `heard` when given."""
     if not conn.notifies:
         readable, _, _ = select.select([conn], [], [], timeout)
         if readable:
             conn.poll()
     got = bool(conn.notifies)
+    if heard is not None:
+        heard.update(n.payload for n in conn.notifies)
     conn.notifies.clear()
     return got
 

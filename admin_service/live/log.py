@@ -32,6 +32,9 @@ from admin_service.names import JOB_ALERT, JOB_UPDATE
 EVENTS_CHANNEL = "admin_service_job_events"
 # Channel the opt-in trigger on archive.analysis_jobs NOTIFYs; the leader LISTENs on it.
 CHANGES_CHANNEL = "admin_service_job_changes"
+# Its payload when the change-capture triggers were just installed or dropped: the leader
+# looks at the mode at once, not up to CAPTURE_MODE_CHECK_S later.
+MODE_CHANGED = "capture-mode"
 # Rows per read_after call unless asked otherwise.
 READ_PAGE = 1000
 

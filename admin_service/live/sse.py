@@ -22,7 +22,7 @@ from admin_service.auth import request_token, require_admin
 from admin_service.db.dbapi import Cursor
 from admin_service.errors import ApiError
 from admin_service.jobs.schemas import DocumentedField, StatusListField, StrictQuerySchema, comma_list, storable_text
-from admin_service.live.caps import SSE
+from admin_service.live.caps import SSE, Place
 from admin_service.live.hub import CloseReason, EventFilter
 from admin_service.live.log import EventLog
 from admin_service.live.revocation import OpenConnection
@@ -129,7 +129,7 @@ def _replay(event_log: EventLog, after: int, sub_filter: EventFilter) -> tuple[l
 RETRY_AFTER_CAP_S = 5
 
 
-def _closed(runtime: LiveRuntime, sse: SseStream, watched: OpenConnection, place: str) -> None:
+def _closed(runtime: LiveRuntime, sse: SseStream, watched: OpenConnection, place: Place) -> None:
     runtime.hub.unsubscribe(sse)
     runtime.connections.discard(watched)
     runtime.caps.release(place)

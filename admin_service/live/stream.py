@@ -143,6 +143,11 @@ class SseStream(Subscriber):
     """A stream's subscription and lifecycle; a subclass says how its bytes go out."""
 
     broken = False  # the client is gone (noticed by the direct writer)
+    # When the stream last sent something (monotonic): a heartbeat goes only after
+    # SSE_HEARTBEAT_S of silence. While events flow they keep the connection alive and find a
+    # dead client themselves; a heartbeat besides them on every stream (ten thousand writes every
+    # interval) only lengthened the event fan-outs it ran into.
+    last_sent = 0.0
 
     def __init__(self, hub: Hub, event_filter: EventFilter, client_socket: socket.socket | None) -> None:
         super().__init__(event_filter, hub.queue_max)
@@ -161,13 +166,15 @@ class SseStream(Subscriber):
         try:
             self.newest = newest
             yield opening  # (SocketStream: gunicorn sends the headers, chunked, and this first chunk)
+            self.last_sent = time.monotonic()
             self._start()
             while True:
-                timeout = until_next_beat(expires_at, heartbeat_s)
+                quiet_s = time.monotonic() - self.last_sent
+                timeout = until_next_beat(expires_at, max(0.001, heartbeat_s - quiet_s))
                 if timeout <= 0:
                     reason = CloseReason.EXPIRED
                     break
-                if not self._wait(timeout):
+                if not self._wait(timeout) and time.monotonic() - self.last_sent >= heartbeat_s:
                     self._send(heartbeat())
                 if self.broken:
                     return
@@ -176,6 +183,7 @@ class SseStream(Subscriber):
                     break
                 if out := self._flush():
                     yield out
+                    self.last_sent = time.monotonic()
             self._send(ending[reason])
             if out := self._flush():
                 yield out
@@ -294,6 +302,7 @@ class SocketStream(SseStream):
         """Write now if the socket takes it; leave the rest to the stream's greenlet. Never blocks."""
         if self.broken or self._fd is None:
             return
+        self.last_sent = time.monotonic()
         if not (self._pending or self._flushing):
             try:
                 sent = os.write(self._fd, data)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import requests
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
@@ -117,6 +118,37 @@ def test_capture_follows_an_install_and_a_drop_without_losing_or_repeating_a_sta
     for job in (before, handed_over, after):
         assert job_updates(engine, settings, job["id"]) == [("created", "queued")]
     assert pending_changes(engine, settings) == 0
+
+
+def reported_mode(svc: RunningService) -> str:
+    ready = requests.get(f"{svc.url}/health/ready", timeout=5)
+    assert ready.status_code == 200, ready.text
+    return str(ready.json()["data"]["capture"]["mode"])
+
+
+def test_once_ready_says_exact_after_an_install_every_transition_is_logged(
+    database_url: str, alone: Data, engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    """/health/ready says `exact` when the leader captures exactly, not as soon as the triggers
+    exist: a leader still sampling rows (polling every 100 ms here) would merge a job's quick
+    transitions into its last state, and the switch's hand-over then skips the merged ones. The
+    install's NOTIFY switches the leader at once (its own look at the mode is a minute apart here)."""
+    jobs = Jobs(engine)
+    with run_service(database_url, tmp_path, env={**ENV, "CAPTURE_MODE_CHECK_S": "60"}) as svc:
+        wait_log(svc, "capture mode: poll")
+        assert reported_mode(svc) == "poll"
+        install_change_capture(engine, settings)
+        wait_until(lambda: reported_mode(svc) == "exact", 15, "/health/ready saying exact", every=0.02)
+        job = jobs.insert()
+        jobs.set_status(job, "processing")
+        jobs.set_status(job, "completed")
+        wait_until(lambda: len(job_updates(engine, settings, job["id"])) >= 3, 10, "every transition logged")
+        time.sleep(0.5)  # a merged or repeated state would be logged by now
+    assert job_updates(engine, settings, job["id"]) == [
+        ("created", "queued"),
+        ("updated", "processing"),
+        ("completed", "completed"),
+    ]
 
 
 def test_exact_capture_is_woken_by_its_notify(

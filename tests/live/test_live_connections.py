@@ -6,10 +6,13 @@ within AUTH_CACHE_SECONDS or so, with the reason."""
 from __future__ import annotations
 
 import os
+import resource
+import shutil
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,8 @@ import socketio
 from sqlalchemy import Engine, text
 
 from admin_service.config import Settings
+from bench.live import Clients
+from tests.support import ROOT
 from tests.support.factories import Data
 from tests.support.live import wait_until
 from tests.support.service import RunningService, run_service
@@ -46,9 +51,7 @@ def places(engine: Engine, settings: Settings, user: dict[str, Any], kind: str) 
     """The user's recorded connections of this kind, per worker pid."""
     with engine.connect() as conn:
         rows = conn.execute(
-            text(
-                f"SELECT worker, count(*) FROM {settings.admin_schema}.live_connections WHERE user_id = :u AND kind = :k GROUP BY 1"
-            ),
+            text(f"SELECT worker, n FROM {settings.admin_schema}.live_counts WHERE user_id = :u AND kind = :k AND n > 0"),
             {"u": user["id"], "k": kind},
         ).all()
     return {int(worker.split(":")[1]): count for worker, count in rows}
@@ -163,3 +166,45 @@ def test_a_deactivated_admins_open_stream_and_socket_end_with_the_reason(service
                 colleagues.wait_ended(timeout=3)
         finally:
             socket_probe.close()
+
+
+# One admin's many streams on one worker, as the bench opens them (bench/sse_clients.js, 200
+# handshakes in flight): each admission must cost the same however many are open. Counting the
+# user's rows per admission made the ten-thousandth slow enough that admissions held the pool's
+# connections, the rate limiter's store call timed out (a 503: a stream refused under the cap)
+# and cap checks timed out (admitted unrecorded: the cap no longer held).
+MANY = 10_000
+
+
+@pytest.mark.timeout(300)
+def test_ten_thousand_streams_of_one_admin_are_all_admitted_and_the_cap_still_holds(
+    database_url: str, tmp_path: Path, engine: Engine, settings: Settings, data: Data
+) -> None:
+    assert shutil.which("node"), "node is missing: `make test-tools` installs it (Debian's nodejs)"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Per process: the worker and the client each hold MANY sockets.
+    assert hard == resource.RLIM_INFINITY or hard >= MANY + 1000, f"RLIMIT_NOFILE hard limit {hard}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by gunicorn and node
+    admin = data.user(user_type="admin")
+    token = token_for(admin)
+    env = {"SSE_MAX_STREAMS_PER_USER": str(MANY), "LOG_LEVEL": "WARNING"}
+    try:
+        with run_service(database_url, tmp_path, workers=1, env=env) as svc:
+            clients = Clients(["node", str(ROOT / "bench" / "sse_clients.js"), svc.url, token, str(MANY), "--events=job-alert"])
+            try:
+                ready = clients.next_json(timeout=240)
+                assert (ready["ready"], ready["failed"]) == (MANY, 0), (ready, clients.errors[-5:], svc.log_tail(20))
+                assert places(engine, settings, admin, "sse") == {svc.workers()[0]: MANY}
+                assert_stream_refused_at(svc, token, MANY)
+            finally:
+                clients.close()
+            wait_until(lambda: not places(engine, settings, admin, "sse"), 60, "every place released")
+            assert "cap not checked" not in svc.log(), svc.log_tail(20)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def assert_stream_refused_at(svc: RunningService, token: str, cap: int) -> None:
+    with SSEClient(svc.url, token=token, params=EVENTS) as refused:
+        assert refused.status == 429, refused.body[:300]
+        assert f"at most {cap}" in refused.json_body()["error"]["message"]

@@ -99,6 +99,23 @@ def test_job_changes_reach_a_subscriber_as_job_update_events(
         assert len(quiet.heartbeats) >= 2, quiet.comments
 
 
+def test_heartbeats_only_on_a_stream_that_is_otherwise_silent(service: RunningService, admin: dict[str, Any]) -> None:
+    """Events keep a stream alive themselves (and find a dead client): a heartbeat goes only after
+    SSE_HEARTBEAT_S of silence, not beside them on every stream (with ten thousand open, that was
+    ten thousand more writes every interval inside the event fan-outs)."""
+    token = token_for(admin)
+    beat = float(ENV["SSE_HEARTBEAT_S"])
+    with (
+        SSEClient(service.url, token=token, params={"events": "job-stats"}) as busy,
+        SSEClient(service.url, token=token, params={"events": "job-alert"}) as quiet,
+    ):
+        got = busy.collect(3 * beat)
+        quiet.collect(0.1)
+    assert len([e for e in got if e.name == "job-stats"]) >= 3, "job-stats twice a second (JOB_STATS_INTERVAL_MS)"
+    assert busy.heartbeats == [], busy.comments
+    assert len(quiet.heartbeats) >= 2, quiet.comments
+
+
 def test_an_http10_client_gets_the_stream_unchunked(
     service: RunningService, live: Data, admin: dict[str, Any], engine: Engine
 ) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from admin_service import metrics
 from admin_service.auth import AdminUser, Authenticator, AuthError, client_address
-from admin_service.live.caps import SOCKETIO
+from admin_service.live.caps import SOCKETIO, Place
 from admin_service.live.hub import LiveEvent
 from admin_service.live.revocation import OpenConnection
 from admin_service.live.runtime import LiveRuntime
@@ -75,7 +75,7 @@ def token_from(environ: dict[str, Any], auth: Any) -> str | None:
 class Session:
     admin: AdminUser
     bucket: TokenBucket
-    place: str  # its place among the user's SOCKETIO_MAX_CONNECTIONS_PER_USER (live/caps.py)
+    place: Place  # its place among the user's SOCKETIO_MAX_CONNECTIONS_PER_USER (live/caps.py)
     watched: OpenConnection  # re-checked with its user (live/revocation.py)
 
 
