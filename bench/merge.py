@@ -54,7 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     full, partial = json.loads(args.into.read_text()), json.loads(args.partial.read_text())
     if full["dataset"]["jobs"] != partial["dataset"]["jobs"]:
-        raise SystemExit(f"the runs measured different datasets ({full['dataset']['jobs']:,} and {partial['dataset']['jobs']:,} jobs)")
+        raise SystemExit(
+            f"the runs measured different datasets ({full['dataset']['jobs']:,} and {partial['dataset']['jobs']:,} jobs)"
+        )
     replaced = merge(full, partial)
     from bench import report
 
