@@ -1,6 +1,7 @@
-"""Put the REST cases of a partial run (`bench/run.py --only ... --out DIR`) into a full run's
-results, replacing the cases of the same name in the same phase, and write the report again:
-re-measuring what a change touched without a full run. The report says which cases were
+"""Put the REST cases and live rows of a partial run (`bench/run.py --only ... --out DIR`; live
+rows with --sse/--sockets) into a full run's results, replacing the cases of the same name in the
+same phase and the live rows of the same transport and client count, and write the report
+again: re-measuring what a change touched without a full run. The report says which were
 re-measured, when, and under what load (results.json: `remeasured`).
 
     python -m bench.merge /tmp/partial/results.json            # into bench/results.json
@@ -35,6 +36,7 @@ def merge(full: dict[str, Any], partial: dict[str, Any]) -> list[str]:
             else:
                 target["cases"].append(case)
             replaced.append(f"{phase['label']}: {case['case']}")
+    replaced += _merge_live(full.get("live") or {}, partial.get("live") or {}, partial["date"])
     full.setdefault("remeasured", []).append(
         {
             "date": partial["date"],
@@ -44,6 +46,28 @@ def merge(full: dict[str, Any], partial: dict[str, Any]) -> list[str]:
             "cases": replaced,
         }
     )
+    return replaced
+
+
+def _merge_live(full: dict[str, Any], partial: dict[str, Any], date: str) -> list[str]:
+    """The partial run's live rows in place of the full run's of the same transport and client
+    count (measured with the same updates and spacing, else refused)."""
+    rows = [(kind, row) for kind in ("sse", "socketio") for row in partial.get(kind, [])]
+    if not rows:
+        return []
+    for key in ("updates", "spacing_s"):
+        if full.get(key) != partial.get(key):
+            raise SystemExit(f"the live rows were measured with another {key} ({partial.get(key)} against {full.get(key)})")
+    replaced = []
+    for kind, row in rows:
+        row = {**row, "remeasured": date}
+        target = full.setdefault(kind, [])
+        index = {r["clients"]: n for n, r in enumerate(target)}
+        if row["clients"] in index:
+            target[index[row["clients"]]] = row
+        else:
+            target.append(row)
+        replaced.append(f"live: {'SSE' if kind == 'sse' else 'Socket.IO'} x{row['clients']:,}")
     return replaced
 
 

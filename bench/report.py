@@ -321,7 +321,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                         else ["—", "—"]
                     )
                 lines.append(
-                    f"| {'SSE' if kind == 'sse' else 'Socket.IO (websocket)'} | {r['clients']:,} | {r['connected']:,} | "
+                    f"| {'SSE' if kind == 'sse' else 'Socket.IO (websocket)'}{' ↻' if r.get('remeasured') else ''} | "
+                    f"{r['clients']:,} | {r['connected']:,} | "
                     f"{r['connect_seconds']} | {r['worker_rss_idle_mib']:.0f} → {r['worker_rss_mib']:.0f} | "
                     f"{r['rss_per_client_kib']} | " + " | ".join(cells) + f" | {_f(r.get('loadavg_1m'))} |"
                 )
